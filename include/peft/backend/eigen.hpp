@@ -1,0 +1,278 @@
+#pragma once
+/// \file `peft::backend::eigen<T>`: the fast CPU backend.
+///
+/// Tensors live in aligned host memory and are viewed through `Eigen::Map` (no copies). GEMMs go to
+/// Eigen's blocked kernels, multithreaded by OpenMP when the target is built with it (or to BLAS when
+/// the user defines `EIGEN_USE_BLAS`); element-wise kernels are OpenMP loops over contiguous memory.
+
+#include <Eigen/Core>
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "peft/core/backend.hpp"
+#include "peft/core/host_tensor.hpp"
+#include "peft/core/random.hpp"
+
+namespace peft::backend {
+
+namespace detail {
+/// Runs `f(i)` for i in [0, n), in parallel when the work is large enough to pay for threads.
+template <class F>
+void host_parallel_for(std::size_t n, F&& f) {
+  const auto count = static_cast<std::int64_t>(n);
+#if defined(_OPENMP)
+#pragma omp parallel for schedule(static) if (count > 32768)
+#endif
+  for (std::int64_t i = 0; i < count; ++i) f(static_cast<std::size_t>(i));
+}
+}  // namespace detail
+
+/// Eigen policy. `T` is float or double. The context sets Eigen's thread count (0 keeps the default,
+/// which is OpenMP's).
+template <std::floating_point T>
+struct eigen {
+  using value_type = T;
+  using tensor = host_tensor<T>;
+  using index_tensor = host_tensor<std::int32_t>;
+  static constexpr const char* name = "eigen";
+
+  struct context : context_base {
+    context() = default;
+    explicit context(int threads) {
+      if (threads > 0) Eigen::setNbThreads(threads);
+    }
+  };
+
+  using matrix = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+  using array = Eigen::Array<T, Eigen::Dynamic, 1>;
+  using matrix_map = Eigen::Map<matrix, Eigen::Aligned64>;
+  using const_matrix_map = Eigen::Map<const matrix, Eigen::Aligned64>;
+  using array_map = Eigen::Map<array, Eigen::Aligned64>;
+  using const_array_map = Eigen::Map<const array, Eigen::Aligned64>;
+
+  static matrix_map mat(tensor& t) { return {t.data(), Eigen::Index(t.rows()), Eigen::Index(t.cols())}; }
+  static const_matrix_map mat(const tensor& t) { return {t.data(), Eigen::Index(t.rows()), Eigen::Index(t.cols())}; }
+  static array_map arr(tensor& t) { return {t.data(), Eigen::Index(t.size())}; }
+  static const_array_map arr(const tensor& t) { return {t.data(), Eigen::Index(t.size())}; }
+
+  // ---- host transfer -------------------------------------------------------------------------------
+  static void copy_from_host(context&, std::span<const T> src, const shape& s, tensor& dst) {
+    if (src.size() != s.size())
+      throw shape_error(peft::detail::concat("eigen::copy_from_host: ", src.size(), " values for shape ", s));
+    dst.resize(s);
+    std::copy(src.begin(), src.end(), dst.data());
+  }
+  static std::vector<T> copy_to_host(context&, const tensor& t) { return {t.data(), t.data() + t.size()}; }
+  static void copy_labels(context&, std::span<const std::int32_t> src, index_tensor& dst) {
+    dst.resize(shape{src.size()});
+    std::copy(src.begin(), src.end(), dst.data());
+  }
+
+  // ---- element-wise --------------------------------------------------------------------------------
+  static void fill(context&, tensor& t, T v) { arr(t).setConstant(v); }
+  static void copy(context&, const tensor& src, tensor& dst) {
+    dst.resize(src.shape());
+    arr(dst) = arr(src);
+  }
+  static void axpy(context&, T alpha, const tensor& x, tensor& y) {
+    peft::detail::require_same_shape("eigen::axpy", x.shape(), y.shape());
+    arr(y) += alpha * arr(x);
+  }
+  static void scale(context&, T alpha, tensor& x) { arr(x) *= alpha; }
+  static void multiply(context&, const tensor& a, const tensor& b, tensor& out) {
+    peft::detail::require_same_shape("eigen::multiply", a.shape(), b.shape());
+    out.resize(a.shape());
+    arr(out) = arr(a) * arr(b);
+  }
+  static void activation_forward(context&, activation a, const tensor& x, tensor& y) {
+    y.resize(x.shape());
+    const T* xp = x.data();
+    T* yp = y.data();
+    dispatch(a, [&](auto k) {
+      detail::host_parallel_for(x.size(), [&](std::size_t i) { yp[i] = activation_math::forward<T>(k(), xp[i]); });
+    });
+  }
+  static void activation_backward(context&, activation a, const tensor& x, const tensor& y, const tensor& dy,
+                                  tensor& dx) {
+    peft::detail::require_same_shape("eigen::activation_backward (x vs dy)", x.shape(), dy.shape());
+    peft::detail::require_same_shape("eigen::activation_backward (x vs y)", x.shape(), y.shape());
+    dx.resize(x.shape());
+    const T *xp = x.data(), *yp = y.data(), *dyp = dy.data();
+    T* dxp = dx.data();
+    dispatch(a, [&](auto k) {
+      detail::host_parallel_for(x.size(), [&](std::size_t i) {
+        dxp[i] = dyp[i] * activation_math::derivative<T>(k(), xp[i], yp[i]);
+      });
+    });
+  }
+  static void dropout_mask(context&, T p, std::uint64_t seed, std::uint64_t offset, tensor& mask) {
+    const T keep_scale = T(1) / (T(1) - p);
+    T* m = mask.data();
+    detail::host_parallel_for(mask.size(), [&](std::size_t i) {
+      m[i] = counter_uniform(seed, offset + i) >= double(p) ? keep_scale : T(0);
+    });
+  }
+
+  // ---- matrix --------------------------------------------------------------------------------------
+  /// c = alpha * op(a) * op(b) + beta * c; every operand viewed as a matrix (rows x cols). With
+  /// beta == 0 the old contents of c are ignored (BLAS semantics).
+  static void gemm(context&, op ta, op tb, T alpha, const tensor& a, const tensor& b, T beta, tensor& c) {
+    const std::size_t m = ta == op::n ? a.rows() : a.cols(), k = ta == op::n ? a.cols() : a.rows();
+    const std::size_t kb = tb == op::n ? b.rows() : b.cols(), n = tb == op::n ? b.cols() : b.rows();
+    if (k != kb || c.rows() != m || c.cols() != n)
+      throw shape_error(peft::detail::concat("eigen::gemm: op(a) is ", m, "x", k, " (a ", a.shape(), "), op(b) is ",
+                                             kb, "x", n, " (b ", b.shape(), "), c is ", c.shape()));
+    auto C = mat(c);
+    const auto A = mat(a);
+    const auto Bm = mat(b);
+    auto run = [&](const auto& x, const auto& y) {
+      if (beta == T(0)) {
+        C.noalias() = alpha * x * y;
+      } else {
+        if (beta != T(1)) C *= beta;
+        C.noalias() += alpha * x * y;
+      }
+    };
+    if (ta == op::n && tb == op::n) run(A, Bm);
+    else if (ta == op::n) run(A, Bm.transpose());
+    else if (tb == op::n) run(A.transpose(), Bm);
+    else run(A.transpose(), Bm.transpose());
+  }
+  /// y[r, :] += b for every row r.
+  static void add_row_vector(context&, tensor& y, const tensor& b) {
+    if (b.size() != y.cols())
+      throw shape_error(peft::detail::concat("eigen::add_row_vector: vector ", b.shape(), " vs rows of ", y.shape()));
+    mat(y).rowwise() += Eigen::Map<const Eigen::Matrix<T, 1, Eigen::Dynamic>>(b.data(), Eigen::Index(b.size()));
+  }
+  /// out = beta * out + (sum over rows of x); out has x.cols() elements.
+  static void sum_rows(context&, const tensor& x, T beta, tensor& out) {
+    if (out.size() != x.cols())
+      throw shape_error(peft::detail::concat("eigen::sum_rows: output ", out.shape(), " vs columns of ", x.shape()));
+    auto o = Eigen::Map<Eigen::Matrix<T, 1, Eigen::Dynamic>>(out.data(), Eigen::Index(out.size()));
+    if (beta == T(0)) o = mat(x).colwise().sum();
+    else o = beta * o + mat(x).colwise().sum();
+  }
+
+  // ---- reductions and losses -----------------------------------------------------------------------
+  static double sum_squares(context&, const tensor& t) { return double(arr(t).template cast<double>().square().sum()); }
+
+  /// Mean softmax cross-entropy over rows whose label is not `ignore_index`; writes d loss / d logits.
+  /// Labels must be validated by the caller.
+  static double softmax_cross_entropy(context&, const tensor& logits, const index_tensor& labels,
+                                      std::int32_t ignore_index, tensor& dlogits) {
+    if (labels.size() != logits.rows())
+      throw shape_error(peft::detail::concat("eigen::softmax_cross_entropy: ", labels.size(), " labels for logits ",
+                                             logits.shape()));
+    dlogits.resize(logits.shape());
+    const std::size_t rows = logits.rows(), cols = logits.cols();
+    std::size_t count = 0;
+    for (std::size_t r = 0; r < rows; ++r) count += labels[r] != ignore_index;
+    const double inv = count ? 1.0 / double(count) : 0.0;
+    double total = 0;
+    for (std::size_t r = 0; r < rows; ++r) {
+      const T* z = logits.data() + r * cols;
+      T* d = dlogits.data() + r * cols;
+      if (labels[r] == ignore_index) {
+        std::fill(d, d + cols, T(0));
+        continue;
+      }
+      const double mx = double(*std::max_element(z, z + cols));
+      double sum = 0;
+      for (std::size_t j = 0; j < cols; ++j) sum += std::exp(double(z[j]) - mx);
+      const double lse = mx + std::log(sum);
+      total += lse - double(z[labels[r]]);
+      for (std::size_t j = 0; j < cols; ++j)
+        d[j] = T((std::exp(double(z[j]) - lse) - (std::int32_t(j) == labels[r] ? 1.0 : 0.0)) * inv);
+    }
+    return total * inv;
+  }
+  /// Mean squared error over all elements; writes d loss / d pred.
+  static double mse(context&, const tensor& pred, const tensor& target, tensor& dpred) {
+    peft::detail::require_same_shape("eigen::mse", pred.shape(), target.shape());
+    dpred.resize(pred.shape());
+    const double n = double(pred.size());
+    arr(dpred) = (arr(pred) - arr(target)) * T(2.0 / n);
+    return double((arr(pred) - arr(target)).template cast<double>().square().sum()) / n;
+  }
+
+  // ---- update rules --------------------------------------------------------------------------------
+  static void sgd_update(context&, tensor& w, const tensor& g, tensor& velocity, const sgd_args& a) {
+    peft::detail::require_same_shape("eigen::sgd_update", w.shape(), g.shape());
+    auto W = arr(w);
+    const array gd = arr(g) + T(a.weight_decay) * W;
+    if (a.momentum == 0) {
+      W -= T(a.lr) * gd;
+      return;
+    }
+    auto V = arr(velocity);
+    if (a.first_step) V = gd;
+    else V = T(a.momentum) * V + T(1 - a.dampening) * gd;
+    if (a.nesterov) W -= T(a.lr) * (gd + T(a.momentum) * V);
+    else W -= T(a.lr) * V;
+  }
+  static void adamw_update(context&, tensor& w, const tensor& g, tensor& m, tensor& v, const adamw_args& a) {
+    peft::detail::require_same_shape("eigen::adamw_update", w.shape(), g.shape());
+    const T b1 = T(a.beta1), b2 = T(a.beta2);
+    const T bc1 = T(1 - std::pow(a.beta1, double(a.step))), bc2 = T(1 - std::pow(a.beta2, double(a.step)));
+    const T lr = T(a.lr), decay = T(1 - a.lr * a.weight_decay), eps = T(a.eps);
+    T *wp = w.data(), *mp = m.data(), *vp = v.data();
+    const T* gp = g.data();
+    detail::host_parallel_for(w.size(), [&](std::size_t i) {
+      const T gi = gp[i];
+      mp[i] = b1 * mp[i] + (T(1) - b1) * gi;
+      vp[i] = b2 * vp[i] + (T(1) - b2) * gi * gi;
+      wp[i] = wp[i] * decay - lr * (mp[i] / bc1) / (std::sqrt(vp[i] / bc2) + eps);
+    });
+  }
+  /// Adafactor; `row`/`col` hold the factored second moment (matrices), `v` the full one (vectors),
+  /// `m` the first moment when beta1 > 0.
+  static void adafactor_update(context&, tensor& w, const tensor& g, tensor& row, tensor& col, tensor& v, tensor& m,
+                               const adafactor_args& a) {
+    peft::detail::require_same_shape("eigen::adafactor_update", w.shape(), g.shape());
+    const T beta2t = T(a.beta2t);
+    array update = arr(g).square() + T(a.eps1);
+    if (a.factored) {
+      const auto U = Eigen::Map<const matrix>(update.data(), Eigen::Index(w.rows()), Eigen::Index(w.cols()));
+      auto R = arr(row), C = arr(col);
+      R = beta2t * R + (T(1) - beta2t) * U.rowwise().mean().array();
+      C = beta2t * C + (T(1) - beta2t) * U.colwise().mean().transpose().array();
+      const array r_factor = (R / R.mean()).rsqrt();
+      const array c_factor = C.rsqrt();
+      auto Upd = Eigen::Map<matrix>(update.data(), Eigen::Index(w.rows()), Eigen::Index(w.cols()));
+      Upd = (r_factor.matrix() * c_factor.matrix().transpose()).cwiseProduct(mat(g));
+    } else {
+      auto V = arr(v);
+      V = beta2t * V + (T(1) - beta2t) * update;
+      update = V.rsqrt() * arr(g);
+    }
+    const T rms = std::sqrt(update.square().mean());
+    update *= T(a.lr) / std::max(T(1), rms / T(a.clip_threshold));
+    if (a.beta1 > 0) {
+      auto M = arr(m);
+      M = T(a.beta1) * M + T(1 - a.beta1) * update;
+      update = M;
+    }
+    auto W = arr(w);
+    if (a.weight_decay != 0) W += T(-a.weight_decay * a.lr) * W;
+    W -= update;
+  }
+
+ private:
+  /// Calls `f` with a type whose call operator returns activation `a` as a constant, so the switch is
+  /// hoisted out of element loops.
+  template <class F>
+  static void dispatch(activation a, F&& f) {
+    switch (a) {
+      case activation::identity: f([] { return activation::identity; }); break;
+      case activation::relu: f([] { return activation::relu; }); break;
+      case activation::gelu: f([] { return activation::gelu; }); break;
+      case activation::gelu_tanh: f([] { return activation::gelu_tanh; }); break;
+      case activation::tanh: f([] { return activation::tanh; }); break;
+    }
+  }
+};
+
+}  // namespace peft::backend

@@ -1,0 +1,254 @@
+#pragma once
+/// \file `peft::backend::xtensor<T>`: the CPU reference backend.
+///
+/// Plain and obviously right rather than fast: xtensor expressions over adapted host memory, triple
+/// loops for GEMM with accumulation in double, its own activation formulas. Tests run every layer on
+/// this backend in double precision and compare the fast backends against it.
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <span>
+#include <vector>
+#include <xtensor/xadapt.hpp>
+#include <xtensor/xtensor.hpp>
+#include <xtensor/xmath.hpp>
+#include <xtensor/xreducer.hpp>
+#include <xtensor/xview.hpp>
+
+#include "peft/core/backend.hpp"
+#include "peft/core/host_tensor.hpp"
+#include "peft/core/random.hpp"
+
+namespace peft::backend {
+
+/// xtensor reference policy. `T` is float or double (tests use double).
+template <std::floating_point T>
+struct xtensor {
+  using value_type = T;
+  using tensor = host_tensor<T>;
+  using index_tensor = host_tensor<std::int32_t>;
+  static constexpr const char* name = "xtensor";
+
+  struct context : context_base {};
+
+  /// Matrix view (rows x cols) of a tensor's memory.
+  template <class Tn>
+  static auto view(Tn& t) {
+    using shape_type = std::array<std::size_t, 2>;
+    return xt::adapt(t.data(), t.size(), xt::no_ownership(), shape_type{t.rows(), t.cols()});
+  }
+  /// Flat view of a tensor's memory.
+  template <class Tn>
+  static auto flat(Tn& t) {
+    using shape_type = std::array<std::size_t, 1>;
+    return xt::adapt(t.data(), t.size(), xt::no_ownership(), shape_type{t.size()});
+  }
+
+  static void copy_from_host(context&, std::span<const T> src, const shape& s, tensor& dst) {
+    if (src.size() != s.size())
+      throw shape_error(peft::detail::concat("xtensor::copy_from_host: ", src.size(), " values for shape ", s));
+    dst.resize(s);
+    std::copy(src.begin(), src.end(), dst.data());
+  }
+  static std::vector<T> copy_to_host(context&, const tensor& t) { return {t.data(), t.data() + t.size()}; }
+  static void copy_labels(context&, std::span<const std::int32_t> src, index_tensor& dst) {
+    dst.resize(shape{src.size()});
+    std::copy(src.begin(), src.end(), dst.data());
+  }
+
+  static void fill(context&, tensor& t, T v) { flat(t).fill(v); }
+  static void copy(context&, const tensor& src, tensor& dst) {
+    dst.resize(src.shape());
+    flat(dst) = flat(src);
+  }
+  static void axpy(context&, T alpha, const tensor& x, tensor& y) {
+    peft::detail::require_same_shape("xtensor::axpy", x.shape(), y.shape());
+    auto yv = flat(y);
+    yv = yv + alpha * flat(x);
+  }
+  static void scale(context&, T alpha, tensor& x) {
+    auto xv = flat(x);
+    xv = alpha * xv;
+  }
+  static void multiply(context&, const tensor& a, const tensor& b, tensor& out) {
+    peft::detail::require_same_shape("xtensor::multiply", a.shape(), b.shape());
+    out.resize(a.shape());
+    flat(out) = flat(a) * flat(b);
+  }
+
+  static void activation_forward(context&, activation a, const tensor& x, tensor& y) {
+    y.resize(x.shape());
+    auto X = flat(x);
+    auto Y = flat(y);
+    switch (a) {
+      case activation::identity: Y = X; break;
+      case activation::relu: Y = xt::maximum(X, T(0)); break;
+      case activation::gelu: Y = T(0.5) * X * (T(1) + xt::erf(X / std::sqrt(T(2)))); break;
+      case activation::gelu_tanh:
+        Y = T(0.5) * X * (T(1) + xt::tanh(std::sqrt(T(2) / T(M_PI)) * (X + T(0.044715) * xt::pow(X, 3))));
+        break;
+      case activation::tanh: Y = xt::tanh(X); break;
+    }
+  }
+  static void activation_backward(context&, activation a, const tensor& x, const tensor& y, const tensor& dy,
+                                  tensor& dx) {
+    peft::detail::require_same_shape("xtensor::activation_backward (x vs dy)", x.shape(), dy.shape());
+    peft::detail::require_same_shape("xtensor::activation_backward (x vs y)", x.shape(), y.shape());
+    dx.resize(x.shape());
+    auto X = flat(x);
+    auto Y = flat(y);
+    auto DY = flat(dy);
+    auto DX = flat(dx);
+    switch (a) {
+      case activation::identity: DX = DY; break;
+      case activation::relu: DX = xt::where(X > T(0), DY, T(0)); break;
+      case activation::gelu: {
+        // d/dx [x Phi(x)] = Phi(x) + x phi(x)
+        auto Phi = T(0.5) * (T(1) + xt::erf(X / std::sqrt(T(2))));
+        auto phi = xt::exp(-X * X / T(2)) / std::sqrt(T(2) * T(M_PI));
+        DX = DY * (Phi + X * phi);
+        break;
+      }
+      case activation::gelu_tanh: {
+        const T c = std::sqrt(T(2) / T(M_PI));
+        auto t = xt::tanh(c * (X + T(0.044715) * xt::pow(X, 3)));
+        DX = DY * (T(0.5) * (T(1) + t) + T(0.5) * X * (T(1) - t * t) * c * (T(1) + T(3) * T(0.044715) * X * X));
+        break;
+      }
+      case activation::tanh: DX = DY * (T(1) - Y * Y); break;
+    }
+  }
+  static void dropout_mask(context&, T p, std::uint64_t seed, std::uint64_t offset, tensor& mask) {
+    for (std::size_t i = 0; i < mask.size(); ++i)
+      mask[i] = counter_uniform(seed, offset + i) >= double(p) ? T(1) / (T(1) - p) : T(0);
+  }
+
+  /// c = alpha * op(a) * op(b) + beta * c by the definition, accumulating in double.
+  static void gemm(context&, op ta, op tb, T alpha, const tensor& a, const tensor& b, T beta, tensor& c) {
+    const std::size_t m = ta == op::n ? a.rows() : a.cols(), k = ta == op::n ? a.cols() : a.rows();
+    const std::size_t kb = tb == op::n ? b.rows() : b.cols(), n = tb == op::n ? b.cols() : b.rows();
+    if (k != kb || c.rows() != m || c.cols() != n)
+      throw shape_error(peft::detail::concat("xtensor::gemm: op(a) is ", m, "x", k, " (a ", a.shape(), "), op(b) is ",
+                                             kb, "x", n, " (b ", b.shape(), "), c is ", c.shape()));
+    auto A = view(a);
+    auto Bm = view(b);
+    auto C = view(c);
+    for (std::size_t i = 0; i < m; ++i)
+      for (std::size_t j = 0; j < n; ++j) {
+        double s = 0;
+        for (std::size_t q = 0; q < k; ++q)
+          s += double(ta == op::n ? A(i, q) : A(q, i)) * double(tb == op::n ? Bm(q, j) : Bm(j, q));
+        C(i, j) = T(double(alpha) * s + (beta == T(0) ? 0.0 : double(beta) * double(C(i, j))));
+      }
+  }
+  static void add_row_vector(context&, tensor& y, const tensor& b) {
+    if (b.size() != y.cols())
+      throw shape_error(peft::detail::concat("xtensor::add_row_vector: vector ", b.shape(), " vs rows of ", y.shape()));
+    auto Y = view(y);
+    Y = Y + xt::view(flat(b), xt::newaxis(), xt::all());
+  }
+  static void sum_rows(context&, const tensor& x, T beta, tensor& out) {
+    if (out.size() != x.cols())
+      throw shape_error(peft::detail::concat("xtensor::sum_rows: output ", out.shape(), " vs columns of ", x.shape()));
+    auto O = flat(out);
+    if (beta == T(0)) O = xt::sum(view(x), {0});
+    else O = beta * O + xt::sum(view(x), {0});
+  }
+
+  static double sum_squares(context&, const tensor& t) {
+    double s = 0;
+    for (std::size_t i = 0; i < t.size(); ++i) s += double(t[i]) * double(t[i]);
+    return s;
+  }
+  static double softmax_cross_entropy(context&, const tensor& logits, const index_tensor& labels,
+                                      std::int32_t ignore_index, tensor& dlogits) {
+    if (labels.size() != logits.rows())
+      throw shape_error(peft::detail::concat("xtensor::softmax_cross_entropy: ", labels.size(), " labels for logits ",
+                                             logits.shape()));
+    dlogits.resize(logits.shape());
+    auto Z = view(logits);
+    auto D = view(dlogits);
+    std::size_t count = 0;
+    for (std::size_t r = 0; r < labels.size(); ++r) count += labels[r] != ignore_index;
+    double total = 0;
+    for (std::size_t r = 0; r < logits.rows(); ++r) {
+      auto z = xt::view(Z, r, xt::all());
+      auto d = xt::view(D, r, xt::all());
+      if (labels[r] == ignore_index || count == 0) {
+        d.fill(T(0));
+        continue;
+      }
+      const T mx = xt::amax(z)();
+      auto e = xt::eval(xt::exp(z - mx));
+      const T sum = xt::sum(e)();
+      total += double(std::log(sum) + mx - z(labels[r]));
+      d = e / sum;
+      d(labels[r]) -= T(1);
+      d = d / T(count);
+    }
+    return count ? total / double(count) : 0.0;
+  }
+  static double mse(context&, const tensor& pred, const tensor& target, tensor& dpred) {
+    peft::detail::require_same_shape("xtensor::mse", pred.shape(), target.shape());
+    dpred.resize(pred.shape());
+    auto diff = xt::eval(flat(pred) - flat(target));
+    flat(dpred) = diff * T(2) / T(pred.size());
+    return double(xt::sum(diff * diff)()) / double(pred.size());
+  }
+
+  static void sgd_update(context&, tensor& w, const tensor& g, tensor& velocity, const sgd_args& a) {
+    auto W = flat(w);
+    auto gd = xt::eval(flat(g) + T(a.weight_decay) * W);
+    if (a.momentum == 0) {
+      W = W - T(a.lr) * gd;
+      return;
+    }
+    auto V = flat(velocity);
+    V = a.first_step ? xt::eval(gd) : xt::eval(T(a.momentum) * V + T(1 - a.dampening) * gd);
+    W = a.nesterov ? xt::eval(W - T(a.lr) * (gd + T(a.momentum) * V)) : xt::eval(W - T(a.lr) * V);
+  }
+  static void adamw_update(context&, tensor& w, const tensor& g, tensor& m, tensor& v, const adamw_args& a) {
+    auto W = flat(w);
+    auto G = flat(g);
+    auto M = flat(m);
+    auto V = flat(v);
+    W = W - T(a.lr * a.weight_decay) * W;
+    M = T(a.beta1) * M + T(1 - a.beta1) * G;
+    V = T(a.beta2) * V + T(1 - a.beta2) * G * G;
+    const T bc1 = T(1 - std::pow(a.beta1, double(a.step))), bc2 = T(1 - std::pow(a.beta2, double(a.step)));
+    W = W - T(a.lr) * (M / bc1) / (xt::sqrt(V / bc2) + T(a.eps));
+  }
+  static void adafactor_update(context&, tensor& w, const tensor& g, tensor& row, tensor& col, tensor& v, tensor& m,
+                               const adafactor_args& a) {
+    const T b = T(a.beta2t);
+    auto G = view(g);
+    auto sq = xt::eval(G * G + T(a.eps1));
+    xt::xtensor<T, 2> update;
+    if (a.factored) {
+      auto R = flat(row);
+      auto C = flat(col);
+      R = b * R + (T(1) - b) * xt::mean(sq, {1});
+      C = b * C + (T(1) - b) * xt::mean(sq, {0});
+      auto r_factor = xt::eval(T(1) / xt::sqrt(R / xt::mean(R)()));
+      auto c_factor = xt::eval(T(1) / xt::sqrt(C));
+      update = xt::view(r_factor, xt::all(), xt::newaxis()) * xt::view(c_factor, xt::newaxis(), xt::all()) * G;
+    } else {
+      auto V = view(v);
+      V = b * V + (T(1) - b) * sq;
+      update = G / xt::sqrt(V);
+    }
+    const T rms = std::sqrt(xt::mean(update * update)());
+    update = update * (T(a.lr) / std::max(T(1), rms / T(a.clip_threshold)));
+    if (a.beta1 > 0) {
+      auto M = view(m);
+      M = T(a.beta1) * M + T(1 - a.beta1) * update;
+      update = M;
+    }
+    auto W = view(w);
+    W = W - T(a.weight_decay * a.lr) * W;
+    W = W - update;
+  }
+};
+
+}  // namespace peft::backend

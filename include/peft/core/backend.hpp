@@ -1,0 +1,102 @@
+#pragma once
+/// \file The `Backend` concept: a policy type naming a value type, tensor types in its memory space,
+/// a context, and the kernel set that layers, losses and update rules are written against.
+///
+/// Layers never name Eigen, xtensor or CUDA; they call `B::gemm(ctx, ...)` and friends. The backend
+/// is chosen at compile time (a template argument), never by a run-time switch.
+
+#include <concepts>
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "peft/core/kernel_args.hpp"
+#include "peft/core/shape.hpp"
+
+namespace peft {
+
+/// State shared by the kernels of a backend call sequence. Backends derive their context from it.
+/// `training` switches dropout on; `seed` and `random_offset` drive the counter-based dropout stream,
+/// so a run with the same seed draws the same masks on every backend.
+struct context_base {
+  bool training = false;
+  std::uint64_t seed = 0;
+  std::uint64_t random_offset = 0;
+
+  /// Reserves `n` consecutive random indices and returns the first.
+  std::uint64_t take_random(std::uint64_t n) noexcept {
+    const std::uint64_t first = random_offset;
+    random_offset += n;
+    return first;
+  }
+};
+
+/// A dense row-major tensor of a backend: shape queries, raw data and a capacity-keeping `resize`.
+template <class Tn>
+concept DenseTensor = std::default_initializable<Tn> && std::movable<Tn> &&
+                      requires(Tn& t, const Tn& ct, const shape& s) {
+                        typename Tn::value_type;
+                        t.resize(s);
+                        { ct.shape() } -> std::convertible_to<const shape&>;
+                        { ct.size() } -> std::convertible_to<std::size_t>;
+                        { ct.rows() } -> std::convertible_to<std::size_t>;
+                        { ct.cols() } -> std::convertible_to<std::size_t>;
+                        { ct.empty() } -> std::convertible_to<bool>;
+                        { t.data() } -> std::same_as<typename Tn::value_type*>;
+                      };
+
+/// Backend policy. Requirements (see docs/concepts.md#backend):
+/// - `value_type` (float or double), `tensor` and `index_tensor` (int32 labels) satisfying
+///   `DenseTensor`, and `context` derived from `context_base`;
+/// - `name` (a string literal) for reports;
+/// - host transfer: `copy_from_host`, `copy_to_host`, `copy_labels`;
+/// - element-wise: `fill`, `copy`, `axpy`, `scale`, `multiply`, `activation_forward/backward`,
+///   `dropout_mask`;
+/// - matrix: `gemm` (transposes, alpha, beta), `add_row_vector` (bias add), `sum_rows` (bias grad);
+/// - reductions and losses: `sum_squares`, `softmax_cross_entropy`, `mse`;
+/// - fused update rules: `sgd_update`, `adamw_update`, `adafactor_update`.
+/// Guarantees expected of an implementation: shapes are checked and a mismatch throws
+/// `peft::shape_error` naming the kernel and both shapes; outputs documented as "resized" keep their
+/// capacity, so a steady-state step allocates nothing.
+template <class B>
+concept Backend =
+    std::floating_point<typename B::value_type> && DenseTensor<typename B::tensor> &&
+    DenseTensor<typename B::index_tensor> && std::derived_from<typename B::context, context_base> &&
+    std::same_as<typename B::tensor::value_type, typename B::value_type> &&
+    requires(typename B::context& ctx, typename B::tensor& t, const typename B::tensor& c,
+             typename B::index_tensor& labels, typename B::value_type a,
+             std::span<const typename B::value_type> host, std::span<const std::int32_t> host_labels,
+             const shape& s, activation act, const sgd_args& sgd, const adamw_args& adam,
+             const adafactor_args& ada) {
+      { B::name } -> std::convertible_to<const char*>;
+      B::copy_from_host(ctx, host, s, t);
+      { B::copy_to_host(ctx, c) } -> std::same_as<std::vector<typename B::value_type>>;
+      B::copy_labels(ctx, host_labels, labels);
+      B::fill(ctx, t, a);
+      B::copy(ctx, c, t);
+      B::axpy(ctx, a, c, t);
+      B::scale(ctx, a, t);
+      B::multiply(ctx, c, c, t);
+      B::gemm(ctx, op::n, op::t, a, c, c, a, t);
+      B::add_row_vector(ctx, t, c);
+      B::sum_rows(ctx, c, a, t);
+      B::activation_forward(ctx, act, c, t);
+      B::activation_backward(ctx, act, c, c, c, t);
+      B::dropout_mask(ctx, a, std::uint64_t{}, std::uint64_t{}, t);
+      { B::sum_squares(ctx, c) } -> std::convertible_to<double>;
+      { B::softmax_cross_entropy(ctx, c, labels, std::int32_t{}, t) } -> std::convertible_to<double>;
+      { B::mse(ctx, c, c, t) } -> std::convertible_to<double>;
+      B::sgd_update(ctx, t, c, t, sgd);
+      B::adamw_update(ctx, t, c, t, t, adam);
+      B::adafactor_update(ctx, t, c, t, t, t, t, ada);
+    };
+
+namespace detail {
+/// Throws unless `a` and `b` have equal shapes; `what` names the kernel or layer.
+inline void require_same_shape(const char* what, const shape& a, const shape& b) {
+  if (!(a == b)) throw shape_error(concat(what, ": shapes differ: ", a, " vs ", b));
+}
+}  // namespace detail
+
+}  // namespace peft

@@ -1,0 +1,59 @@
+#pragma once
+/// \file The `Layer` concept and the optional `Mergeable` capability.
+
+#include <concepts>
+#include <string>
+
+#include "peft/core/backend.hpp"
+#include "peft/core/parameter.hpp"
+
+namespace peft {
+
+namespace detail {
+/// Visitor used only to check `visit_parameters` in concepts.
+struct parameter_probe {
+  template <class P>
+  void operator()(const std::string&, P&) const {}
+};
+}  // namespace detail
+
+/// A differentiable layer over backend `L::backend`. Requirements (docs/concepts.md#layer):
+/// - `forward(ctx, x)` returns a reference to the output, owned by the layer (or `x` itself for an
+///   identity) and valid until the next `forward`. `x` must stay alive and unchanged until the matching
+///   `backward`: layers keep a pointer to their input instead of a copy, and only when they need it.
+/// - `backward(ctx, dy)` accumulates (+=) into the gradients of trainable parameters and returns the
+///   gradient with respect to the input of the last `forward`.
+/// - `visit_parameters(prefix, f)` calls `f(name, parameter)` for every parameter, with names that
+///   follow Hugging Face module paths (`prefix + "weight"`), on const and non-const layers.
+template <class L>
+concept Layer = Backend<typename L::backend> &&
+                requires(L& l, const L& cl, typename L::backend::context& ctx, const typename L::backend::tensor& x,
+                         const std::string& prefix, detail::parameter_probe probe) {
+                  { l.forward(ctx, x) } -> std::same_as<const typename L::backend::tensor&>;
+                  { l.backward(ctx, x) } -> std::same_as<const typename L::backend::tensor&>;
+                  l.visit_parameters(prefix, probe);
+                  cl.visit_parameters(prefix, probe);
+                };
+
+/// A layer whose PEFT update can be folded into the base weights and taken out again.
+/// Guarantees: after `merge`, `forward` gives the same output (to rounding) with the extra path
+/// switched off; `unmerge` restores the base weights (to rounding) and switches it back on.
+template <class L>
+concept Mergeable = requires(L& l, const L& cl, typename L::backend::context& ctx) {
+  l.merge(ctx);
+  l.unmerge(ctx);
+  { cl.merged() } -> std::convertible_to<bool>;
+};
+
+/// Merges `l` if it is `Mergeable`; a no-op otherwise. Containers use it on their children.
+template <class L>
+void merge_if_possible(L& l, typename L::backend::context& ctx) {
+  if constexpr (Mergeable<L>) l.merge(ctx);
+}
+/// Unmerges `l` if it is `Mergeable`; a no-op otherwise.
+template <class L>
+void unmerge_if_possible(L& l, typename L::backend::context& ctx) {
+  if constexpr (Mergeable<L>) l.unmerge(ctx);
+}
+
+}  // namespace peft

@@ -1,0 +1,37 @@
+#pragma once
+/// \file Run-time configuration of the PEFT methods: ranks, scalings, sizes. Which methods apply to
+/// which roles is compile-time (`peft::plan`); how big they are is decided here, at run time.
+
+#include <cstddef>
+#include <cstdint>
+
+#include "peft/core/kernel_args.hpp"
+
+namespace peft {
+
+/// LoRA (Hu et al. 2021): `W x + s * B A dropout(x)` with `s = alpha / r`, or `alpha / sqrt(r)` when
+/// `use_rslora` (Kalajdzievski 2023). Requirements: 1 <= r <= min(in, out), alpha > 0,
+/// 0 <= dropout < 1. Defaults follow Hugging Face PEFT's `LoraConfig`.
+struct lora_config {
+  std::size_t r = 8;
+  double alpha = 8;
+  double dropout = 0;
+  bool use_rslora = false;
+};
+
+/// Bottleneck adapter (Houlsby et al. 2019): `h + up(act(down(h)))`. The bottleneck is `bottleneck`
+/// when non-zero, else `max(1, width / reduction_factor)` (AdapterHub's convention; Pfeiffer uses 16).
+struct adapter_config {
+  std::size_t bottleneck = 0;
+  double reduction_factor = 16;
+  activation nonlinearity = activation::relu;
+};
+
+/// The run-time part of a plan: one configuration per method family. Methods absent from the plan
+/// ignore their entry.
+struct method_config {
+  lora_config lora{};
+  adapter_config adapter{};
+};
+
+}  // namespace peft

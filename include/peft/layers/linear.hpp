@@ -1,0 +1,134 @@
+#pragma once
+/// \file `peft::layers::linear`: y = x W^T + b, with W stored (out x in) as Hugging Face does.
+
+#include <cmath>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "peft/core/error.hpp"
+#include "peft/core/groups.hpp"
+#include "peft/core/layer.hpp"
+#include "peft/core/method_config.hpp"
+#include "peft/core/parameter.hpp"
+#include "peft/core/random.hpp"
+
+namespace peft::layers {
+
+/// How a linear layer's weight starts.
+enum class weight_init {
+  kaiming_uniform,  ///< PyTorch's nn.Linear default: U(-1/sqrt(in), 1/sqrt(in)) (kaiming a = sqrt(5))
+  zeros,            ///< all zeros (LoRA B, adapter up-projection)
+};
+
+/// Construction options of a linear layer. `name` is the module path used in error messages.
+struct linear_options {
+  std::size_t in_features = 0;
+  std::size_t out_features = 0;
+  bool bias = true;
+  std::string name = "linear";
+  std::uint64_t seed = 0;
+  weight_init init = weight_init::kaiming_uniform;
+};
+
+namespace detail {
+/// Uploads `n` values drawn by `draw()` as a tensor of shape `s`.
+template <class B, class Draw>
+void init_tensor(typename B::context& ctx, const shape& s, typename B::tensor& t, Draw&& draw) {
+  std::vector<typename B::value_type> host(s.size());
+  for (auto& v : host) v = typename B::value_type(draw());
+  B::copy_from_host(ctx, host, s, t);
+}
+}  // namespace detail
+
+/// Fully connected layer. `Trainable` (a `group_set`) decides at compile time whether the weight group
+/// `WG` and bias group `BG` train; a frozen weight has no gradient buffer and backward does not keep
+/// the input alive for it. Input: any rank, last extent `in_features`; output: same leading extents,
+/// last extent `out_features`.
+template <Backend B, class Trainable = group_set<>, groups::Group WG = groups::weight,
+          groups::Group BG = groups::bias>
+class linear {
+ public:
+  using backend = B;
+  using tensor = typename B::tensor;
+  using value_type = typename B::value_type;
+  using weight_parameter = parameter<B, WG, Trainable::template contains<WG>>;
+  using bias_parameter = parameter<B, BG, Trainable::template contains<BG>>;
+
+  linear(typename B::context& ctx, const linear_options& o) : opts_(o) {
+    if (o.in_features == 0 || o.out_features == 0)
+      throw config_error(peft::detail::concat("linear '", o.name, "': in_features (", o.in_features,
+                                              ") and out_features (", o.out_features, ") must be positive"));
+    init_rng rng(o.seed);
+    const double bound = 1.0 / std::sqrt(double(o.in_features));
+    const shape ws{o.out_features, o.in_features};
+    if (o.init == weight_init::zeros) detail::init_tensor<B>(ctx, ws, weight_.value, [] { return 0.0; });
+    else detail::init_tensor<B>(ctx, ws, weight_.value, [&] { return rng.uniform(-bound, bound); });
+    weight_.allocate_grad(ctx);
+    if (o.bias) {
+      if (o.init == weight_init::zeros) detail::init_tensor<B>(ctx, shape{o.out_features}, bias_.value, [] { return 0.0; });
+      else detail::init_tensor<B>(ctx, shape{o.out_features}, bias_.value, [&] { return rng.uniform(-bound, bound); });
+      bias_.allocate_grad(ctx);
+    }
+  }
+  /// Constructor used by plans: a plain linear ignores the method configuration.
+  linear(typename B::context& ctx, const linear_options& o, const method_config&) : linear(ctx, o) {}
+
+  const tensor& forward(typename B::context& ctx, const tensor& x) {
+    if (x.cols() != in_features() || x.shape().rank() == 0)
+      throw shape_error(peft::detail::concat("linear '", opts_.name, "': input shape ", x.shape(),
+                                             " does not end in in_features = ", in_features()));
+    input_ = &x;
+    y_.resize(x.shape().with_cols(out_features()));
+    B::gemm(ctx, op::n, op::t, value_type(1), x, weight_.value, value_type(0), y_);
+    if (has_bias()) B::add_row_vector(ctx, y_, bias_.value);
+    return y_;
+  }
+
+  const tensor& backward(typename B::context& ctx, const tensor& dy) {
+    if (!input_) throw error(peft::detail::concat("linear '", opts_.name, "': backward called before forward"));
+    if (!(dy.shape() == input_->shape().with_cols(out_features())))
+      throw shape_error(peft::detail::concat("linear '", opts_.name, "': output gradient shape ", dy.shape(),
+                                             " differs from output shape ", input_->shape().with_cols(out_features())));
+    if constexpr (weight_parameter::trainable)
+      B::gemm(ctx, op::t, op::n, value_type(1), dy, *input_, value_type(1), weight_.grad);
+    if constexpr (bias_parameter::trainable)
+      if (has_bias()) B::sum_rows(ctx, dy, value_type(1), bias_.grad);
+    dx_.resize(input_->shape());
+    B::gemm(ctx, op::n, op::n, value_type(1), dy, weight_.value, value_type(0), dx_);
+    return dx_;
+  }
+
+  template <class F>
+  void visit_parameters(const std::string& prefix, F&& f) {
+    f(prefix + "weight", weight_);
+    if (has_bias()) f(prefix + "bias", bias_);
+  }
+  template <class F>
+  void visit_parameters(const std::string& prefix, F&& f) const {
+    f(prefix + "weight", weight_);
+    if (has_bias()) f(prefix + "bias", bias_);
+  }
+
+  [[nodiscard]] std::size_t in_features() const noexcept { return opts_.in_features; }
+  [[nodiscard]] std::size_t out_features() const noexcept { return opts_.out_features; }
+  [[nodiscard]] bool has_bias() const noexcept { return opts_.bias; }
+  [[nodiscard]] const std::string& name() const noexcept { return opts_.name; }
+  [[nodiscard]] const linear_options& options() const noexcept { return opts_; }
+  weight_parameter& weight() noexcept { return weight_; }
+  const weight_parameter& weight() const noexcept { return weight_; }
+  bias_parameter& bias() noexcept { return bias_; }
+  const bias_parameter& bias() const noexcept { return bias_; }
+  /// The innermost plain linear layer (this one); wrappers forward to it.
+  linear& base_linear() noexcept { return *this; }
+  const linear& base_linear() const noexcept { return *this; }
+
+ private:
+  linear_options opts_;
+  weight_parameter weight_;
+  bias_parameter bias_;
+  const tensor* input_ = nullptr;
+  tensor y_, dx_;
+};
+
+}  // namespace peft::layers

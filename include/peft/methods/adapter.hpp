@@ -1,0 +1,124 @@
+#pragma once
+/// \file Bottleneck adapters (Houlsby et al. 2019, arXiv:1902.00751; Pfeiffer et al. 2020,
+/// arXiv:2005.00247): h + up(act(down(h))) applied to the output h of the wrapped layer.
+
+#include <algorithm>
+#include <cmath>
+#include <string>
+
+#include "peft/core/groups.hpp"
+#include "peft/core/layer.hpp"
+#include "peft/core/method_config.hpp"
+#include "peft/core/random.hpp"
+#include "peft/core/roles.hpp"
+#include "peft/layers/activation.hpp"
+#include "peft/layers/linear.hpp"
+
+namespace peft::methods {
+
+/// Bottleneck width for a layer of `width` outputs (see `adapter_config`).
+inline std::size_t adapter_bottleneck(const adapter_config& c, std::size_t width, const std::string& name) {
+  if (c.bottleneck == 0 && !(c.reduction_factor >= 1))
+    throw config_error(peft::detail::concat("adapter on '", name, "': reduction_factor = ", c.reduction_factor,
+                                            " must be >= 1"));
+  const std::size_t b = c.bottleneck ? c.bottleneck : std::max<std::size_t>(1, std::size_t(double(width) / c.reduction_factor));
+  return b;
+}
+
+/// A layer (`Inner`) followed by a residual bottleneck adapter. Parameters (group `adapter`, always
+/// trainable): `adapter.down.weight` (m x d), `adapter.down.bias`, `adapter.up.weight` (d x m),
+/// `adapter.up.bias`. The up-projection starts at zero, so the adapter starts as the identity.
+/// Not mergeable itself (it is nonlinear); `merge` reaches the layers it wraps.
+template <class Inner>
+class bottleneck_adapter {
+ public:
+  using backend = typename Inner::backend;
+  using B = backend;
+  using tensor = typename B::tensor;
+  using value_type = typename B::value_type;
+  using projection = layers::linear<B, group_set<groups::adapter>, groups::adapter, groups::adapter>;
+
+  bottleneck_adapter(typename B::context& ctx, const layers::linear_options& o, const method_config& cfg)
+      : inner_(ctx, o, cfg),
+        down_(ctx, {.in_features = o.out_features,
+                    .out_features = adapter_bottleneck(cfg.adapter, o.out_features, o.name),
+                    .bias = true,
+                    .name = o.name + ".adapter.down",
+                    .seed = derive_seed(o.seed, 0xADA),
+                    .init = layers::weight_init::kaiming_uniform}),
+        act_(cfg.adapter.nonlinearity),
+        up_(ctx, {.in_features = down_.out_features(),
+                  .out_features = o.out_features,
+                  .bias = true,
+                  .name = o.name + ".adapter.up",
+                  .seed = derive_seed(o.seed, 0xADB),
+                  .init = layers::weight_init::zeros}) {}
+
+  const tensor& forward(typename B::context& ctx, const tensor& x) {
+    const tensor& h = inner_.forward(ctx, x);
+    const tensor& a = up_.forward(ctx, act_.forward(ctx, down_.forward(ctx, h)));
+    B::copy(ctx, h, y_);
+    B::axpy(ctx, value_type(1), a, y_);
+    return y_;
+  }
+  const tensor& backward(typename B::context& ctx, const tensor& dy) {
+    const tensor& dh_adapter = down_.backward(ctx, act_.backward(ctx, up_.backward(ctx, dy)));
+    B::copy(ctx, dy, dh_);
+    B::axpy(ctx, value_type(1), dh_adapter, dh_);
+    return inner_.backward(ctx, dh_);
+  }
+
+  template <class F>
+  void visit_parameters(const std::string& prefix, F&& f) {
+    inner_.visit_parameters(prefix, f);
+    down_.visit_parameters(prefix + "adapter.down.", f);
+    up_.visit_parameters(prefix + "adapter.up.", f);
+  }
+  template <class F>
+  void visit_parameters(const std::string& prefix, F&& f) const {
+    inner_.visit_parameters(prefix, f);
+    down_.visit_parameters(prefix + "adapter.down.", f);
+    up_.visit_parameters(prefix + "adapter.up.", f);
+  }
+
+  void merge(typename B::context& ctx) { merge_if_possible(inner_, ctx); }
+  void unmerge(typename B::context& ctx) { unmerge_if_possible(inner_, ctx); }
+  [[nodiscard]] bool merged() const noexcept {
+    if constexpr (Mergeable<Inner>) return inner_.merged();
+    else return false;
+  }
+
+  [[nodiscard]] std::size_t bottleneck() const noexcept { return down_.out_features(); }
+  [[nodiscard]] std::size_t in_features() const noexcept { return inner_.in_features(); }
+  [[nodiscard]] std::size_t out_features() const noexcept { return inner_.out_features(); }
+  [[nodiscard]] const std::string& name() const noexcept { return inner_.name(); }
+  auto& base_linear() noexcept { return inner_.base_linear(); }
+  const auto& base_linear() const noexcept { return inner_.base_linear(); }
+  Inner& inner() noexcept { return inner_; }
+  projection& down() noexcept { return down_; }
+  projection& up() noexcept { return up_; }
+
+ private:
+  Inner inner_;
+  projection down_;
+  layers::activation_layer<B> act_;
+  projection up_;
+  tensor y_, dh_;
+};
+
+/// PEFT method: a bottleneck adapter after the output of the listed roles. Stage 2: outermost, so it
+/// sees the full output of the layer including LoRA and BitFit contributions.
+template <roles::Role... Targets>
+struct adapter {
+  static_assert(sizeof...(Targets) > 0, "peft::adapter<Roles...>: name at least one role to place adapters after");
+  static constexpr std::string_view name = "adapter";
+  static constexpr int stage = 2;
+  template <class Role>
+  static constexpr bool targets = (std::is_same_v<Role, Targets> || ...);
+  template <class Role>
+  using base_groups = group_set<>;
+  template <class Inner>
+  using wrap = bottleneck_adapter<Inner>;
+};
+
+}  // namespace peft::methods

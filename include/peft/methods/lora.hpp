@@ -1,0 +1,143 @@
+#pragma once
+/// \file LoRA (Hu et al. 2021, arXiv:2106.09685) and rsLoRA (Kalajdzievski 2023, arXiv:2312.03732).
+///
+/// y = W x + b + s * B (A dropout(x)), A (r x in) kaiming-uniform (a = sqrt(5)), B (out x r) zeros,
+/// s = alpha / r (or alpha / sqrt(r) with rsLoRA) -- Hugging Face PEFT's `LoraLayer` defaults.
+
+#include <algorithm>
+#include <cmath>
+#include <string>
+
+#include "peft/core/error.hpp"
+#include "peft/core/groups.hpp"
+#include "peft/core/layer.hpp"
+#include "peft/core/method_config.hpp"
+#include "peft/core/random.hpp"
+#include "peft/core/roles.hpp"
+#include "peft/layers/dropout.hpp"
+#include "peft/layers/linear.hpp"
+
+namespace peft::methods {
+
+/// Scaling factor of a LoRA update; validates the configuration for layer `name` of size in x out.
+inline double lora_scaling(const lora_config& c, std::size_t in, std::size_t out, const std::string& name) {
+  const std::size_t max_r = std::min(in, out);
+  if (c.r == 0 || c.r > max_r)
+    throw config_error(peft::detail::concat("lora on '", name, "': rank r = ", c.r, " must be in [1, min(in_features = ",
+                                            in, ", out_features = ", out, ") = ", max_r, "]"));
+  if (!(c.alpha > 0) || !std::isfinite(c.alpha))
+    throw config_error(peft::detail::concat("lora on '", name, "': lora_alpha = ", c.alpha, " must be positive"));
+  if (!(c.dropout >= 0 && c.dropout < 1))
+    throw config_error(peft::detail::concat("lora on '", name, "': lora_dropout = ", c.dropout, " is outside [0, 1)"));
+  return c.use_rslora ? c.alpha / std::sqrt(double(c.r)) : c.alpha / double(c.r);
+}
+
+/// A linear layer (`Inner`, which must expose `base_linear()`) with a LoRA update. Parameters:
+/// the inner ones, then `lora_A.weight` (r x in) and `lora_B.weight` (out x r), both always trainable
+/// (groups `lora_a`, `lora_b`). Mergeable: `merge` adds s * B A to the base weight.
+template <class Inner>
+class lora_linear {
+ public:
+  using backend = typename Inner::backend;
+  using B = backend;
+  using tensor = typename B::tensor;
+  using value_type = typename B::value_type;
+  using a_layer = layers::linear<B, group_set<groups::lora_a>, groups::lora_a, groups::lora_a>;
+  using b_layer = layers::linear<B, group_set<groups::lora_b>, groups::lora_b, groups::lora_b>;
+
+  lora_linear(typename B::context& ctx, const layers::linear_options& o, const method_config& cfg)
+      : inner_(ctx, o, cfg),
+        scaling_(lora_scaling(cfg.lora, o.in_features, o.out_features, o.name)),
+        dropout_(cfg.lora.dropout, o.name + ".lora_dropout"),
+        a_(ctx, {.in_features = o.in_features, .out_features = cfg.lora.r, .bias = false, .name = o.name + ".lora_A",
+                 .seed = derive_seed(o.seed, 0x10A), .init = layers::weight_init::kaiming_uniform}),
+        b_(ctx, {.in_features = cfg.lora.r, .out_features = o.out_features, .bias = false, .name = o.name + ".lora_B",
+                 .seed = derive_seed(o.seed, 0x10B), .init = layers::weight_init::zeros}) {}
+
+  const tensor& forward(typename B::context& ctx, const tensor& x) {
+    const tensor& base = inner_.forward(ctx, x);
+    if (merged_) return base;
+    const tensor& l = b_.forward(ctx, a_.forward(ctx, dropout_.forward(ctx, x)));
+    B::copy(ctx, base, y_);
+    B::axpy(ctx, value_type(scaling_), l, y_);
+    return y_;
+  }
+  const tensor& backward(typename B::context& ctx, const tensor& dy) {
+    if (merged_)
+      throw error(peft::detail::concat("lora on '", name(), "': backward through a merged layer; unmerge before training"));
+    B::copy(ctx, dy, scaled_dy_);
+    B::scale(ctx, value_type(scaling_), scaled_dy_);
+    const tensor& dx_lora = dropout_.backward(ctx, a_.backward(ctx, b_.backward(ctx, scaled_dy_)));
+    B::copy(ctx, inner_.backward(ctx, dy), dx_);
+    B::axpy(ctx, value_type(1), dx_lora, dx_);
+    return dx_;
+  }
+
+  template <class F>
+  void visit_parameters(const std::string& prefix, F&& f) {
+    inner_.visit_parameters(prefix, f);
+    a_.visit_parameters(prefix + "lora_A.", f);
+    b_.visit_parameters(prefix + "lora_B.", f);
+  }
+  template <class F>
+  void visit_parameters(const std::string& prefix, F&& f) const {
+    inner_.visit_parameters(prefix, f);
+    a_.visit_parameters(prefix + "lora_A.", f);
+    b_.visit_parameters(prefix + "lora_B.", f);
+  }
+
+  /// W += s * B A; the LoRA path is then skipped. Merging twice is an error (it would double-count).
+  void merge(typename B::context& ctx) {
+    merge_if_possible(inner_, ctx);
+    if (merged_) throw error(peft::detail::concat("lora on '", name(), "': already merged"));
+    B::gemm(ctx, op::n, op::n, value_type(scaling_), b_.weight().value, a_.weight().value, value_type(1),
+            base_linear().weight().value);
+    merged_ = true;
+  }
+  /// W -= s * B A, restoring the base weight up to rounding.
+  void unmerge(typename B::context& ctx) {
+    if (!merged_) throw error(peft::detail::concat("lora on '", name(), "': unmerge without merge"));
+    B::gemm(ctx, op::n, op::n, value_type(-scaling_), b_.weight().value, a_.weight().value, value_type(1),
+            base_linear().weight().value);
+    merged_ = false;
+    unmerge_if_possible(inner_, ctx);
+  }
+  [[nodiscard]] bool merged() const noexcept { return merged_; }
+
+  [[nodiscard]] double scaling() const noexcept { return scaling_; }
+  [[nodiscard]] std::size_t rank() const noexcept { return a_.out_features(); }
+  [[nodiscard]] std::size_t in_features() const noexcept { return inner_.in_features(); }
+  [[nodiscard]] std::size_t out_features() const noexcept { return inner_.out_features(); }
+  [[nodiscard]] const std::string& name() const noexcept { return inner_.name(); }
+  auto& base_linear() noexcept { return inner_.base_linear(); }
+  const auto& base_linear() const noexcept { return inner_.base_linear(); }
+  Inner& inner() noexcept { return inner_; }
+  a_layer& lora_A() noexcept { return a_; }
+  b_layer& lora_B() noexcept { return b_; }
+
+ private:
+  Inner inner_;
+  double scaling_;
+  layers::dropout<B> dropout_;
+  a_layer a_;
+  b_layer b_;
+  bool merged_ = false;
+  tensor y_, scaled_dy_, dx_;
+};
+
+/// PEFT method: LoRA on the linear layers of the listed roles (at least one). Stage 0: innermost, so
+/// it sees the plain base weight whatever else the plan adds.
+template <roles::Role... Targets>
+struct lora {
+  static_assert(sizeof...(Targets) > 0, "peft::lora<Roles...>: name at least one role, e.g. lora<roles::query, roles::value>");
+  static constexpr std::string_view name = "lora";
+  static constexpr int stage = 0;
+  template <class Role>
+  static constexpr bool targets = (std::is_same_v<Role, Targets> || ...);
+  template <class Role>
+  using base_groups = group_set<>;
+  template <class Inner>
+  using wrap = lora_linear<Inner>;
+};
+
+}  // namespace peft::methods

@@ -1,0 +1,83 @@
+#pragma once
+/// \file `peft::plan<Methods...>`: compile-time composition of PEFT methods.
+///
+/// A model asks its plan for the type of each linear layer by role:
+/// `typename Plan::template linear<roles::query, B>`. The plan starts from a plain
+/// `layers::linear` whose trainable groups are the union of what the methods unfreeze (everything for
+/// the classifier, PEFT's `modules_to_save`), then wraps it with each targeting method, stage by stage
+/// (LoRA, then BitFit, then adapters), whatever order the methods were listed in.
+
+#include <type_traits>
+
+#include "peft/core/groups.hpp"
+#include "peft/core/roles.hpp"
+#include "peft/layers/linear.hpp"
+#include "peft/methods/method.hpp"
+
+namespace peft {
+
+namespace detail {
+template <class L, class Role, int Stage, class... Ms>
+struct apply_stage {
+  using type = L;
+};
+template <class L, class Role, int Stage, class M, class... Ms>
+struct apply_stage<L, Role, Stage, M, Ms...> {
+  using wrapped = typename std::conditional_t<(M::stage == Stage && M::template targets<Role>),
+                                              typename M::template wrap<L>, L>;
+  using type = typename apply_stage<wrapped, Role, Stage, Ms...>::type;
+};
+
+template <class Role, class... Ms>
+struct trainable_base_groups {
+  using type = group_set<>;
+};
+template <class Role, class M, class... Ms>
+struct trainable_base_groups<Role, M, Ms...> {
+  using type = group_union_t<typename M::template base_groups<Role>, typename trainable_base_groups<Role, Ms...>::type>;
+};
+
+template <class... Ms>
+constexpr bool unique_method_names() {
+  constexpr std::string_view names[] = {Ms::name...};
+  for (std::size_t i = 0; i < sizeof...(Ms); ++i)
+    for (std::size_t j = i + 1; j < sizeof...(Ms); ++j)
+      if (names[i] == names[j]) return false;
+  return true;
+}
+}  // namespace detail
+
+/// A tuning plan: the PEFT methods applied to a model, fixed at compile time.
+/// Requirements: every argument satisfies `PeftMethod`, at least one is given, and no method family
+/// appears twice (list all roles in one `lora<...>`). Guarantees: `linear<Role, B>` is a `Layer`;
+/// the classifier role trains fully and is never wrapped; an empty plan is a compile error.
+template <class... Methods>
+struct plan {
+  static_assert(sizeof...(Methods) > 0,
+                "peft::plan<>: name at least one method, e.g. plan<methods::lora<roles::query>> or plan<methods::full>");
+  static_assert((detail::check_peft_method<Methods>() && ...), "peft::plan: every argument must satisfy PeftMethod");
+  static_assert(detail::unique_method_names<Methods...>(),
+                "peft::plan: a method family appears twice; list all its roles in one entry, e.g. lora<roles::query, roles::value>");
+
+  /// Base groups that train for layers of `Role`.
+  template <roles::Role Role>
+  using trainable_groups =
+      std::conditional_t<std::is_same_v<Role, roles::classifier>, all_base_groups,
+                         typename detail::trainable_base_groups<Role, Methods...>::type>;
+
+  /// The layer type of a linear layer of `Role` on backend `B`.
+  template <roles::Role Role, Backend B>
+  using linear = std::conditional_t<
+      std::is_same_v<Role, roles::classifier>, layers::linear<B, trainable_groups<Role>>,
+      typename detail::apply_stage<
+          typename detail::apply_stage<typename detail::apply_stage<layers::linear<B, trainable_groups<Role>>, Role, 0,
+                                                                    Methods...>::type,
+                                       Role, 1, Methods...>::type,
+          Role, 2, Methods...>::type>;
+
+  /// Whether any method of the plan is `M`'s family.
+  template <class M>
+  static constexpr bool has = ((Methods::name == M::name) || ...);
+};
+
+}  // namespace peft
