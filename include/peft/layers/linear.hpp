@@ -43,7 +43,7 @@ void init_tensor(typename B::context& ctx, const shape& s, typename B::tensor& t
 
 /// Fully connected layer. `Trainable` (a `group_set`) decides at compile time whether the weight group
 /// `WG` and bias group `BG` train; a frozen weight has no gradient buffer and backward does not keep
-/// the input alive for it. Input: any rank, last extent `in_features`; output: same leading extents,
+/// the input (backward then reads only its recorded shape). Input: any rank, last extent `in_features`; output: same leading extents,
 /// last extent `out_features`.
 template <Backend B, class Trainable = group_set<>, groups::Group WG = groups::weight,
           groups::Group BG = groups::bias>
@@ -79,6 +79,7 @@ class linear {
       throw shape_error(peft::detail::concat("linear '", opts_.name, "': input shape ", x.shape(),
                                              " does not end in in_features = ", in_features()));
     input_ = &x;
+    input_shape_ = x.shape();
     y_.resize(x.shape().with_cols(out_features()));
     B::gemm(ctx, op::n, op::t, value_type(1), x, weight_.value, value_type(0), y_);
     if (has_bias()) B::add_row_vector(ctx, y_, bias_.value);
@@ -87,14 +88,14 @@ class linear {
 
   const tensor& backward(typename B::context& ctx, const tensor& dy) {
     if (!input_) throw error(peft::detail::concat("linear '", opts_.name, "': backward called before forward"));
-    if (!(dy.shape() == input_->shape().with_cols(out_features())))
+    if (!(dy.shape() == input_shape_.with_cols(out_features())))
       throw shape_error(peft::detail::concat("linear '", opts_.name, "': output gradient shape ", dy.shape(),
-                                             " differs from output shape ", input_->shape().with_cols(out_features())));
+                                             " differs from output shape ", input_shape_.with_cols(out_features())));
     if constexpr (weight_parameter::trainable)
       B::gemm(ctx, op::t, op::n, value_type(1), dy, *input_, value_type(1), weight_.grad);
     if constexpr (bias_parameter::trainable)
       if (has_bias()) B::sum_rows(ctx, dy, value_type(1), bias_.grad);
-    dx_.resize(input_->shape());
+    dx_.resize(input_shape_);
     B::gemm(ctx, op::n, op::n, value_type(1), dy, weight_.value, value_type(0), dx_);
     return dx_;
   }
@@ -127,7 +128,8 @@ class linear {
   linear_options opts_;
   weight_parameter weight_;
   bias_parameter bias_;
-  const tensor* input_ = nullptr;
+  const tensor* input_ = nullptr;  // read by backward only when the weight trains
+  shape input_shape_;
   tensor y_, dx_;
 };
 

@@ -1,0 +1,170 @@
+#pragma once
+// Test bodies written once against the Backend concept. Each runs a scenario on backend B from
+// deterministic host inputs and returns everything observable as host numbers, so that the CPU suite
+// can compare eigen with xtensor and the CUDA suite can compare cuda with eigen.
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "peft/core/layer.hpp"
+#include "peft/layers/activation.hpp"
+#include "peft/layers/dropout.hpp"
+#include "peft/layers/linear.hpp"
+#include "peft/loss/cross_entropy.hpp"
+#include "peft/loss/mse.hpp"
+#include "peft/methods/adapter.hpp"
+#include "peft/methods/bitfit.hpp"
+#include "peft/methods/full.hpp"
+#include "peft/methods/lora.hpp"
+#include "peft/methods/plan.hpp"
+#include "peft/models/mlp.hpp"
+#include "peft/optim/adafactor.hpp"
+#include "peft/optim/adamw.hpp"
+#include "peft/optim/optimizer.hpp"
+#include "peft/optim/sgd.hpp"
+#include "support/fixtures.hpp"
+#include "support/results.hpp"
+
+namespace peft::test {
+
+/// Records every trainable gradient of `l` as "grad:<name>" and every parameter as "param:<name>".
+template <class L>
+void record_parameters(results& r, typename L::backend::context& ctx, const L& l, bool values, bool grads) {
+  using B = typename L::backend;
+  l.visit_parameters("", [&](const std::string& name, const auto& p) {
+    if (values) record<B>(r, "param:" + name, ctx, p.value);
+    if constexpr (std::remove_cvref_t<decltype(p)>::trainable)
+      if (grads) record<B>(r, "grad:" + name, ctx, p.grad);
+  });
+}
+
+/// Fully trainable linear layer on a rank-3 input, with and without bias.
+template <class B>
+results linear_scenario() {
+  typename B::context ctx;
+  results r;
+  for (bool bias : {true, false}) {
+    layers::linear<B, group_set<groups::weight, groups::bias>> l(
+        ctx, {.in_features = 7, .out_features = 5, .bias = bias, .name = "lin", .seed = 3});
+    const auto x = random_tensor<B>(ctx, {3, 4, 7}, 11);
+    const auto dy = random_tensor<B>(ctx, {3, 4, 5}, 12);
+    const std::string tag = bias ? "bias:" : "nobias:";
+    record<B>(r, tag + "y", ctx, l.forward(ctx, x));
+    record<B>(r, tag + "dx", ctx, l.backward(ctx, dy));
+    results p;
+    record_parameters(p, ctx, l, true, true);
+    for (auto& [k, v] : p) r[tag + k] = v;
+  }
+  return r;
+}
+
+/// Every activation, forward and backward.
+template <class B>
+results activation_scenario() {
+  typename B::context ctx;
+  results r;
+  const auto x = random_tensor<B>(ctx, {4, 6}, 21, 3.0);
+  const auto dy = random_tensor<B>(ctx, {4, 6}, 22);
+  for (activation a : {activation::identity, activation::relu, activation::gelu, activation::gelu_tanh, activation::tanh}) {
+    layers::activation_layer<B> l(a);
+    const std::string tag(to_string(a));
+    record<B>(r, tag + ":y", ctx, l.forward(ctx, x));
+    record<B>(r, tag + ":dx", ctx, l.backward(ctx, dy));
+  }
+  return r;
+}
+
+/// Dropout in training mode (same counter-based masks on every backend) and evaluation mode.
+template <class B>
+results dropout_scenario() {
+  typename B::context ctx;
+  ctx.training = true;
+  ctx.seed = 99;
+  results r;
+  layers::dropout<B> d(0.3);
+  const auto x = random_tensor<B>(ctx, {8, 16}, 31);
+  record<B>(r, "train:y", ctx, d.forward(ctx, x));
+  record<B>(r, "train:dx", ctx, d.backward(ctx, x));
+  ctx.training = false;
+  record<B>(r, "eval:y", ctx, d.forward(ctx, x));
+  return r;
+}
+
+using lora_bitfit_plan = plan<methods::lora<roles::hidden>, methods::bitfit>;
+using lora_adapter_plan = plan<methods::lora<roles::hidden>, methods::adapter<roles::hidden>>;
+
+/// LoRA + BitFit on one linear layer with random (non-zero) adapters and LoRA dropout: forward,
+/// backward, then merge (evaluation output) and unmerge (base weight).
+template <class B, class Plan = lora_bitfit_plan>
+results method_scenario() {
+  typename B::context ctx;
+  ctx.training = true;
+  ctx.seed = 5;
+  results r;
+  using layer_t = typename Plan::template linear<roles::hidden, B>;
+  method_config cfg{.lora = {.r = 3, .alpha = 6, .dropout = 0.2}, .adapter = {.bottleneck = 4}};
+  layer_t l(ctx, {.in_features = 9, .out_features = 6, .bias = true, .name = "h", .seed = 7}, cfg);
+  randomize_parameters(ctx, l, 8);
+  const auto x = random_tensor<B>(ctx, {5, 9}, 41);
+  const auto dy = random_tensor<B>(ctx, {5, 6}, 42);
+  record<B>(r, "train:y", ctx, l.forward(ctx, x));
+  record<B>(r, "train:dx", ctx, l.backward(ctx, dy));
+  record_parameters(r, ctx, l, false, true);
+  ctx.training = false;
+  record<B>(r, "eval:y", ctx, l.forward(ctx, x));
+  l.merge(ctx);
+  record<B>(r, "merged:y", ctx, l.forward(ctx, x));
+  record<B>(r, "merged:weight", ctx, l.base_linear().weight().value);
+  l.unmerge(ctx);
+  record<B>(r, "unmerged:weight", ctx, l.base_linear().weight().value);
+  return r;
+}
+
+/// Cross-entropy with ignored rows, and MSE.
+template <class B>
+results loss_scenario() {
+  typename B::context ctx;
+  results r;
+  const auto logits = random_tensor<B>(ctx, {6, 4}, 51, 4.0);
+  loss::softmax_cross_entropy<B> ce;
+  const std::vector<std::int32_t> labels{0, 3, -100, 2, 1, -100};
+  r["ce:loss"] = {ce.forward(ctx, logits, labels)};
+  record<B>(r, "ce:grad", ctx, ce.gradient());
+  loss::mse<B> m;
+  const auto target = random_tensor<B>(ctx, {6, 4}, 52);
+  r["mse:loss"] = {m.forward(ctx, logits, target)};
+  record<B>(r, "mse:grad", ctx, m.gradient());
+  return r;
+}
+
+/// Trains a small MLP classifier for `steps` steps with `Rule` and `Plan`; records the losses and the
+/// final trainable parameters.
+template <class B, class Plan, class Rule>
+results training_scenario(Rule rule, int steps = 6) {
+  typename B::context ctx;
+  ctx.training = true;
+  ctx.seed = 1;
+  results r;
+  models::mlp_classifier<B, Plan> m(ctx, {.input_dim = 10, .hidden = {12, 8}, .num_labels = 3, .dropout = 0.1, .seed = 2},
+                                    {.lora = {.r = 2, .alpha = 4}, .adapter = {.bottleneck = 3}});
+  optim::optimizer opt(m, rule, optim::linear_schedule{.warmup_steps = 2, .total_steps = steps + 2});
+  opt.template set_group_options<groups::lora_b>({.lr_multiplier = 4});
+  const auto x = random_tensor<B>(ctx, {16, 10}, 61);
+  std::vector<std::int32_t> labels(16);
+  for (std::size_t i = 0; i < labels.size(); ++i) labels[i] = std::int32_t((i * 7) % 3);
+  loss::softmax_cross_entropy<B> ce;
+  for (int s = 0; s < steps; ++s) {
+    opt.zero_grad(ctx);
+    r["loss"].push_back(ce.forward(ctx, m.forward(ctx, x), labels));
+    m.backward(ctx, ce.gradient());
+    r["grad_norm"].push_back(opt.clip_grad_norm(ctx, 5.0));
+    opt.step(ctx);
+  }
+  m.visit_parameters("", [&](const std::string& name, const auto& p) {
+    if constexpr (std::remove_cvref_t<decltype(p)>::trainable) record<B>(r, "param:" + name, ctx, p.value);
+  });
+  return r;
+}
+
+}  // namespace peft::test
