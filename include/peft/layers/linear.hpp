@@ -42,9 +42,9 @@ void init_tensor(typename B::context& ctx, const shape& s, typename B::tensor& t
 }  // namespace detail
 
 /// Fully connected layer. `Trainable` (a `group_set`) decides at compile time whether the weight group
-/// `WG` and bias group `BG` train; a frozen weight has no gradient buffer and backward does not keep
-/// the input (backward then reads only its recorded shape). Input: any rank, last extent `in_features`; output: same leading extents,
-/// last extent `out_features`.
+/// `WG` and bias group `BG` train; a frozen weight has no gradient buffer, and backward then does
+/// not read the input (only its recorded shape). Input: any rank, last extent `in_features`; output:
+/// same leading extents, last extent `out_features`.
 template <Backend B, class Trainable = group_set<>, groups::Group WG = groups::weight,
           groups::Group BG = groups::bias>
 class linear {

@@ -1,0 +1,4 @@
+// expect: peft::plan<>: name at least one method
+#include <peft/peft.hpp>
+peft::plan<> p;
+int main() {}

@@ -1,0 +1,24 @@
+// The backend-generic test bodies compiled by nvcc for the CUDA backend.
+#include "bodies/scenarios.hpp"
+#include "cuda/cuda_runs.hpp"
+#include "peft/cuda/backend.cuh"
+
+namespace peft::test::cuda_runs {
+using cd = backend::cuda<double>;
+using cf = backend::cuda<float>;
+
+int device_count(std::string& why) { return peft::cuda::device_count(&why); }
+results linear_double() { return linear_scenario<cd>(); }
+results linear_float() { return linear_scenario<cf>(); }
+results activation_double() { return activation_scenario<cd>(); }
+results dropout_double() { return dropout_scenario<cd>(); }
+results loss_double() { return loss_scenario<cd>(); }
+results lora_bitfit_double() { return method_scenario<cd, lora_bitfit_plan>(); }
+results lora_adapter_double() { return method_scenario<cd, lora_adapter_plan>(); }
+results training_adamw_double() { return training_scenario<cd, lora_bitfit_plan>(optim::adamw{.lr = 0.05}); }
+results training_adamw_float() { return training_scenario<cf, lora_bitfit_plan>(optim::adamw{.lr = 0.05}); }
+results training_sgd_double() {
+  return training_scenario<cd, lora_adapter_plan>(optim::sgd{.lr = 0.1, .momentum = 0.9, .nesterov = true});
+}
+results training_adafactor_double() { return training_scenario<cd, plan<methods::full>>(optim::adafactor{.beta1 = 0.9}); }
+}  // namespace peft::test::cuda_runs
