@@ -225,7 +225,7 @@ struct cuda {
     return thrust::transform_reduce(
         thrust::cuda::par.on(ctx.stream), thrust::counting_iterator<std::size_t>(0),
         thrust::counting_iterator<std::size_t>(t.size()),
-        [=] __device__(std::size_t i) { return double(p[i]) * double(p[i]); }, 0.0, thrust::plus<double>());
+        [=] __device__(std::size_t i) -> double { return double(p[i]) * double(p[i]); }, 0.0, thrust::plus<double>());
   }
   static double softmax_cross_entropy(context& ctx, const tensor& logits, const index_tensor& labels,
                                       std::int32_t ignore_index, tensor& dlogits) {
@@ -236,7 +236,7 @@ struct cuda {
     const std::size_t rows = logits.rows(), cols = logits.cols();
     const std::int32_t* lp = labels.data();
     const auto count = std::size_t(thrust::count_if(thrust::cuda::par.on(ctx.stream), lp, lp + rows,
-                                                     [=] __device__(std::int32_t l) { return l != ignore_index; }));
+                                                     [=] __device__(std::int32_t l) -> bool { return l != ignore_index; }));
     const double inv = count ? 1.0 / double(count) : 0.0;
     double* row_loss = ctx.scratch(rows);
     const T* z = logits.data();
@@ -271,7 +271,7 @@ struct cuda {
     return thrust::transform_reduce(
                thrust::cuda::par.on(ctx.stream), thrust::counting_iterator<std::size_t>(0),
                thrust::counting_iterator<std::size_t>(pred.size()),
-               [=] __device__(std::size_t i) {
+               [=] __device__(std::size_t i) -> double {
                  const double e = double(p[i]) - double(t[i]);
                  return e * e;
                },
@@ -343,7 +343,7 @@ struct cuda {
       });
     }
     const double ss = thrust::transform_reduce(
-        thrust::cuda::par.on(ctx.stream), upd, upd + n, [] __device__(double x) { return x * x; }, 0.0, thrust::plus<double>());
+        thrust::cuda::par.on(ctx.stream), upd, upd + n, [] __device__(double x) -> double { return x * x; }, 0.0, thrust::plus<double>());
     const double factor = a.lr / std::max(1.0, std::sqrt(ss / double(n)) / a.clip_threshold);
     T* wp = w.data();
     T* mp = m.data();
