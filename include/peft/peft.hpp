@@ -35,6 +35,7 @@
 #include "peft/optim/sgd.hpp"
 #include "peft/optim/update_rule.hpp"
 #include "peft/train/report.hpp"
+#include "peft/train/transfer.hpp"
 
 /// Short names for the common entities, as the guide's usage example spells them.
 namespace peft {
