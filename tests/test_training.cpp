@@ -9,7 +9,9 @@
 #include "peft/train/report.hpp"
 #include "support/backends.hpp"
 
-// Counts heap allocations while `counting` is set (for the steady-state allocation test).
+// Counts heap allocations while `counting` is set (for the steady-state allocation test). The
+// replacements below pair malloc/aligned_alloc with free consistently; GCC cannot see that.
+#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
 namespace {
 std::atomic<bool> counting{false};
 std::atomic<long> allocations{0};

@@ -14,6 +14,7 @@
 
 #include "peft/core/backend.hpp"
 #include "peft/core/host_tensor.hpp"
+#include "peft/backend/host_memory.hpp"
 #include "peft/core/random.hpp"
 
 namespace peft::backend {
@@ -33,7 +34,7 @@ void host_parallel_for(std::size_t n, F&& f) {
 /// Eigen policy. `T` is float or double. The context sets Eigen's thread count (0 keeps the default,
 /// which is OpenMP's).
 template <std::floating_point T>
-struct eigen {
+struct eigen : detail::host_memory<T> {
   using value_type = T;
   using tensor = host_tensor<T>;
   using index_tensor = host_tensor<std::int32_t>;
@@ -58,20 +59,7 @@ struct eigen {
   static array_map arr(tensor& t) { return {t.data(), Eigen::Index(t.size())}; }
   static const_array_map arr(const tensor& t) { return {t.data(), Eigen::Index(t.size())}; }
 
-  // ---- host transfer -------------------------------------------------------------------------------
-  static void copy_from_host(context&, std::span<const T> src, const shape& s, tensor& dst) {
-    if (src.size() != s.size())
-      throw shape_error(peft::detail::concat("eigen::copy_from_host: ", src.size(), " values for shape ", s));
-    dst.resize(s);
-    std::copy(src.begin(), src.end(), dst.data());
-  }
-  static std::vector<T> copy_to_host(context&, const tensor& t) { return {t.data(), t.data() + t.size()}; }
-  static void copy_labels(context&, std::span<const std::int32_t> src, index_tensor& dst) {
-    dst.resize(shape{src.size()});
-    std::copy(src.begin(), src.end(), dst.data());
-  }
-
-  // ---- element-wise --------------------------------------------------------------------------------
+  // ---- element-wise (host transfers come from detail::host_memory) ------------------------------------
   static void fill(context&, tensor& t, T v) { arr(t).setConstant(v); }
   static void copy(context&, const tensor& src, tensor& dst) {
     dst.resize(src.shape());

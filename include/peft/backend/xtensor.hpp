@@ -18,13 +18,14 @@
 
 #include "peft/core/backend.hpp"
 #include "peft/core/host_tensor.hpp"
+#include "peft/backend/host_memory.hpp"
 #include "peft/core/random.hpp"
 
 namespace peft::backend {
 
 /// xtensor reference policy. `T` is float or double (tests use double).
 template <std::floating_point T>
-struct xtensor {
+struct xtensor : detail::host_memory<T> {
   using value_type = T;
   using tensor = host_tensor<T>;
   using index_tensor = host_tensor<std::int32_t>;
@@ -43,18 +44,6 @@ struct xtensor {
   static auto flat(Tn& t) {
     using shape_type = std::array<std::size_t, 1>;
     return xt::adapt(t.data(), t.size(), xt::no_ownership(), shape_type{t.size()});
-  }
-
-  static void copy_from_host(context&, std::span<const T> src, const shape& s, tensor& dst) {
-    if (src.size() != s.size())
-      throw shape_error(peft::detail::concat("xtensor::copy_from_host: ", src.size(), " values for shape ", s));
-    dst.resize(s);
-    std::copy(src.begin(), src.end(), dst.data());
-  }
-  static std::vector<T> copy_to_host(context&, const tensor& t) { return {t.data(), t.data() + t.size()}; }
-  static void copy_labels(context&, std::span<const std::int32_t> src, index_tensor& dst) {
-    dst.resize(shape{src.size()});
-    std::copy(src.begin(), src.end(), dst.data());
   }
 
   static void fill(context&, tensor& t, T v) { flat(t).fill(v); }

@@ -102,13 +102,11 @@ class linear {
 
   template <class F>
   void visit_parameters(const std::string& prefix, F&& f) {
-    f(prefix + "weight", weight_);
-    if (has_bias()) f(prefix + "bias", bias_);
+    visit(*this, prefix, f);
   }
   template <class F>
   void visit_parameters(const std::string& prefix, F&& f) const {
-    f(prefix + "weight", weight_);
-    if (has_bias()) f(prefix + "bias", bias_);
+    visit(*this, prefix, f);
   }
 
   [[nodiscard]] std::size_t in_features() const noexcept { return opts_.in_features; }
@@ -125,6 +123,12 @@ class linear {
   const linear& base_linear() const noexcept { return *this; }
 
  private:
+  template <class Self, class F>
+  static void visit(Self& self, const std::string& prefix, F& f) {
+    f(prefix + "weight", self.weight_);
+    if (self.has_bias()) f(prefix + "bias", self.bias_);
+  }
+
   linear_options opts_;
   weight_parameter weight_;
   bias_parameter bias_;

@@ -13,6 +13,7 @@
 #include "peft/core/roles.hpp"
 #include "peft/layers/activation.hpp"
 #include "peft/layers/linear.hpp"
+#include "peft/methods/wrapper.hpp"
 
 namespace peft::methods {
 
@@ -30,7 +31,9 @@ inline std::size_t adapter_bottleneck(const adapter_config& c, std::size_t width
 /// `adapter.up.bias`. The up-projection starts at zero, so the adapter starts as the identity.
 /// Not mergeable itself (it is nonlinear); `merge` reaches the layers it wraps.
 template <class Inner>
-class bottleneck_adapter {
+class bottleneck_adapter : public linear_wrapper<Inner> {
+  using linear_wrapper<Inner>::inner_;
+
  public:
   using backend = typename Inner::backend;
   using B = backend;
@@ -39,7 +42,7 @@ class bottleneck_adapter {
   using projection = layers::linear<B, group_set<groups::adapter>, groups::adapter, groups::adapter>;
 
   bottleneck_adapter(typename B::context& ctx, const layers::linear_options& o, const method_config& cfg)
-      : inner_(ctx, o, cfg),
+      : linear_wrapper<Inner>(ctx, o, cfg),
         down_(ctx, {.in_features = o.out_features,
                     .out_features = adapter_bottleneck(cfg.adapter, o.out_features, o.name),
                     .bias = true,
@@ -70,15 +73,11 @@ class bottleneck_adapter {
 
   template <class F>
   void visit_parameters(const std::string& prefix, F&& f) {
-    inner_.visit_parameters(prefix, f);
-    down_.visit_parameters(prefix + "adapter.down.", f);
-    up_.visit_parameters(prefix + "adapter.up.", f);
+    visit(*this, prefix, f);
   }
   template <class F>
   void visit_parameters(const std::string& prefix, F&& f) const {
-    inner_.visit_parameters(prefix, f);
-    down_.visit_parameters(prefix + "adapter.down.", f);
-    up_.visit_parameters(prefix + "adapter.up.", f);
+    visit(*this, prefix, f);
   }
 
   void merge(typename B::context& ctx) { merge_if_possible(inner_, ctx); }
@@ -89,17 +88,17 @@ class bottleneck_adapter {
   }
 
   [[nodiscard]] std::size_t bottleneck() const noexcept { return down_.out_features(); }
-  [[nodiscard]] std::size_t in_features() const noexcept { return inner_.in_features(); }
-  [[nodiscard]] std::size_t out_features() const noexcept { return inner_.out_features(); }
-  [[nodiscard]] const std::string& name() const noexcept { return inner_.name(); }
-  auto& base_linear() noexcept { return inner_.base_linear(); }
-  const auto& base_linear() const noexcept { return inner_.base_linear(); }
-  Inner& inner() noexcept { return inner_; }
   projection& down() noexcept { return down_; }
   projection& up() noexcept { return up_; }
 
  private:
-  Inner inner_;
+  template <class Self, class F>
+  static void visit(Self& self, const std::string& prefix, F& f) {
+    self.inner_.visit_parameters(prefix, f);
+    self.down_.visit_parameters(prefix + "adapter.down.", f);
+    self.up_.visit_parameters(prefix + "adapter.up.", f);
+  }
+
   projection down_;
   layers::activation_layer<B> act_;
   projection up_;

@@ -12,22 +12,27 @@
 #include "peft/core/method_config.hpp"
 #include "peft/core/roles.hpp"
 #include "peft/layers/linear.hpp"
+#include "peft/methods/wrapper.hpp"
 
 namespace peft::methods {
 
 /// A linear layer (`Inner`) with a trainable bias delta (`bias_delta`, group `bias_delta`). On a layer
 /// built without a bias there is nothing to train: the wrapper is then inert and has no parameter.
 template <class Inner>
-class bitfit_linear {
+class bitfit_linear : public linear_wrapper<Inner> {
+  using linear_wrapper<Inner>::inner_;
+
  public:
   using backend = typename Inner::backend;
   using B = backend;
+  using linear_wrapper<Inner>::name;
+  using linear_wrapper<Inner>::base_linear;
   using tensor = typename B::tensor;
   using value_type = typename B::value_type;
   using delta_parameter = parameter<B, groups::bias_delta, true>;
 
   bitfit_linear(typename B::context& ctx, const layers::linear_options& o, const method_config& cfg)
-      : inner_(ctx, o, cfg) {
+      : linear_wrapper<Inner>(ctx, o, cfg) {
     if (o.bias) {
       delta_.value.resize(shape{o.out_features});
       B::fill(ctx, delta_.value, value_type(0));
@@ -52,13 +57,11 @@ class bitfit_linear {
 
   template <class F>
   void visit_parameters(const std::string& prefix, F&& f) {
-    inner_.visit_parameters(prefix, f);
-    if (active()) f(prefix + "bias_delta", delta_);
+    visit(*this, prefix, f);
   }
   template <class F>
   void visit_parameters(const std::string& prefix, F&& f) const {
-    inner_.visit_parameters(prefix, f);
-    if (active()) f(prefix + "bias_delta", delta_);
+    visit(*this, prefix, f);
   }
 
   /// base bias += delta.
@@ -77,18 +80,16 @@ class bitfit_linear {
   }
   [[nodiscard]] bool merged() const noexcept { return merged_; }
 
-  [[nodiscard]] std::size_t in_features() const noexcept { return inner_.in_features(); }
-  [[nodiscard]] std::size_t out_features() const noexcept { return inner_.out_features(); }
-  [[nodiscard]] const std::string& name() const noexcept { return inner_.name(); }
-  auto& base_linear() noexcept { return inner_.base_linear(); }
-  const auto& base_linear() const noexcept { return inner_.base_linear(); }
-  Inner& inner() noexcept { return inner_; }
   delta_parameter& bias_delta() noexcept { return delta_; }
 
  private:
   [[nodiscard]] bool active() const noexcept { return !delta_.value.empty(); }
+  template <class Self, class F>
+  static void visit(Self& self, const std::string& prefix, F& f) {
+    self.inner_.visit_parameters(prefix, f);
+    if (self.active()) f(prefix + "bias_delta", self.delta_);
+  }
 
-  Inner inner_;
   delta_parameter delta_;
   bool merged_ = false;
   tensor y_;

@@ -16,6 +16,7 @@
 #include "peft/core/roles.hpp"
 #include "peft/layers/dropout.hpp"
 #include "peft/layers/linear.hpp"
+#include "peft/methods/wrapper.hpp"
 
 namespace peft::methods {
 
@@ -36,17 +37,21 @@ inline double lora_scaling(const lora_config& c, std::size_t in, std::size_t out
 /// the inner ones, then `lora_A.weight` (r x in) and `lora_B.weight` (out x r), both always trainable
 /// (groups `lora_a`, `lora_b`). Mergeable: `merge` adds s * B A to the base weight.
 template <class Inner>
-class lora_linear {
+class lora_linear : public linear_wrapper<Inner> {
+  using linear_wrapper<Inner>::inner_;
+
  public:
   using backend = typename Inner::backend;
   using B = backend;
+  using linear_wrapper<Inner>::name;
+  using linear_wrapper<Inner>::base_linear;
   using tensor = typename B::tensor;
   using value_type = typename B::value_type;
   using a_layer = layers::linear<B, group_set<groups::lora_a>, groups::lora_a, groups::lora_a>;
   using b_layer = layers::linear<B, group_set<groups::lora_b>, groups::lora_b, groups::lora_b>;
 
   lora_linear(typename B::context& ctx, const layers::linear_options& o, const method_config& cfg)
-      : inner_(ctx, o, cfg),
+      : linear_wrapper<Inner>(ctx, o, cfg),
         scaling_(lora_scaling(cfg.lora, o.in_features, o.out_features, o.name)),
         dropout_(cfg.lora.dropout, o.name + ".lora_dropout"),
         a_(ctx, {.in_features = o.in_features, .out_features = cfg.lora.r, .bias = false, .name = o.name + ".lora_A",
@@ -75,15 +80,11 @@ class lora_linear {
 
   template <class F>
   void visit_parameters(const std::string& prefix, F&& f) {
-    inner_.visit_parameters(prefix, f);
-    a_.visit_parameters(prefix + "lora_A.", f);
-    b_.visit_parameters(prefix + "lora_B.", f);
+    visit(*this, prefix, f);
   }
   template <class F>
   void visit_parameters(const std::string& prefix, F&& f) const {
-    inner_.visit_parameters(prefix, f);
-    a_.visit_parameters(prefix + "lora_A.", f);
-    b_.visit_parameters(prefix + "lora_B.", f);
+    visit(*this, prefix, f);
   }
 
   /// W += s * B A; the LoRA path is then skipped. Merging twice is an error (it would double-count).
@@ -106,17 +107,17 @@ class lora_linear {
 
   [[nodiscard]] double scaling() const noexcept { return scaling_; }
   [[nodiscard]] std::size_t rank() const noexcept { return a_.out_features(); }
-  [[nodiscard]] std::size_t in_features() const noexcept { return inner_.in_features(); }
-  [[nodiscard]] std::size_t out_features() const noexcept { return inner_.out_features(); }
-  [[nodiscard]] const std::string& name() const noexcept { return inner_.name(); }
-  auto& base_linear() noexcept { return inner_.base_linear(); }
-  const auto& base_linear() const noexcept { return inner_.base_linear(); }
-  Inner& inner() noexcept { return inner_; }
   a_layer& lora_A() noexcept { return a_; }
   b_layer& lora_B() noexcept { return b_; }
 
  private:
-  Inner inner_;
+  template <class Self, class F>
+  static void visit(Self& self, const std::string& prefix, F& f) {
+    self.inner_.visit_parameters(prefix, f);
+    self.a_.visit_parameters(prefix + "lora_A.", f);
+    self.b_.visit_parameters(prefix + "lora_B.", f);
+  }
+
   double scaling_;
   layers::dropout<B> dropout_;
   a_layer a_;

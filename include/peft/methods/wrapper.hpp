@@ -1,0 +1,34 @@
+#pragma once
+/// \file `peft::methods::linear_wrapper`: what every method layer that wraps a linear layer shares.
+
+#include <string>
+
+#include "peft/core/layer.hpp"
+#include "peft/core/method_config.hpp"
+#include "peft/layers/linear.hpp"
+
+namespace peft::methods {
+
+/// Base of the method layers (LoRA, BitFit, adapter): owns the wrapped layer, built from the same
+/// options and configuration, and forwards its sizes, name and innermost `base_linear()`.
+template <class Inner>
+class linear_wrapper {
+ public:
+  using backend = typename Inner::backend;
+
+  [[nodiscard]] std::size_t in_features() const noexcept { return inner_.in_features(); }
+  [[nodiscard]] std::size_t out_features() const noexcept { return inner_.out_features(); }
+  [[nodiscard]] const std::string& name() const noexcept { return inner_.name(); }
+  auto& base_linear() noexcept { return inner_.base_linear(); }
+  const auto& base_linear() const noexcept { return inner_.base_linear(); }
+  Inner& inner() noexcept { return inner_; }
+  const Inner& inner() const noexcept { return inner_; }
+
+ protected:
+  linear_wrapper(typename backend::context& ctx, const layers::linear_options& o, const method_config& cfg)
+      : inner_(ctx, o, cfg) {}
+
+  Inner inner_;
+};
+
+}  // namespace peft::methods
