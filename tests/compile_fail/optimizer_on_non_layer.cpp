@@ -1,6 +1,6 @@
-// expect: the model must satisfy peft::Layer
+// expect: the model must satisfy peft::Module
 #include <peft/peft.hpp>
-struct not_a_layer {
+struct not_a_layer {  // has a backend but no visit_parameters
   using backend = peft::backend::eigen<float>;
 };
 int main() {

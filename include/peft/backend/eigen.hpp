@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <limits>
 #include <span>
 #include <vector>
 
@@ -20,12 +21,24 @@
 namespace peft::backend {
 
 namespace detail {
-/// Runs `f(i)` for i in [0, n), in parallel when the work is large enough to pay for threads.
+/// Runs `f(i)` for i in [0, n), in parallel when the work (n times `cost` elements per call) is large
+/// enough to pay for threads.
 template <class F>
-void host_parallel_for(std::size_t n, F&& f) {
+void host_parallel_for(std::size_t n, F&& f, std::size_t cost = 1) {
+  const auto count = static_cast<std::int64_t>(n);
+  const bool parallel = n * cost > 32768;
+#if defined(_OPENMP)
+#pragma omp parallel for schedule(static) if (parallel)
+#endif
+  for (std::int64_t i = 0; i < count; ++i) f(static_cast<std::size_t>(i));
+  (void)parallel;
+}
+/// Runs `f(i)` for i in [0, n) in parallel whatever n (each call is substantial work).
+template <class F>
+void host_parallel_for_always(std::size_t n, F&& f) {
   const auto count = static_cast<std::int64_t>(n);
 #if defined(_OPENMP)
-#pragma omp parallel for schedule(static) if (count > 32768)
+#pragma omp parallel for schedule(static)
 #endif
   for (std::int64_t i = 0; i < count; ++i) f(static_cast<std::size_t>(i));
 }
@@ -129,6 +142,36 @@ struct eigen : detail::host_memory<T> {
     else if (tb == op::n) run(A.transpose(), Bm);
     else run(A.transpose(), Bm.transpose());
   }
+  /// For every (o, i) of an outer_count x inner_count batch: c = alpha op(a) op(b) + beta c, with
+  /// op(a) m x k, op(b) k x n, c m x n, addressed through `matrix_batch` strides. Parallel over the
+  /// batch (Eigen does not nest its own threads inside).
+  static void gemm_batched(context&, op ta, op tb, std::size_t m, std::size_t n, std::size_t k, T alpha,
+                           matrix_batch<const T*> a, matrix_batch<const T*> b, T beta, matrix_batch<T*> c,
+                           std::size_t outer_count, std::size_t inner_count) {
+    using stride = Eigen::OuterStride<>;
+    using cmap = Eigen::Map<const matrix, Eigen::Unaligned, stride>;
+    using map = Eigen::Map<matrix, Eigen::Unaligned, stride>;
+    const auto ar = Eigen::Index(ta == op::n ? m : k), ac = Eigen::Index(ta == op::n ? k : m);
+    const auto br = Eigen::Index(tb == op::n ? k : n), bc = Eigen::Index(tb == op::n ? n : k);
+    detail::host_parallel_for_always(outer_count * inner_count, [&](std::size_t idx) {
+      const std::size_t o = idx / inner_count, i = idx % inner_count;
+      const cmap A(a.data + o * a.outer + i * a.inner, ar, ac, stride(Eigen::Index(a.ld)));
+      const cmap Bm(b.data + o * b.outer + i * b.inner, br, bc, stride(Eigen::Index(b.ld)));
+      map C(c.data + o * c.outer + i * c.inner, Eigen::Index(m), Eigen::Index(n), stride(Eigen::Index(c.ld)));
+      auto run = [&](const auto& x, const auto& y) {
+        if (beta == T(0)) {
+          C.noalias() = alpha * x * y;
+        } else {
+          C *= beta;
+          C.noalias() += alpha * x * y;
+        }
+      };
+      if (ta == op::n && tb == op::n) run(A, Bm);
+      else if (ta == op::n) run(A, Bm.transpose());
+      else if (tb == op::n) run(A.transpose(), Bm);
+      else run(A.transpose(), Bm.transpose());
+    });
+  }
   /// y[r, :] += b for every row r.
   static void add_row_vector(context&, tensor& y, const tensor& b) {
     if (b.size() != y.cols())
@@ -142,6 +185,123 @@ struct eigen : detail::host_memory<T> {
     auto o = Eigen::Map<Eigen::Matrix<T, 1, Eigen::Dynamic>>(out.data(), Eigen::Index(out.size()));
     if (beta == T(0)) o = mat(x).colwise().sum();
     else o = beta * o + mat(x).colwise().sum();
+  }
+
+  // ---- transformer kernels -------------------------------------------------------------------------
+  /// probs[r, j] = softmax over unmasked j of scale * scores[r, j]; key j of row r is masked when
+  /// key_mask[r / rows_per_mask_row, j] == 0 and then gets probability 0 (a fully masked row is all 0).
+  static void masked_softmax(context&, const tensor& scores, const tensor& key_mask, std::size_t rows_per_mask_row,
+                             T scale, tensor& probs) {
+    if (key_mask.cols() != scores.cols() || key_mask.rows() * rows_per_mask_row != scores.rows())
+      throw shape_error(peft::detail::concat("eigen::masked_softmax: scores ", scores.shape(), " vs key mask ",
+                                             key_mask.shape(), " with ", rows_per_mask_row, " rows per mask row"));
+    probs.resize(scores.shape());
+    const std::size_t cols = scores.cols();
+    const T* sp = scores.data();
+    const T* mp = key_mask.data();
+    T* pp = probs.data();
+    detail::host_parallel_for(scores.rows(), [&](std::size_t r) {
+      const T* z = sp + r * cols;
+      const T* mask = mp + (r / rows_per_mask_row) * cols;
+      T* p = pp + r * cols;
+      T mx = -std::numeric_limits<T>::infinity();
+      for (std::size_t j = 0; j < cols; ++j)
+        if (mask[j] != T(0)) mx = std::max(mx, scale * z[j]);
+      T sum = 0;
+      for (std::size_t j = 0; j < cols; ++j) {
+        p[j] = mask[j] != T(0) ? std::exp(scale * z[j] - mx) : T(0);
+        sum += p[j];
+      }
+      const T inv = sum > T(0) ? T(1) / sum : T(0);
+      for (std::size_t j = 0; j < cols; ++j) p[j] *= inv;
+    }, cols);
+  }
+  /// dscores = scale * p * (dp - sum_j p dp) row by row (the softmax Jacobian-vector product).
+  static void softmax_backward(context&, const tensor& probs, const tensor& dprobs, T scale, tensor& dscores) {
+    peft::detail::require_same_shape("eigen::softmax_backward", probs.shape(), dprobs.shape());
+    dscores.resize(probs.shape());
+    const std::size_t cols = probs.cols();
+    detail::host_parallel_for(probs.rows(), [&](std::size_t r) {
+      const T* p = probs.data() + r * cols;
+      const T* dp = dprobs.data() + r * cols;
+      T* ds = dscores.data() + r * cols;
+      T dot = 0;
+      for (std::size_t j = 0; j < cols; ++j) dot += p[j] * dp[j];
+      for (std::size_t j = 0; j < cols; ++j) ds[j] = scale * p[j] * (dp[j] - dot);
+    }, cols);
+  }
+  /// y = gamma * (x - mean) * rstd + beta over the last dimension; keeps mean and rstd (one per row).
+  static void layer_norm_forward(context&, const tensor& x, const tensor& gamma, const tensor& beta, T eps, tensor& y,
+                                 tensor& mean, tensor& rstd) {
+    const std::size_t rows = x.rows(), cols = x.cols();
+    if (gamma.size() != cols || beta.size() != cols)
+      throw shape_error(peft::detail::concat("eigen::layer_norm_forward: input ", x.shape(), " vs gamma ", gamma.shape(),
+                                             " and beta ", beta.shape()));
+    y.resize(x.shape());
+    mean.resize(shape{rows});
+    rstd.resize(shape{rows});
+    detail::host_parallel_for(rows, [&](std::size_t r) {
+      const auto xr = Eigen::Map<const array>(x.data() + r * cols, Eigen::Index(cols));
+      const T mu = xr.mean();
+      const T var = (xr - mu).square().mean();
+      const T rs = T(1) / std::sqrt(var + eps);
+      mean[r] = mu;
+      rstd[r] = rs;
+      Eigen::Map<array>(y.data() + r * cols, Eigen::Index(cols)) = (xr - mu) * rs * arr(gamma) + arr(beta);
+    }, cols);
+  }
+  /// dx from dy through layer norm; dgamma += sum_rows(dy * xhat) and dbeta += sum_rows(dy) when given.
+  static void layer_norm_backward(context&, const tensor& x, const tensor& gamma, const tensor& mean, const tensor& rstd,
+                                  const tensor& dy, tensor& dx, tensor* dgamma, tensor* dbeta) {
+    peft::detail::require_same_shape("eigen::layer_norm_backward", x.shape(), dy.shape());
+    const std::size_t rows = x.rows(), cols = x.cols();
+    dx.resize(x.shape());
+    const T* g = gamma.data();
+    detail::host_parallel_for(rows, [&](std::size_t r) {
+      const T* xr = x.data() + r * cols;
+      const T* dyr = dy.data() + r * cols;
+      T* dxr = dx.data() + r * cols;
+      const T mu = mean[r], rs = rstd[r];
+      T m1 = 0, m2 = 0;  // means of dxhat and dxhat * xhat; scalar loops keep the step allocation-free
+      for (std::size_t j = 0; j < cols; ++j) {
+        const T dxhat = dyr[j] * g[j];
+        m1 += dxhat;
+        m2 += dxhat * (xr[j] - mu) * rs;
+      }
+      m1 /= T(cols);
+      m2 /= T(cols);
+      for (std::size_t j = 0; j < cols; ++j) dxr[j] = rs * (dyr[j] * g[j] - m1 - (xr[j] - mu) * rs * m2);
+    }, cols);
+    if (dgamma || dbeta) {
+      for (std::size_t r = 0; r < rows; ++r) {
+        const auto xr = Eigen::Map<const array>(x.data() + r * cols, Eigen::Index(cols));
+        const auto dyr = Eigen::Map<const array>(dy.data() + r * cols, Eigen::Index(cols));
+        if (dgamma) arr(*dgamma) += dyr * (xr - mean[r]) * rstd[r];
+        if (dbeta) arr(*dbeta) += dyr;
+      }
+    }
+  }
+  /// out[i, :] = table[ids[i], :]; out must already have ids.size() rows of table.cols() columns.
+  static void gather_rows(context&, const tensor& table, const index_tensor& ids, tensor& out) {
+    if (out.rows() != ids.size() || out.cols() != table.cols())
+      throw shape_error(peft::detail::concat("eigen::gather_rows: output ", out.shape(), " for ", ids.size(),
+                                             " rows of table ", table.shape()));
+    const std::size_t cols = table.cols();
+    detail::host_parallel_for(ids.size(), [&](std::size_t i) {
+      std::copy_n(table.data() + std::size_t(ids[i]) * cols, cols, out.data() + i * cols);
+    }, cols);
+  }
+  /// dtable[ids[i], :] += dout[i, :] (rows may repeat, so this runs serially).
+  static void scatter_add_rows(context&, const tensor& dout, const index_tensor& ids, tensor& dtable) {
+    if (dout.rows() != ids.size() || dout.cols() != dtable.cols())
+      throw shape_error(peft::detail::concat("eigen::scatter_add_rows: gradient ", dout.shape(), " for ", ids.size(),
+                                             " rows of table ", dtable.shape()));
+    const std::size_t cols = dtable.cols();
+    for (std::size_t i = 0; i < ids.size(); ++i) {
+      T* dst = dtable.data() + std::size_t(ids[i]) * cols;
+      const T* src = dout.data() + i * cols;
+      for (std::size_t j = 0; j < cols; ++j) dst[j] += src[j];
+    }
   }
 
   // ---- reductions and losses -----------------------------------------------------------------------

@@ -15,6 +15,8 @@
 #include <xtensor/xmath.hpp>
 #include <xtensor/xreducer.hpp>
 #include <xtensor/xview.hpp>
+#include <xtensor/xindex_view.hpp>
+#include <xtensor/xsort.hpp>
 
 #include "peft/core/backend.hpp"
 #include "peft/core/host_tensor.hpp"
@@ -131,6 +133,26 @@ struct xtensor : detail::host_memory<T> {
         C(i, j) = T(double(alpha) * s + (beta == T(0) ? 0.0 : double(beta) * double(C(i, j))));
       }
   }
+  /// Batched c = alpha op(a) op(b) + beta c by the definition, matrix by matrix.
+  static void gemm_batched(context&, op ta, op tb, std::size_t m, std::size_t n, std::size_t k, T alpha,
+                           matrix_batch<const T*> a, matrix_batch<const T*> b, T beta, matrix_batch<T*> c,
+                           std::size_t outer_count, std::size_t inner_count) {
+    for (std::size_t o = 0; o < outer_count; ++o)
+      for (std::size_t i = 0; i < inner_count; ++i) {
+        const T* A = a.data + o * a.outer + i * a.inner;
+        const T* Bm = b.data + o * b.outer + i * b.inner;
+        T* C = c.data + o * c.outer + i * c.inner;
+        for (std::size_t r = 0; r < m; ++r)
+          for (std::size_t col = 0; col < n; ++col) {
+            double s = 0;
+            for (std::size_t q = 0; q < k; ++q)
+              s += double(ta == op::n ? A[r * a.ld + q] : A[q * a.ld + r]) *
+                   double(tb == op::n ? Bm[q * b.ld + col] : Bm[col * b.ld + q]);
+            T& out = C[r * c.ld + col];
+            out = T(double(alpha) * s + (beta == T(0) ? 0.0 : double(beta) * double(out)));
+          }
+      }
+  }
   static void add_row_vector(context&, tensor& y, const tensor& b) {
     if (b.size() != y.cols())
       throw shape_error(peft::detail::concat("xtensor::add_row_vector: vector ", b.shape(), " vs rows of ", y.shape()));
@@ -143,6 +165,94 @@ struct xtensor : detail::host_memory<T> {
     auto O = flat(out);
     if (beta == T(0)) O = xt::sum(view(x), {0});
     else O = beta * O + xt::sum(view(x), {0});
+  }
+
+  static void masked_softmax(context&, const tensor& scores, const tensor& key_mask, std::size_t rows_per_mask_row,
+                             T scale, tensor& probs) {
+    if (key_mask.cols() != scores.cols() || key_mask.rows() * rows_per_mask_row != scores.rows())
+      throw shape_error(peft::detail::concat("xtensor::masked_softmax: scores ", scores.shape(), " vs key mask ",
+                                             key_mask.shape(), " with ", rows_per_mask_row, " rows per mask row"));
+    probs.resize(scores.shape());
+    auto S = view(scores);
+    auto M = view(key_mask);
+    auto P = view(probs);
+    for (std::size_t r = 0; r < scores.rows(); ++r) {
+      auto keep = xt::eval(xt::view(M, r / rows_per_mask_row, xt::all()) != T(0));
+      auto z = xt::eval(scale * xt::view(S, r, xt::all()));
+      auto p = xt::view(P, r, xt::all());
+      if (!xt::any(keep)) {
+        p.fill(T(0));
+        continue;
+      }
+      const T mx = xt::amax(xt::filter(z, keep))();
+      auto e = xt::eval(xt::where(keep, xt::exp(z - mx), T(0)));
+      p = e / xt::sum(e)();
+    }
+  }
+  static void softmax_backward(context&, const tensor& probs, const tensor& dprobs, T scale, tensor& dscores) {
+    peft::detail::require_same_shape("xtensor::softmax_backward", probs.shape(), dprobs.shape());
+    dscores.resize(probs.shape());
+    auto P = view(probs);
+    auto DP = view(dprobs);
+    auto DS = view(dscores);
+    auto dot = xt::eval(xt::sum(P * DP, {1}));
+    DS = scale * P * (DP - xt::view(dot, xt::all(), xt::newaxis()));
+  }
+  static void layer_norm_forward(context&, const tensor& x, const tensor& gamma, const tensor& beta, T eps, tensor& y,
+                                 tensor& mean, tensor& rstd) {
+    if (gamma.size() != x.cols() || beta.size() != x.cols())
+      throw shape_error(peft::detail::concat("xtensor::layer_norm_forward: input ", x.shape(), " vs gamma ",
+                                             gamma.shape(), " and beta ", beta.shape()));
+    y.resize(x.shape());
+    mean.resize(shape{x.rows()});
+    rstd.resize(shape{x.rows()});
+    auto X = view(x);
+    auto mu = xt::eval(xt::mean(X, {1}));
+    auto centered = xt::eval(X - xt::view(mu, xt::all(), xt::newaxis()));
+    auto rs = xt::eval(T(1) / xt::sqrt(xt::mean(centered * centered, {1}) + eps));
+    flat(mean) = mu;
+    flat(rstd) = rs;
+    view(y) = centered * xt::view(rs, xt::all(), xt::newaxis()) * xt::view(flat(gamma), xt::newaxis(), xt::all()) +
+              xt::view(flat(beta), xt::newaxis(), xt::all());
+  }
+  static void layer_norm_backward(context&, const tensor& x, const tensor& gamma, const tensor& mean, const tensor& rstd,
+                                  const tensor& dy, tensor& dx, tensor* dgamma, tensor* dbeta) {
+    peft::detail::require_same_shape("xtensor::layer_norm_backward", x.shape(), dy.shape());
+    dx.resize(x.shape());
+    auto rs = xt::view(flat(rstd), xt::all(), xt::newaxis());
+    auto xhat = xt::eval((view(x) - xt::view(flat(mean), xt::all(), xt::newaxis())) * rs);
+    auto DY = view(dy);
+    auto dxhat = xt::eval(DY * xt::view(flat(gamma), xt::newaxis(), xt::all()));
+    auto m1 = xt::eval(xt::mean(dxhat, {1}));
+    auto m2 = xt::eval(xt::mean(dxhat * xhat, {1}));
+    view(dx) = rs * (dxhat - xt::view(m1, xt::all(), xt::newaxis()) - xhat * xt::view(m2, xt::all(), xt::newaxis()));
+    if (dgamma) {
+      auto G = flat(*dgamma);
+      G = G + xt::sum(DY * xhat, {0});
+    }
+    if (dbeta) {
+      auto Bt = flat(*dbeta);
+      Bt = Bt + xt::sum(DY, {0});
+    }
+  }
+  static void gather_rows(context&, const tensor& table, const index_tensor& ids, tensor& out) {
+    if (out.rows() != ids.size() || out.cols() != table.cols())
+      throw shape_error(peft::detail::concat("xtensor::gather_rows: output ", out.shape(), " for ", ids.size(),
+                                             " rows of table ", table.shape()));
+    auto O = view(out);
+    auto Tb = view(table);
+    for (std::size_t i = 0; i < ids.size(); ++i) xt::view(O, i, xt::all()) = xt::view(Tb, std::size_t(ids[i]), xt::all());
+  }
+  static void scatter_add_rows(context&, const tensor& dout, const index_tensor& ids, tensor& dtable) {
+    if (dout.rows() != ids.size() || dout.cols() != dtable.cols())
+      throw shape_error(peft::detail::concat("xtensor::scatter_add_rows: gradient ", dout.shape(), " for ", ids.size(),
+                                             " rows of table ", dtable.shape()));
+    auto D = view(dout);
+    auto Tb = view(dtable);
+    for (std::size_t i = 0; i < ids.size(); ++i) {
+      auto row = xt::view(Tb, std::size_t(ids[i]), xt::all());
+      row = row + xt::view(D, i, xt::all());
+    }
   }
 
   static double sum_squares(context&, const tensor& t) {

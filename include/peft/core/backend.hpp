@@ -53,7 +53,10 @@ concept DenseTensor = std::default_initializable<Tn> && std::movable<Tn> &&
 /// - host transfer: `copy_from_host`, `copy_to_host`, `copy_labels`;
 /// - element-wise: `fill`, `copy`, `axpy`, `scale`, `multiply`, `activation_forward/backward`,
 ///   `dropout_mask`;
-/// - matrix: `gemm` (transposes, alpha, beta), `add_row_vector` (bias add), `sum_rows` (bias grad);
+/// - matrix: `gemm` (transposes, alpha, beta), `gemm_batched` (two-level strided batches),
+///   `add_row_vector` (bias add), `sum_rows` (bias grad);
+/// - transformer kernels: `masked_softmax` and `softmax_backward` (attention), `layer_norm_forward`
+///   and `layer_norm_backward`, `gather_rows` and `scatter_add_rows` (embeddings, pooling);
 /// - reductions and losses: `sum_squares`, `softmax_cross_entropy`, `mse`;
 /// - fused update rules: `sgd_update`, `adamw_update`, `adafactor_update`.
 /// Guarantees expected of an implementation: shapes are checked and a mismatch throws
@@ -79,7 +82,16 @@ concept Backend =
       B::scale(ctx, a, t);
       B::multiply(ctx, c, c, t);
       B::gemm(ctx, op::n, op::t, a, c, c, a, t);
+      B::gemm_batched(ctx, op::n, op::t, std::size_t{}, std::size_t{}, std::size_t{}, a,
+                      matrix_batch<const typename B::value_type*>{}, matrix_batch<const typename B::value_type*>{}, a,
+                      matrix_batch<typename B::value_type*>{}, std::size_t{}, std::size_t{});
       B::add_row_vector(ctx, t, c);
+      B::masked_softmax(ctx, c, c, std::size_t{}, a, t);
+      B::softmax_backward(ctx, c, c, a, t);
+      B::layer_norm_forward(ctx, c, c, c, a, t, t, t);
+      B::layer_norm_backward(ctx, c, c, c, c, c, t, &t, &t);
+      B::gather_rows(ctx, c, static_cast<const typename B::index_tensor&>(labels), t);
+      B::scatter_add_rows(ctx, c, static_cast<const typename B::index_tensor&>(labels), t);
       B::sum_rows(ctx, c, a, t);
       B::activation_forward(ctx, act, c, t);
       B::activation_backward(ctx, act, c, c, c, t);

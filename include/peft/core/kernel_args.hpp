@@ -2,6 +2,7 @@
 /// \file Argument bundles of the backend kernels that take many scalars (activations, update rules).
 
 #include <cmath>
+#include <cstddef>
 #include <cstdint>
 #include <string_view>
 
@@ -26,6 +27,18 @@ constexpr std::string_view to_string(activation a) noexcept {
 
 /// Transpose flag of a matrix operand of `gemm`.
 enum class op { n, t };
+
+/// A two-level batch of row-major matrices inside one buffer, as `gemm_batched` reads them: matrix
+/// (o, i) starts at `data + o * outer + i * inner`, and its rows are `ld` elements apart. Attention uses
+/// it to address head `i` of sequence `o` inside a (batch, seq, heads * head_dim) tensor without a
+/// transpose: `ld = heads * head_dim`, `inner = head_dim`, `outer = seq * heads * head_dim`.
+template <class Pointer>
+struct matrix_batch {
+  Pointer data;
+  std::size_t ld;
+  std::size_t inner;
+  std::size_t outer;
+};
 
 /// One SGD step: v = momentum * v + (1 - dampening) * g' (g' = g + wd * w), then
 /// w -= lr * (nesterov ? g' + momentum * v : v). On the first step v = g' (PyTorch semantics).

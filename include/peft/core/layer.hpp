@@ -17,6 +17,17 @@ struct parameter_probe {
 };
 }  // namespace detail
 
+/// Anything that owns named parameters on one backend: layers, and models whose input is not a
+/// tensor (a BERT classifier takes token ids). Requirements: `backend` names a `Backend`, and
+/// `visit_parameters(prefix, f)` works on const and non-const objects. Optimizers, reports and
+/// parameter transfer need only this.
+template <class M>
+concept Module = Backend<typename M::backend> &&
+                 requires(M& m, const M& cm, const std::string& prefix, detail::parameter_probe probe) {
+                   m.visit_parameters(prefix, probe);
+                   cm.visit_parameters(prefix, probe);
+                 };
+
 /// A differentiable layer over backend `L::backend`. Requirements (docs/concepts.md#layer):
 /// - `forward(ctx, x)` returns a reference to the output, owned by the layer (or `x` itself for an
 ///   identity) and valid until the next `forward`. `x` must stay alive and unchanged until the matching
@@ -26,7 +37,7 @@ struct parameter_probe {
 /// - `visit_parameters(prefix, f)` calls `f(name, parameter)` for every parameter, with names that
 ///   follow Hugging Face module paths (`prefix + "weight"`), on const and non-const layers.
 template <class L>
-concept Layer = Backend<typename L::backend> &&
+concept Layer = Module<L> &&
                 requires(L& l, const L& cl, typename L::backend::context& ctx, const typename L::backend::tensor& x,
                          const std::string& prefix, detail::parameter_probe probe) {
                   { l.forward(ctx, x) } -> std::same_as<const typename L::backend::tensor&>;

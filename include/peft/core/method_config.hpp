@@ -4,6 +4,9 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <string>
+#include <utility>
+#include <vector>
 
 #include "peft/core/kernel_args.hpp"
 
@@ -12,11 +15,18 @@ namespace peft {
 /// LoRA (Hu et al. 2021): `W x + s * B A dropout(x)` with `s = alpha / r`, or `alpha / sqrt(r)` when
 /// `use_rslora` (Kalajdzievski 2023). Requirements: 1 <= r <= min(in, out), alpha > 0,
 /// 0 <= dropout < 1. Defaults follow Hugging Face PEFT's `LoraConfig`.
+/// Run-time layer selection and per-module overrides follow PEFT's `LoraConfig`:
+/// `layers_to_transform` (empty = all) keeps LoRA only on modules whose name contains
+/// `layer.<i>.` with i listed; `rank_pattern` / `alpha_pattern` map a regular expression to a rank /
+/// alpha for the modules whose name matches `(.*\.)?<key>` in full (first matching key wins).
 struct lora_config {
   std::size_t r = 8;
   double alpha = 8;
   double dropout = 0;
   bool use_rslora = false;
+  std::vector<int> layers_to_transform{};
+  std::vector<std::pair<std::string, std::size_t>> rank_pattern{};
+  std::vector<std::pair<std::string, double>> alpha_pattern{};
 };
 
 /// Bottleneck adapter (Houlsby et al. 2019): `h + up(act(down(h)))`. The bottleneck is `bottleneck`

@@ -22,6 +22,11 @@ struct attention_output { static constexpr std::string_view name = "attention.ou
 struct ffn_in { static constexpr std::string_view name = "intermediate.dense"; };   ///< FFN up
 struct ffn_out { static constexpr std::string_view name = "output.dense"; };        ///< FFN down
 struct hidden { static constexpr std::string_view name = "hidden"; };               ///< MLP hidden layer
+struct pooler { static constexpr std::string_view name = "pooler.dense"; };         ///< BERT pooler
+/// Embedding tables (word, position, token type): no method wraps them; `full` trains them.
+struct embeddings { static constexpr std::string_view name = "embeddings"; };
+/// Layer norms: `full` trains them; BitFit gives their bias a delta.
+struct layer_norm { static constexpr std::string_view name = "LayerNorm"; };
 /// The task head. Every plan trains it fully (Hugging Face PEFT's `modules_to_save`); methods never
 /// wrap it.
 struct classifier { static constexpr std::string_view name = "classifier"; };

@@ -19,6 +19,7 @@ namespace peft::layers {
 enum class weight_init {
   kaiming_uniform,  ///< PyTorch's nn.Linear default: U(-1/sqrt(in), 1/sqrt(in)) (kaiming a = sqrt(5))
   zeros,            ///< all zeros (LoRA B, adapter up-projection)
+  normal,           ///< N(0, init_std) weights and zero bias, as BERT initialises (initializer_range)
 };
 
 /// Construction options of a linear layer. `name` is the module path used in error messages.
@@ -29,6 +30,7 @@ struct linear_options {
   std::string name = "linear";
   std::uint64_t seed = 0;
   weight_init init = weight_init::kaiming_uniform;
+  double init_std = 0.02;  ///< for weight_init::normal
 };
 
 namespace detail {
@@ -62,12 +64,18 @@ class linear {
     init_rng rng(o.seed);
     const double bound = 1.0 / std::sqrt(double(o.in_features));
     const shape ws{o.out_features, o.in_features};
-    if (o.init == weight_init::zeros) detail::init_tensor<B>(ctx, ws, weight_.value, [] { return 0.0; });
-    else detail::init_tensor<B>(ctx, ws, weight_.value, [&] { return rng.uniform(-bound, bound); });
+    switch (o.init) {
+      case weight_init::zeros: detail::init_tensor<B>(ctx, ws, weight_.value, [] { return 0.0; }); break;
+      case weight_init::normal: detail::init_tensor<B>(ctx, ws, weight_.value, [&] { return rng.normal(0, o.init_std); }); break;
+      case weight_init::kaiming_uniform:
+        detail::init_tensor<B>(ctx, ws, weight_.value, [&] { return rng.uniform(-bound, bound); });
+        break;
+    }
     weight_.allocate_grad(ctx);
     if (o.bias) {
-      if (o.init == weight_init::zeros) detail::init_tensor<B>(ctx, shape{o.out_features}, bias_.value, [] { return 0.0; });
-      else detail::init_tensor<B>(ctx, shape{o.out_features}, bias_.value, [&] { return rng.uniform(-bound, bound); });
+      if (o.init == weight_init::kaiming_uniform)
+        detail::init_tensor<B>(ctx, shape{o.out_features}, bias_.value, [&] { return rng.uniform(-bound, bound); });
+      else detail::init_tensor<B>(ctx, shape{o.out_features}, bias_.value, [] { return 0.0; });
       bias_.allocate_grad(ctx);
     }
   }

@@ -120,4 +120,10 @@ struct adapter {
   using wrap = bottleneck_adapter<Inner>;
 };
 
+/// Houlsby placement: adapters after the attention output and after the FFN output, before each
+/// residual layer norm.
+using houlsby_adapter = adapter<roles::attention_output, roles::ffn_out>;
+/// Pfeiffer placement: one adapter after the FFN output.
+using pfeiffer_adapter = adapter<roles::ffn_out>;
+
 }  // namespace peft::methods

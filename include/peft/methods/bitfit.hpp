@@ -95,11 +95,13 @@ class bitfit_linear : public linear_wrapper<Inner> {
   tensor y_;
 };
 
-/// PEFT method: BitFit on every linear layer except the classifier (which trains fully anyway).
+/// PEFT method: BitFit on every linear layer except the classifier (which trains fully anyway), and
+/// on every layer norm's bias (through `plan::norm`).
 /// Stage 1: wraps LoRA, so a LoRA + BitFit layer merges both into the same base linear.
 struct bitfit {
   static constexpr std::string_view name = "bitfit";
   static constexpr int stage = 1;
+  static constexpr bool adds_bias_delta = true;  ///< layer norms get a bias delta too
   template <class Role>
   static constexpr bool targets = !std::is_same_v<Role, roles::classifier>;
   template <class Role>

@@ -6,6 +6,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <optional>
+#include <regex>
 #include <string>
 
 #include "peft/core/error.hpp"
@@ -19,6 +21,47 @@
 #include "peft/methods/wrapper.hpp"
 
 namespace peft::methods {
+
+namespace detail {
+/// Index i of the first `layer.<i>.` segment of a module name (PEFT's `layers_pattern`), or -1.
+inline int layer_index(const std::string& name) {
+  static const std::regex pattern(R"((?:^|.*\.)layer\.(\d+)\.)");
+  std::smatch m;
+  return std::regex_search(name, m, pattern) ? std::stoi(m[1].str()) : -1;
+}
+/// Whether `name` matches PEFT's pattern key `key`: `(.*\.)?key` in full.
+inline bool matches_pattern_key(const std::string& name, const std::string& key) {
+  try {
+    return std::regex_match(name, std::regex("(.*\\.)?(" + key + ")"));
+  } catch (const std::regex_error& e) {
+    throw config_error(peft::detail::concat("lora: pattern key '", key, "' is not a valid regular expression: ", e.what()));
+  }
+}
+}  // namespace detail
+
+/// The configuration that applies to module `name`: rank and alpha after `rank_pattern` and
+/// `alpha_pattern`; r = 0 when `layers_to_transform` excludes the module.
+inline lora_config lora_config_for(const lora_config& c, const std::string& name) {
+  lora_config out = c;
+  if (!c.layers_to_transform.empty()) {
+    const int index = detail::layer_index(name);
+    if (std::find(c.layers_to_transform.begin(), c.layers_to_transform.end(), index) == c.layers_to_transform.end()) {
+      out.r = 0;
+      return out;
+    }
+  }
+  for (const auto& [key, r] : c.rank_pattern)
+    if (detail::matches_pattern_key(name, key)) {
+      out.r = r;
+      break;
+    }
+  for (const auto& [key, alpha] : c.alpha_pattern)
+    if (detail::matches_pattern_key(name, key)) {
+      out.alpha = alpha;
+      break;
+    }
+  return out;
+}
 
 /// Scaling factor of a LoRA update; validates the configuration for layer `name` of size in x out.
 inline double lora_scaling(const lora_config& c, std::size_t in, std::size_t out, const std::string& name) {
@@ -51,28 +94,23 @@ class lora_linear : public linear_wrapper<Inner> {
   using b_layer = layers::linear<B, group_set<groups::lora_b>, groups::lora_b, groups::lora_b>;
 
   lora_linear(typename B::context& ctx, const layers::linear_options& o, const method_config& cfg)
-      : linear_wrapper<Inner>(ctx, o, cfg),
-        scaling_(lora_scaling(cfg.lora, o.in_features, o.out_features, o.name)),
-        dropout_(cfg.lora.dropout, o.name + ".lora_dropout"),
-        a_(ctx, {.in_features = o.in_features, .out_features = cfg.lora.r, .bias = false, .name = o.name + ".lora_A",
-                 .seed = derive_seed(o.seed, 0x10A), .init = layers::weight_init::kaiming_uniform}),
-        b_(ctx, {.in_features = cfg.lora.r, .out_features = o.out_features, .bias = false, .name = o.name + ".lora_B",
-                 .seed = derive_seed(o.seed, 0x10B), .init = layers::weight_init::zeros}) {}
+      : lora_linear(ctx, o, cfg, lora_config_for(cfg.lora, o.name)) {}
 
   const tensor& forward(typename B::context& ctx, const tensor& x) {
     const tensor& base = inner_.forward(ctx, x);
-    if (merged_) return base;
-    const tensor& l = b_.forward(ctx, a_.forward(ctx, dropout_.forward(ctx, x)));
+    if (merged_ || !active()) return base;
+    const tensor& l = b_->forward(ctx, a_->forward(ctx, dropout_.forward(ctx, x)));
     B::copy(ctx, base, y_);
     B::axpy(ctx, value_type(scaling_), l, y_);
     return y_;
   }
   const tensor& backward(typename B::context& ctx, const tensor& dy) {
+    if (!active()) return inner_.backward(ctx, dy);
     if (merged_)
       throw error(peft::detail::concat("lora on '", name(), "': backward through a merged layer; unmerge before training"));
     B::copy(ctx, dy, scaled_dy_);
     B::scale(ctx, value_type(scaling_), scaled_dy_);
-    const tensor& dx_lora = dropout_.backward(ctx, a_.backward(ctx, b_.backward(ctx, scaled_dy_)));
+    const tensor& dx_lora = dropout_.backward(ctx, a_->backward(ctx, b_->backward(ctx, scaled_dy_)));
     B::copy(ctx, inner_.backward(ctx, dy), dx_);
     B::axpy(ctx, value_type(1), dx_lora, dx_);
     return dx_;
@@ -91,14 +129,16 @@ class lora_linear : public linear_wrapper<Inner> {
   void merge(typename B::context& ctx) {
     merge_if_possible(inner_, ctx);
     if (merged_) throw error(peft::detail::concat("lora on '", name(), "': already merged"));
-    B::gemm(ctx, op::n, op::n, value_type(scaling_), b_.weight().value, a_.weight().value, value_type(1),
+    if (active())
+      B::gemm(ctx, op::n, op::n, value_type(scaling_), b_->weight().value, a_->weight().value, value_type(1),
             base_linear().weight().value);
     merged_ = true;
   }
   /// W -= s * B A, restoring the base weight up to rounding.
   void unmerge(typename B::context& ctx) {
     if (!merged_) throw error(peft::detail::concat("lora on '", name(), "': unmerge without merge"));
-    B::gemm(ctx, op::n, op::n, value_type(-scaling_), b_.weight().value, a_.weight().value, value_type(1),
+    if (active())
+      B::gemm(ctx, op::n, op::n, value_type(-scaling_), b_->weight().value, a_->weight().value, value_type(1),
             base_linear().weight().value);
     merged_ = false;
     unmerge_if_possible(inner_, ctx);
@@ -106,22 +146,39 @@ class lora_linear : public linear_wrapper<Inner> {
   [[nodiscard]] bool merged() const noexcept { return merged_; }
 
   [[nodiscard]] double scaling() const noexcept { return scaling_; }
-  [[nodiscard]] std::size_t rank() const noexcept { return a_.out_features(); }
-  a_layer& lora_A() noexcept { return a_; }
-  b_layer& lora_B() noexcept { return b_; }
+  /// The rank of this module (after rank_pattern); 0 when layers_to_transform leaves it out.
+  [[nodiscard]] std::size_t rank() const noexcept { return a_ ? a_->out_features() : 0; }
+  /// Whether this module carries a LoRA update (layers_to_transform may leave it out).
+  [[nodiscard]] bool active() const noexcept { return a_.has_value(); }
+  a_layer& lora_A() { return a_.value(); }
+  b_layer& lora_B() { return b_.value(); }
 
  private:
+  lora_linear(typename B::context& ctx, const layers::linear_options& o, const method_config& cfg, const lora_config& own)
+      : linear_wrapper<Inner>(ctx, o, cfg),
+        scaling_(own.r ? lora_scaling(own, o.in_features, o.out_features, o.name) : 0.0),
+        dropout_(own.dropout, o.name + ".lora_dropout") {
+    if (own.r == 0) return;  // left out by layers_to_transform
+    a_.emplace(ctx, layers::linear_options{.in_features = o.in_features, .out_features = own.r, .bias = false,
+                                           .name = o.name + ".lora_A", .seed = derive_seed(o.seed, 0x10A),
+                                           .init = layers::weight_init::kaiming_uniform});
+    b_.emplace(ctx, layers::linear_options{.in_features = own.r, .out_features = o.out_features, .bias = false,
+                                           .name = o.name + ".lora_B", .seed = derive_seed(o.seed, 0x10B),
+                                           .init = layers::weight_init::zeros});
+  }
+
   template <class Self, class F>
   static void visit(Self& self, const std::string& prefix, F& f) {
     self.inner_.visit_parameters(prefix, f);
-    self.a_.visit_parameters(prefix + "lora_A.", f);
-    self.b_.visit_parameters(prefix + "lora_B.", f);
+    if (!self.a_) return;
+    self.a_->visit_parameters(prefix + "lora_A.", f);
+    self.b_->visit_parameters(prefix + "lora_B.", f);
   }
 
   double scaling_;
   layers::dropout<B> dropout_;
-  a_layer a_;
-  b_layer b_;
+  std::optional<a_layer> a_;
+  std::optional<b_layer> b_;
   bool merged_ = false;
   tensor y_, scaled_dy_, dx_;
 };

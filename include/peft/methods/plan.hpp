@@ -11,6 +11,8 @@
 
 #include "peft/core/groups.hpp"
 #include "peft/core/roles.hpp"
+#include "peft/layers/embedding.hpp"
+#include "peft/layers/layer_norm.hpp"
 #include "peft/layers/linear.hpp"
 #include "peft/methods/method.hpp"
 
@@ -36,6 +38,13 @@ template <class Role, class M, class... Ms>
 struct trainable_base_groups<Role, M, Ms...> {
   using type = group_union_t<typename M::template base_groups<Role>, typename trainable_base_groups<Role, Ms...>::type>;
 };
+
+/// Whether method `M` gives biases a delta (BitFit); such methods also reach layer norms.
+template <class M>
+constexpr bool adds_bias_delta() {
+  if constexpr (requires { M::adds_bias_delta; }) return M::adds_bias_delta;
+  else return false;
+}
 
 template <class... Ms>
 constexpr bool unique_method_names() {
@@ -74,6 +83,15 @@ struct plan {
                                                                     Methods...>::type,
                                        Role, 1, Methods...>::type,
           Role, 2, Methods...>::type>;
+
+  /// The layer norm type on backend `B`: trains when a method unfreezes group `norm` for role
+  /// `layer_norm` (full fine-tuning), and carries a bias delta when a method adds one (BitFit).
+  template <Backend B>
+  using norm = layers::layer_norm<B, trainable_groups<roles::layer_norm>, (detail::adds_bias_delta<Methods>() || ...)>;
+
+  /// The embedding table type on backend `B`: trains only when a method unfreezes group `embedding`.
+  template <Backend B>
+  using embedding = layers::embedding<B, trainable_groups<roles::embeddings>>;
 
   /// Whether any method of the plan is `M`'s family.
   template <class M>

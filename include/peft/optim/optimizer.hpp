@@ -24,14 +24,14 @@ struct group_options {
 };
 
 /// Owns the optimizer state of a model's trainable parameters and updates them.
-/// Requirements: `Model` is a `Layer`; `Rule` an `UpdateRule` for its backend; the model outlives
+/// Requirements: `Model` is a `Module` (a layer or a model); `Rule` an `UpdateRule` for its backend; the model outlives
 /// the optimizer and is not moved after the optimizer is made (it keeps pointers to parameters).
 /// Guarantees: frozen parameters are never visited by `step`, `zero_grad` or clipping and get no
 /// state; state is made lazily at the first `step`; a non-finite gradient norm throws and updates
 /// nothing.
 template <class Model, class Rule, Schedule Sched = constant_schedule>
 class optimizer {
-  static_assert(Layer<Model>, "peft::optim::optimizer: the model must satisfy peft::Layer (forward, backward, visit_parameters; see docs/concepts.md#layer)");
+  static_assert(Module<Model>, "peft::optim::optimizer: the model must satisfy peft::Module (a backend and visit_parameters; see docs/concepts.md#module)");
   using B = typename Model::backend;
   static_assert(detail::check_update_rule<Rule, B>(), "peft::optim::optimizer: Rule must satisfy UpdateRule");
 

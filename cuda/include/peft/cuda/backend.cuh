@@ -198,6 +198,29 @@ struct cuda {
                                     c.data(), ldc),
                         "cublasDgemm");
   }
+  /// Two-level batch: one cublas<t>gemmStridedBatched per outer index over the inner batch.
+  static void gemm_batched(context& ctx, op ta, op tb, std::size_t m, std::size_t n, std::size_t k, T alpha,
+                           matrix_batch<const T*> a, matrix_batch<const T*> b, T beta, matrix_batch<T*> c,
+                           std::size_t outer_count, std::size_t inner_count) {
+    if (m == 0 || n == 0 || outer_count == 0 || inner_count == 0) return;
+    const cublasOperation_t opa = ta == op::n ? CUBLAS_OP_N : CUBLAS_OP_T;
+    const cublasOperation_t opb = tb == op::n ? CUBLAS_OP_N : CUBLAS_OP_T;
+    for (std::size_t o = 0; o < outer_count; ++o) {
+      const T* ap = a.data + o * a.outer;
+      const T* bp = b.data + o * b.outer;
+      T* cp = c.data + o * c.outer;
+      if constexpr (std::is_same_v<T, float>)
+        peft::cuda::check(cublasSgemmStridedBatched(ctx.blas, opb, opa, int(n), int(m), int(k), &alpha, bp, int(b.ld),
+                                                    (long long)b.inner, ap, int(a.ld), (long long)a.inner, &beta, cp,
+                                                    int(c.ld), (long long)c.inner, int(inner_count)),
+                          "cublasSgemmStridedBatched");
+      else
+        peft::cuda::check(cublasDgemmStridedBatched(ctx.blas, opb, opa, int(n), int(m), int(k), &alpha, bp, int(b.ld),
+                                                    (long long)b.inner, ap, int(a.ld), (long long)a.inner, &beta, cp,
+                                                    int(c.ld), (long long)c.inner, int(inner_count)),
+                          "cublasDgemmStridedBatched");
+    }
+  }
   static void add_row_vector(context& ctx, tensor& y, const tensor& b) {
     if (b.size() != y.cols())
       throw shape_error(peft::detail::concat("cuda::add_row_vector: vector ", b.shape(), " vs rows of ", y.shape()));
@@ -216,6 +239,133 @@ struct cuda {
       T s = 0;
       for (std::size_t r = 0; r < rows; ++r) s += xp[r * cols + j];
       o[j] = beta == T(0) ? s : beta * o[j] + s;
+    });
+  }
+
+  // ---- transformer kernels (one thread per row: rows are short, rows are many) ---------------------
+  static void masked_softmax(context& ctx, const tensor& scores, const tensor& key_mask, std::size_t rows_per_mask_row,
+                             T scale, tensor& probs) {
+    if (key_mask.cols() != scores.cols() || key_mask.rows() * rows_per_mask_row != scores.rows())
+      throw shape_error(peft::detail::concat("cuda::masked_softmax: scores ", scores.shape(), " vs key mask ",
+                                             key_mask.shape(), " with ", rows_per_mask_row, " rows per mask row"));
+    probs.resize(scores.shape());
+    const std::size_t cols = scores.cols(), per = rows_per_mask_row;
+    const T *sp = scores.data(), *mp = key_mask.data();
+    T* pp = probs.data();
+    peft::cuda::launch(ctx.stream, scores.rows(), [=] __device__(std::size_t r) {
+      const T* z = sp + r * cols;
+      const T* mask = mp + (r / per) * cols;
+      T* p = pp + r * cols;
+      T mx = -INFINITY;
+      for (std::size_t j = 0; j < cols; ++j)
+        if (mask[j] != T(0)) mx = fmax(mx, scale * z[j]);
+      T sum = 0;
+      for (std::size_t j = 0; j < cols; ++j) {
+        p[j] = mask[j] != T(0) ? exp(scale * z[j] - mx) : T(0);
+        sum += p[j];
+      }
+      const T inv = sum > T(0) ? T(1) / sum : T(0);
+      for (std::size_t j = 0; j < cols; ++j) p[j] *= inv;
+    });
+  }
+  static void softmax_backward(context& ctx, const tensor& probs, const tensor& dprobs, T scale, tensor& dscores) {
+    peft::detail::require_same_shape("cuda::softmax_backward", probs.shape(), dprobs.shape());
+    dscores.resize(probs.shape());
+    const std::size_t cols = probs.cols();
+    const T *pp = probs.data(), *dpp = dprobs.data();
+    T* dsp = dscores.data();
+    peft::cuda::launch(ctx.stream, probs.rows(), [=] __device__(std::size_t r) {
+      const T* p = pp + r * cols;
+      const T* dp = dpp + r * cols;
+      T* ds = dsp + r * cols;
+      T dot = 0;
+      for (std::size_t j = 0; j < cols; ++j) dot += p[j] * dp[j];
+      for (std::size_t j = 0; j < cols; ++j) ds[j] = scale * p[j] * (dp[j] - dot);
+    });
+  }
+  static void layer_norm_forward(context& ctx, const tensor& x, const tensor& gamma, const tensor& beta, T eps, tensor& y,
+                                 tensor& mean, tensor& rstd) {
+    const std::size_t rows = x.rows(), cols = x.cols();
+    if (gamma.size() != cols || beta.size() != cols)
+      throw shape_error(peft::detail::concat("cuda::layer_norm_forward: input ", x.shape(), " vs gamma ", gamma.shape(),
+                                             " and beta ", beta.shape()));
+    y.resize(x.shape());
+    mean.resize(shape{rows});
+    rstd.resize(shape{rows});
+    const T *xp = x.data(), *g = gamma.data(), *bt = beta.data();
+    T *yp = y.data(), *mp = mean.data(), *rp = rstd.data();
+    peft::cuda::launch(ctx.stream, rows, [=] __device__(std::size_t r) {
+      const T* xr = xp + r * cols;
+      T mu = 0;
+      for (std::size_t j = 0; j < cols; ++j) mu += xr[j];
+      mu /= T(cols);
+      T var = 0;
+      for (std::size_t j = 0; j < cols; ++j) var += (xr[j] - mu) * (xr[j] - mu);
+      var /= T(cols);
+      const T rs = T(1) / sqrt(var + eps);
+      mp[r] = mu;
+      rp[r] = rs;
+      for (std::size_t j = 0; j < cols; ++j) yp[r * cols + j] = (xr[j] - mu) * rs * g[j] + bt[j];
+    });
+  }
+  static void layer_norm_backward(context& ctx, const tensor& x, const tensor& gamma, const tensor& mean,
+                                  const tensor& rstd, const tensor& dy, tensor& dx, tensor* dgamma, tensor* dbeta) {
+    peft::detail::require_same_shape("cuda::layer_norm_backward", x.shape(), dy.shape());
+    const std::size_t rows = x.rows(), cols = x.cols();
+    dx.resize(x.shape());
+    const T *xp = x.data(), *g = gamma.data(), *mp = mean.data(), *rp = rstd.data(), *dyp = dy.data();
+    T* dxp = dx.data();
+    peft::cuda::launch(ctx.stream, rows, [=] __device__(std::size_t r) {
+      const T* xr = xp + r * cols;
+      const T* dyr = dyp + r * cols;
+      const T mu = mp[r], rs = rp[r];
+      T m1 = 0, m2 = 0;
+      for (std::size_t j = 0; j < cols; ++j) {
+        const T dxhat = dyr[j] * g[j];
+        m1 += dxhat;
+        m2 += dxhat * (xr[j] - mu) * rs;
+      }
+      m1 /= T(cols);
+      m2 /= T(cols);
+      for (std::size_t j = 0; j < cols; ++j) dxp[r * cols + j] = rs * (dyr[j] * g[j] - m1 - (xr[j] - mu) * rs * m2);
+    });
+    T* dg = dgamma ? dgamma->data() : nullptr;
+    T* db = dbeta ? dbeta->data() : nullptr;
+    if (dg || db)
+      peft::cuda::launch(ctx.stream, cols, [=] __device__(std::size_t j) {
+        T sg = 0, sb = 0;
+        for (std::size_t r = 0; r < rows; ++r) {
+          sg += dyp[r * cols + j] * (xp[r * cols + j] - mp[r]) * rp[r];
+          sb += dyp[r * cols + j];
+        }
+        if (dg) dg[j] += sg;
+        if (db) db[j] += sb;
+      });
+  }
+  static void gather_rows(context& ctx, const tensor& table, const index_tensor& ids, tensor& out) {
+    if (out.rows() != ids.size() || out.cols() != table.cols())
+      throw shape_error(peft::detail::concat("cuda::gather_rows: output ", out.shape(), " for ", ids.size(),
+                                             " rows of table ", table.shape()));
+    const std::size_t cols = table.cols();
+    const T* tp = table.data();
+    const std::int32_t* ip = ids.data();
+    T* op_ = out.data();
+    peft::cuda::launch(ctx.stream, out.size(), [=] __device__(std::size_t e) {
+      const std::size_t i = e / cols, j = e % cols;
+      op_[e] = tp[std::size_t(ip[i]) * cols + j];
+    });
+  }
+  static void scatter_add_rows(context& ctx, const tensor& dout, const index_tensor& ids, tensor& dtable) {
+    if (dout.rows() != ids.size() || dout.cols() != dtable.cols())
+      throw shape_error(peft::detail::concat("cuda::scatter_add_rows: gradient ", dout.shape(), " for ", ids.size(),
+                                             " rows of table ", dtable.shape()));
+    const std::size_t cols = dtable.cols();
+    const T* dp = dout.data();
+    const std::int32_t* ip = ids.data();
+    T* tp = dtable.data();
+    peft::cuda::launch(ctx.stream, dout.size(), [=] __device__(std::size_t e) {
+      const std::size_t i = e / cols, j = e % cols;
+      atomicAdd(tp + std::size_t(ip[i]) * cols + j, dp[e]);
     });
   }
 

@@ -1,0 +1,461 @@
+#pragma once
+/// \file BERT-family encoder and task heads, built from a plan (Hugging Face's `BertModel`,
+/// `BertForSequenceClassification`, `BertForTokenClassification`, with the same parameter names).
+
+#include <cstdint>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "peft/core/error.hpp"
+#include "peft/core/layer.hpp"
+#include "peft/core/method_config.hpp"
+#include "peft/core/random.hpp"
+#include "peft/core/roles.hpp"
+#include "peft/layers/activation.hpp"
+#include "peft/layers/attention.hpp"
+#include "peft/layers/dropout.hpp"
+#include "peft/layers/embedding.hpp"
+#include "peft/layers/linear.hpp"
+#include "peft/methods/plan.hpp"
+#include "peft/models/bert_config.hpp"
+
+namespace peft::models {
+
+/// One batch of token sequences, row-major (batch_size x seq_len), on the host. `token_type_ids`
+/// empty means all 0; `attention_mask` empty means no padding (1 = token, 0 = padding).
+struct encoder_batch {
+  std::size_t batch_size = 0;
+  std::size_t seq_len = 0;
+  std::vector<std::int32_t> input_ids;
+  std::vector<std::int32_t> token_type_ids;
+  std::vector<std::int32_t> attention_mask;
+
+  /// Throws `shape_error` naming the field whose length is not batch_size * seq_len.
+  void validate() const {
+    const std::size_t n = batch_size * seq_len;
+    if (n == 0) throw shape_error("encoder_batch: batch_size and seq_len must be positive");
+    auto check = [&](const std::vector<std::int32_t>& v, const char* name, bool optional) {
+      if ((optional && v.empty()) || v.size() == n) return;
+      throw shape_error(peft::detail::concat("encoder_batch: ", name, " has ", v.size(), " entries, expected batch_size * seq_len = ",
+                                             batch_size, " * ", seq_len, " = ", n));
+    };
+    check(input_ids, "input_ids", false);
+    check(token_type_ids, "token_type_ids", true);
+    check(attention_mask, "attention_mask", true);
+    for (std::size_t i = 0; i < attention_mask.size(); ++i)
+      if (attention_mask[i] != 0 && attention_mask[i] != 1)
+        throw shape_error(peft::detail::concat("encoder_batch: attention_mask[", i, "] = ", attention_mask[i], " is not 0 or 1"));
+  }
+};
+
+/// Word + position + token-type embeddings, LayerNorm, dropout (HF `BertEmbeddings`).
+template <Backend B, class Plan>
+class bert_embeddings {
+ public:
+  using backend = B;
+  using tensor = typename B::tensor;
+  using embedding_layer = typename Plan::template embedding<B>;
+  using norm_layer = typename Plan::template norm<B>;
+
+  bert_embeddings(typename B::context& ctx, const bert_config& c, std::uint64_t seed)
+      : word_(ctx, c.vocab_size, c.hidden_size, "embeddings.word_embeddings", derive_seed(seed, 1), c.initializer_range),
+        position_(ctx, c.max_position_embeddings, c.hidden_size, "embeddings.position_embeddings", derive_seed(seed, 2),
+                  c.initializer_range),
+        token_type_(ctx, c.type_vocab_size, c.hidden_size, "embeddings.token_type_embeddings", derive_seed(seed, 3),
+                    c.initializer_range),
+        norm_(ctx, c.hidden_size, c.layer_norm_eps, "embeddings.LayerNorm"),
+        drop_(c.hidden_dropout_prob, "embeddings.dropout") {}
+
+  const tensor& forward(typename B::context& ctx, const encoder_batch& batch) {
+    const std::size_t n = batch.batch_size * batch.seq_len;
+    if (batch.seq_len > position_.num_embeddings())
+      throw shape_error(peft::detail::concat("bert: sequence length ", batch.seq_len, " exceeds max_position_embeddings ",
+                                             position_.num_embeddings()));
+    const shape out{batch.batch_size, batch.seq_len, word_.dim()};
+    positions_.resize(n);
+    for (std::size_t i = 0; i < n; ++i) positions_[i] = std::int32_t(i % batch.seq_len);
+    if (batch.token_type_ids.empty()) zeros_.assign(n, 0);
+    B::copy(ctx, word_.forward(ctx, batch.input_ids, out), sum_);
+    B::axpy(ctx, typename B::value_type(1), position_.forward(ctx, positions_, out), sum_);
+    B::axpy(ctx, typename B::value_type(1),
+            token_type_.forward(ctx, batch.token_type_ids.empty() ? std::span<const std::int32_t>(zeros_)
+                                                                  : std::span<const std::int32_t>(batch.token_type_ids),
+                                out),
+            sum_);
+    return drop_.forward(ctx, norm_.forward(ctx, sum_));
+  }
+  void backward(typename B::context& ctx, const tensor& dy) {
+    const tensor& d = norm_.backward(ctx, drop_.backward(ctx, dy));
+    word_.backward(ctx, d);
+    position_.backward(ctx, d);
+    token_type_.backward(ctx, d);
+  }
+  template <class F>
+  void visit_parameters(const std::string& prefix, F&& f) {
+    visit(*this, prefix, f);
+  }
+  template <class F>
+  void visit_parameters(const std::string& prefix, F&& f) const {
+    visit(*this, prefix, f);
+  }
+  void merge(typename B::context& ctx) { merge_if_possible(norm_, ctx); }
+  void unmerge(typename B::context& ctx) { unmerge_if_possible(norm_, ctx); }
+
+ private:
+  template <class Self, class F>
+  static void visit(Self& self, const std::string& prefix, F& f) {
+    self.word_.visit_parameters(prefix + "word_embeddings.", f);
+    self.position_.visit_parameters(prefix + "position_embeddings.", f);
+    self.token_type_.visit_parameters(prefix + "token_type_embeddings.", f);
+    self.norm_.visit_parameters(prefix + "LayerNorm.", f);
+  }
+
+  embedding_layer word_, position_, token_type_;
+  norm_layer norm_;
+  layers::dropout<B> drop_;
+  std::vector<std::int32_t> positions_, zeros_;
+  tensor sum_;
+};
+
+/// Feed-forward sublayer: LayerNorm(x + dropout(Out(act(In(x))))) (HF `BertIntermediate` +
+/// `BertOutput`). Names: `intermediate.dense.*`, `output.dense.*`, `output.LayerNorm.*`.
+template <Backend B, class Plan>
+class bert_ffn {
+ public:
+  using backend = B;
+  using tensor = typename B::tensor;
+  using in_layer = typename Plan::template linear<roles::ffn_in, B>;
+  using out_layer = typename Plan::template linear<roles::ffn_out, B>;
+  using norm_layer = typename Plan::template norm<B>;
+
+  bert_ffn(typename B::context& ctx, const bert_config& c, const method_config& cfg, const std::string& name,
+           std::uint64_t seed)
+      : in_(ctx, {.in_features = c.hidden_size, .out_features = c.intermediate_size, .name = name + ".intermediate.dense",
+                  .seed = derive_seed(seed, 1), .init = layers::weight_init::normal, .init_std = c.initializer_range},
+            cfg),
+        act_(c.hidden_act),
+        out_(ctx, {.in_features = c.intermediate_size, .out_features = c.hidden_size, .name = name + ".output.dense",
+                   .seed = derive_seed(seed, 2), .init = layers::weight_init::normal, .init_std = c.initializer_range},
+             cfg),
+        drop_(c.hidden_dropout_prob, name + ".output.dropout"),
+        norm_(ctx, c.hidden_size, c.layer_norm_eps, name + ".output.LayerNorm") {}
+
+  const tensor& forward(typename B::context& ctx, const tensor& x) {
+    const tensor& o = drop_.forward(ctx, out_.forward(ctx, act_.forward(ctx, in_.forward(ctx, x))));
+    B::copy(ctx, o, residual_);
+    B::axpy(ctx, typename B::value_type(1), x, residual_);
+    return norm_.forward(ctx, residual_);
+  }
+  const tensor& backward(typename B::context& ctx, const tensor& dy) {
+    const tensor& dres = norm_.backward(ctx, dy);
+    B::copy(ctx, dres, dx_);
+    B::axpy(ctx, typename B::value_type(1), in_.backward(ctx, act_.backward(ctx, out_.backward(ctx, drop_.backward(ctx, dres)))),
+            dx_);
+    return dx_;
+  }
+  template <class F>
+  void visit_parameters(const std::string& prefix, F&& f) {
+    visit(*this, prefix, f);
+  }
+  template <class F>
+  void visit_parameters(const std::string& prefix, F&& f) const {
+    visit(*this, prefix, f);
+  }
+  void merge(typename B::context& ctx) {
+    merge_if_possible(in_, ctx), merge_if_possible(out_, ctx), merge_if_possible(norm_, ctx);
+  }
+  void unmerge(typename B::context& ctx) {
+    unmerge_if_possible(in_, ctx), unmerge_if_possible(out_, ctx), unmerge_if_possible(norm_, ctx);
+  }
+  in_layer& intermediate() noexcept { return in_; }
+  out_layer& output() noexcept { return out_; }
+
+ private:
+  template <class Self, class F>
+  static void visit(Self& self, const std::string& prefix, F& f) {
+    self.in_.visit_parameters(prefix + "intermediate.dense.", f);
+    self.out_.visit_parameters(prefix + "output.dense.", f);
+    self.norm_.visit_parameters(prefix + "output.LayerNorm.", f);
+  }
+
+  in_layer in_;
+  layers::activation_layer<B> act_;
+  out_layer out_;
+  layers::dropout<B> drop_;
+  norm_layer norm_;
+  tensor residual_, dx_;
+};
+
+/// One post-LN encoder block (HF `BertLayer`): attention sublayer, then feed-forward sublayer.
+template <Backend B, class Plan>
+class bert_layer {
+ public:
+  using backend = B;
+  using tensor = typename B::tensor;
+
+  bert_layer(typename B::context& ctx, const bert_config& c, const method_config& cfg, std::size_t index, std::uint64_t seed)
+      : attention_(ctx, c, cfg, "encoder.layer." + std::to_string(index) + ".attention", derive_seed(seed, 1)),
+        ffn_(ctx, c, cfg, "encoder.layer." + std::to_string(index), derive_seed(seed, 2)) {}
+
+  const tensor& forward(typename B::context& ctx, const tensor& x, const tensor& key_mask) {
+    return ffn_.forward(ctx, attention_.forward(ctx, x, key_mask));
+  }
+  const tensor& backward(typename B::context& ctx, const tensor& dy) {
+    return attention_.backward(ctx, ffn_.backward(ctx, dy));
+  }
+  template <class F>
+  void visit_parameters(const std::string& prefix, F&& f) {
+    attention_.visit_parameters(prefix + "attention.", f);
+    ffn_.visit_parameters(prefix, f);
+  }
+  template <class F>
+  void visit_parameters(const std::string& prefix, F&& f) const {
+    attention_.visit_parameters(prefix + "attention.", f);
+    ffn_.visit_parameters(prefix, f);
+  }
+  void merge(typename B::context& ctx) { attention_.merge(ctx), ffn_.merge(ctx); }
+  void unmerge(typename B::context& ctx) { attention_.unmerge(ctx), ffn_.unmerge(ctx); }
+  layers::bert_attention<B, Plan>& attention() noexcept { return attention_; }
+  bert_ffn<B, Plan>& ffn() noexcept { return ffn_; }
+
+ private:
+  layers::bert_attention<B, Plan> attention_;
+  bert_ffn<B, Plan> ffn_;
+};
+
+/// The encoder (HF `BertModel` without pooler): embeddings and `num_hidden_layers` blocks of one type
+/// (a run-time count, not a nested type). Output: last hidden state (batch, seq, hidden). Names:
+/// `embeddings.*`, `encoder.layer.<i>.*`.
+template <Backend B, class Plan>
+class bert_encoder {
+ public:
+  using backend = B;
+  using tensor = typename B::tensor;
+  using value_type = typename B::value_type;
+
+  bert_encoder(typename B::context& ctx, const bert_config& c, const method_config& cfg = {}, std::uint64_t seed = 0)
+      : config_((c.validate(), c)), embeddings_(ctx, c, derive_seed(seed, 100)) {
+    layers_.reserve(c.num_hidden_layers);
+    for (std::size_t i = 0; i < c.num_hidden_layers; ++i) layers_.emplace_back(ctx, c, cfg, i, derive_seed(seed, 200 + i));
+  }
+
+  const tensor& forward(typename B::context& ctx, const encoder_batch& batch) {
+    batch.validate();
+    mask_host_.resize(batch.batch_size * batch.seq_len);
+    for (std::size_t i = 0; i < mask_host_.size(); ++i)
+      mask_host_[i] = batch.attention_mask.empty() ? value_type(1) : value_type(batch.attention_mask[i]);
+    B::copy_from_host(ctx, mask_host_, shape{batch.batch_size, batch.seq_len}, mask_);
+    const tensor* h = &embeddings_.forward(ctx, batch);
+    for (auto& l : layers_) h = &l.forward(ctx, *h, mask_);
+    return *h;
+  }
+  void backward(typename B::context& ctx, const tensor& dy) {
+    const tensor* d = &dy;
+    for (auto it = layers_.rbegin(); it != layers_.rend(); ++it) d = &it->backward(ctx, *d);
+    embeddings_.backward(ctx, *d);
+  }
+  template <class F>
+  void visit_parameters(const std::string& prefix, F&& f) {
+    visit(*this, prefix, f);
+  }
+  template <class F>
+  void visit_parameters(const std::string& prefix, F&& f) const {
+    visit(*this, prefix, f);
+  }
+  void merge(typename B::context& ctx) {
+    embeddings_.merge(ctx);
+    for (auto& l : layers_) l.merge(ctx);
+  }
+  void unmerge(typename B::context& ctx) {
+    embeddings_.unmerge(ctx);
+    for (auto& l : layers_) l.unmerge(ctx);
+  }
+
+  [[nodiscard]] const bert_config& config() const noexcept { return config_; }
+  /// The (batch, seq) key mask of the last forward, as the backend's value type.
+  [[nodiscard]] const tensor& mask() const noexcept { return mask_; }
+  bert_layer<B, Plan>& layer(std::size_t i) { return layers_.at(i); }
+
+ private:
+  template <class Self, class F>
+  static void visit(Self& self, const std::string& prefix, F& f) {
+    self.embeddings_.visit_parameters(prefix + "embeddings.", f);
+    for (std::size_t i = 0; i < self.layers_.size(); ++i)
+      self.layers_[i].visit_parameters(prefix + "encoder.layer." + std::to_string(i) + ".", f);
+  }
+
+  bert_config config_;
+  bert_embeddings<B, Plan> embeddings_;
+  std::vector<bert_layer<B, Plan>> layers_;
+  std::vector<value_type> mask_host_;
+  tensor mask_;
+};
+
+/// How a sequence classifier summarises the tokens.
+enum class pooling {
+  first_token,  ///< HF's pooler: tanh(dense(h[:, 0])); PEFT-loadable as BertForSequenceClassification
+  masked_mean,  ///< mean over non-padding tokens (no pooler); not a Hugging Face head
+};
+
+/// Options of the task heads.
+struct head_options {
+  std::size_t num_labels = 2;
+  pooling pool = pooling::first_token;
+  std::uint64_t seed = 0;
+};
+
+/// `BertForSequenceClassification`: encoder, pooling, dropout, classifier. Names: `bert.*` for the
+/// encoder and pooler (`bert.pooler.dense.*`), `classifier.*` for the head (trained by every plan).
+/// Output: logits (batch, num_labels).
+template <Backend B, class Plan>
+class bert_for_sequence_classification {
+ public:
+  using backend = B;
+  using tensor = typename B::tensor;
+  using value_type = typename B::value_type;
+  using pooler_layer = typename Plan::template linear<roles::pooler, B>;
+  using classifier_layer = typename Plan::template linear<roles::classifier, B>;
+
+  bert_for_sequence_classification(typename B::context& ctx, const bert_config& c, const head_options& h,
+                                   const method_config& cfg = {})
+      : options_(h),
+        encoder_(ctx, c, cfg, derive_seed(h.seed, 1)),
+        pooler_(ctx, {.in_features = c.hidden_size, .out_features = c.hidden_size, .name = "pooler.dense",
+                      .seed = derive_seed(h.seed, 2), .init = layers::weight_init::normal, .init_std = c.initializer_range},
+                cfg),
+        pool_act_(activation::tanh),
+        drop_(c.hidden_dropout_prob, "dropout"),
+        classifier_(ctx, {.in_features = c.hidden_size, .out_features = h.num_labels, .name = "classifier",
+                          .seed = derive_seed(h.seed, 3), .init = layers::weight_init::normal, .init_std = c.initializer_range},
+                    cfg) {}
+
+  const tensor& forward(typename B::context& ctx, const encoder_batch& batch) {
+    const tensor& hs = encoder_.forward(ctx, batch);
+    batch_ = batch.batch_size;
+    seq_ = batch.seq_len;
+    const std::size_t hidden = hs.cols();
+    pooled_.resize(shape{batch_, hidden});
+    if (options_.pool == pooling::first_token) {
+      first_.resize(batch_);
+      for (std::size_t b = 0; b < batch_; ++b) first_[b] = std::int32_t(b * seq_);
+      B::copy_labels(ctx, first_, first_ids_);
+      B::gather_rows(ctx, hs, first_ids_, pooled_);
+      return classifier_.forward(ctx, drop_.forward(ctx, pool_act_.forward(ctx, pooler_.forward(ctx, pooled_))));
+    }
+    // Masked mean as a batched product: pooled[b] = w[b] H[b], w[b, s] = mask[b, s] / count[b].
+    weights_host_.assign(batch_ * seq_, value_type(0));
+    for (std::size_t b = 0; b < batch_; ++b) {
+      std::size_t count = 0;
+      for (std::size_t s = 0; s < seq_; ++s) count += batch.attention_mask.empty() || batch.attention_mask[b * seq_ + s];
+      for (std::size_t s = 0; s < seq_; ++s)
+        if (batch.attention_mask.empty() || batch.attention_mask[b * seq_ + s]) weights_host_[b * seq_ + s] = value_type(1) / value_type(count);
+    }
+    B::copy_from_host(ctx, weights_host_, shape{batch_, seq_}, weights_);
+    B::gemm_batched(ctx, op::n, op::n, 1, hidden, seq_, value_type(1), {weights_.data(), seq_, 0, seq_},
+                    {hs.data(), hidden, 0, seq_ * hidden}, value_type(0), {pooled_.data(), hidden, 0, hidden}, batch_, 1);
+    return classifier_.forward(ctx, drop_.forward(ctx, pooled_));
+  }
+
+  void backward(typename B::context& ctx, const tensor& dlogits) {
+    const tensor& dhead = drop_.backward(ctx, classifier_.backward(ctx, dlogits));
+    const std::size_t hidden = dhead.cols();
+    dhidden_.resize(shape{batch_, seq_, hidden});
+    if (options_.pool == pooling::first_token) {
+      const tensor& dpooled = pooler_.backward(ctx, pool_act_.backward(ctx, dhead));
+      B::fill(ctx, dhidden_, value_type(0));
+      B::scatter_add_rows(ctx, dpooled, first_ids_, dhidden_);
+    } else {
+      // dH[b] = w[b]^T dpooled[b]
+      B::gemm_batched(ctx, op::t, op::n, seq_, hidden, 1, value_type(1), {weights_.data(), seq_, 0, seq_},
+                      {dhead.data(), hidden, 0, hidden}, value_type(0), {dhidden_.data(), hidden, 0, seq_ * hidden}, batch_, 1);
+    }
+    encoder_.backward(ctx, dhidden_);
+  }
+
+  template <class F>
+  void visit_parameters(const std::string& prefix, F&& f) {
+    visit(*this, prefix, f);
+  }
+  template <class F>
+  void visit_parameters(const std::string& prefix, F&& f) const {
+    visit(*this, prefix, f);
+  }
+  void merge(typename B::context& ctx) {
+    encoder_.merge(ctx);
+    merge_if_possible(pooler_, ctx);
+  }
+  void unmerge(typename B::context& ctx) {
+    encoder_.unmerge(ctx);
+    unmerge_if_possible(pooler_, ctx);
+  }
+
+  bert_encoder<B, Plan>& encoder() noexcept { return encoder_; }
+  classifier_layer& classifier() noexcept { return classifier_; }
+  [[nodiscard]] const head_options& options() const noexcept { return options_; }
+
+ private:
+  template <class Self, class F>
+  static void visit(Self& self, const std::string& prefix, F& f) {
+    self.encoder_.visit_parameters(prefix + "bert.", f);
+    if (self.options_.pool == pooling::first_token) self.pooler_.visit_parameters(prefix + "bert.pooler.dense.", f);
+    self.classifier_.visit_parameters(prefix + "classifier.", f);
+  }
+
+  head_options options_;
+  bert_encoder<B, Plan> encoder_;
+  pooler_layer pooler_;
+  layers::activation_layer<B> pool_act_;
+  layers::dropout<B> drop_;
+  classifier_layer classifier_;
+  std::size_t batch_ = 0, seq_ = 0;
+  std::vector<std::int32_t> first_;
+  std::vector<value_type> weights_host_;
+  typename B::index_tensor first_ids_;
+  tensor pooled_, weights_, dhidden_;
+};
+
+/// `BertForTokenClassification`: encoder, dropout, classifier on every token. Output: logits
+/// (batch, seq, num_labels); pair it with labels -100 on padding and non-first word pieces.
+template <Backend B, class Plan>
+class bert_for_token_classification {
+ public:
+  using backend = B;
+  using tensor = typename B::tensor;
+  using classifier_layer = typename Plan::template linear<roles::classifier, B>;
+
+  bert_for_token_classification(typename B::context& ctx, const bert_config& c, const head_options& h,
+                                const method_config& cfg = {})
+      : encoder_(ctx, c, cfg, derive_seed(h.seed, 1)),
+        drop_(c.hidden_dropout_prob, "dropout"),
+        classifier_(ctx, {.in_features = c.hidden_size, .out_features = h.num_labels, .name = "classifier",
+                          .seed = derive_seed(h.seed, 3), .init = layers::weight_init::normal, .init_std = c.initializer_range},
+                    cfg) {}
+
+  const tensor& forward(typename B::context& ctx, const encoder_batch& batch) {
+    return classifier_.forward(ctx, drop_.forward(ctx, encoder_.forward(ctx, batch)));
+  }
+  void backward(typename B::context& ctx, const tensor& dlogits) {
+    encoder_.backward(ctx, drop_.backward(ctx, classifier_.backward(ctx, dlogits)));
+  }
+  template <class F>
+  void visit_parameters(const std::string& prefix, F&& f) {
+    encoder_.visit_parameters(prefix + "bert.", f);
+    classifier_.visit_parameters(prefix + "classifier.", f);
+  }
+  template <class F>
+  void visit_parameters(const std::string& prefix, F&& f) const {
+    encoder_.visit_parameters(prefix + "bert.", f);
+    classifier_.visit_parameters(prefix + "classifier.", f);
+  }
+  void merge(typename B::context& ctx) { encoder_.merge(ctx); }
+  void unmerge(typename B::context& ctx) { encoder_.unmerge(ctx); }
+  bert_encoder<B, Plan>& encoder() noexcept { return encoder_; }
+
+ private:
+  bert_encoder<B, Plan> encoder_;
+  layers::dropout<B> drop_;
+  classifier_layer classifier_;
+};
+
+}  // namespace peft::models
