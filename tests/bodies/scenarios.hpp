@@ -18,6 +18,7 @@
 #include "peft/methods/full.hpp"
 #include "peft/methods/lora.hpp"
 #include "peft/methods/plan.hpp"
+#include "peft/models/bert.hpp"
 #include "peft/models/mlp.hpp"
 #include "peft/optim/adafactor.hpp"
 #include "peft/optim/adamw.hpp"
@@ -164,6 +165,48 @@ results training_scenario(Rule rule, int steps = 6) {
   m.visit_parameters("", [&](const std::string& name, const auto& p) {
     if constexpr (std::remove_cvref_t<decltype(p)>::trainable) record<B>(r, "param:" + name, ctx, p.value);
   });
+  return r;
+}
+
+/// A tiny BERT (2 layers, hidden 16, 2 heads) used by the transformer tests on every backend.
+inline models::bert_config tiny_bert_config() {
+  return {.vocab_size = 30, .hidden_size = 16, .num_hidden_layers = 2, .num_attention_heads = 2,
+          .intermediate_size = 24, .max_position_embeddings = 10, .type_vocab_size = 2};
+}
+/// Two sequences of length 6, the second padded after 4 tokens.
+inline models::encoder_batch tiny_batch() {
+  return {.batch_size = 2, .seq_len = 6, .input_ids = {2, 7, 11, 5, 9, 3, 2, 13, 4, 3, 0, 0},
+          .token_type_ids = {0, 0, 0, 1, 1, 1, 0, 0, 1, 1, 0, 0}, .attention_mask = {1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0}};
+}
+using bert_lora_bitfit_houlsby = plan<methods::lora<roles::query, roles::value>, methods::bitfit, methods::houlsby_adapter>;
+
+/// Sequence classification with LoRA + BitFit + Houlsby adapters, dropout on: forward, backward,
+/// three AdamW steps, then merged evaluation.
+template <class B, class Plan = bert_lora_bitfit_houlsby>
+results bert_scenario(models::pooling pool = models::pooling::first_token) {
+  typename B::context ctx;
+  ctx.training = true;
+  ctx.seed = 11;
+  results r;
+  models::bert_for_sequence_classification<B, Plan> m(ctx, tiny_bert_config(), {.num_labels = 3, .pool = pool, .seed = 4},
+                                                      {.lora = {.r = 4, .alpha = 8, .dropout = 0.1},
+                                                       .adapter = {.bottleneck = 4, .nonlinearity = activation::gelu}});
+  randomize_parameters(ctx, m, 5, 0.3);
+  const auto batch = tiny_batch();
+  const std::vector<std::int32_t> labels{2, 0};
+  loss::softmax_cross_entropy<B> ce;
+  optim::optimizer opt(m, optim::adamw{.lr = 1e-2});
+  for (int step = 0; step < 3; ++step) {
+    opt.zero_grad(ctx);
+    r["loss"].push_back(ce.forward(ctx, m.forward(ctx, batch), labels));
+    m.backward(ctx, ce.gradient());
+    if (step == 0) record_parameters(r, ctx, m, false, true);
+    opt.step(ctx);
+  }
+  ctx.training = false;
+  record<B>(r, "eval:logits", ctx, m.forward(ctx, batch));
+  m.merge(ctx);
+  record<B>(r, "merged:logits", ctx, m.forward(ctx, batch));
   return r;
 }
 

@@ -177,7 +177,7 @@ struct xtensor : detail::host_memory<T> {
     auto M = view(key_mask);
     auto P = view(probs);
     for (std::size_t r = 0; r < scores.rows(); ++r) {
-      auto keep = xt::eval(xt::view(M, r / rows_per_mask_row, xt::all()) != T(0));
+      auto keep = xt::eval(xt::not_equal(xt::view(M, r / rows_per_mask_row, xt::all()), T(0)));
       auto z = xt::eval(scale * xt::view(S, r, xt::all()));
       auto p = xt::view(P, r, xt::all());
       if (!xt::any(keep)) {

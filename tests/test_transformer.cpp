@@ -1,0 +1,281 @@
+// The BERT encoder: finite-difference gradients for each block and for a tiny whole model with every
+// method, padding invariance, an independent numpy reference, method placement, and bad input.
+#include <boost/test/unit_test.hpp>
+#include <filesystem>
+#include <xtensor/xnpy.hpp>
+
+#include "bodies/scenarios.hpp"
+#include "peft/train/report.hpp"
+#include "support/backends.hpp"
+#include "support/gradcheck.hpp"
+
+using namespace peft;
+using test::cpu_double_backends;
+using models::bert_config;
+using models::encoder_batch;
+
+namespace {
+const method_config tiny_cfg{.lora = {.r = 3, .alpha = 6, .dropout = 0.1},
+                             .adapter = {.bottleneck = 4, .nonlinearity = activation::gelu}};
+
+using full_p = plan<methods::full>;
+using lora_p = plan<methods::lora<roles::query, roles::value>>;
+using bitfit_p = plan<methods::bitfit>;
+using houlsby_p = plan<methods::houlsby_adapter>;
+using pfeiffer_p = plan<methods::pfeiffer_adapter>;
+using lora_bitfit_p = plan<methods::lora<roles::query, roles::value>, methods::bitfit>;
+using lora_adapter_p = plan<methods::lora<roles::query, roles::key, roles::value, roles::attention_output, roles::ffn_in,
+                                          roles::ffn_out, roles::pooler>,
+                            methods::houlsby_adapter>;
+
+/// Gradient check of a whole sequence classifier (dropout on, random weights).
+template <class B, class Plan>
+std::string whole_model_check(models::pooling pool = models::pooling::first_token) {
+  typename B::context ctx;
+  ctx.training = true;
+  ctx.seed = 3;
+  models::bert_for_sequence_classification<B, Plan> m(ctx, test::tiny_bert_config(), {.num_labels = 3, .pool = pool, .seed = 1},
+                                                      tiny_cfg);
+  test::randomize_parameters(ctx, m, 2, 0.3);
+  const auto batch = test::tiny_batch();
+  return test::check_module_gradients(
+      ctx, m, [&]() -> const auto& { return m.forward(ctx, batch); },
+      [&](const auto& dy) -> const typename B::tensor* {
+        m.backward(ctx, dy);
+        return nullptr;
+      },
+      nullptr);
+}
+}  // namespace
+
+BOOST_AUTO_TEST_SUITE(transformer_gradients)
+
+BOOST_AUTO_TEST_CASE_TEMPLATE(layer_norm_with_trainable_scale_shift_and_delta, B, cpu_double_backends) {
+  typename B::context ctx;
+  layers::layer_norm<B, group_set<groups::norm>, true> ln(ctx, 7, 1e-5);
+  test::randomize_parameters(ctx, ln, 1);
+  const auto err = test::check_gradients(ctx, ln, test::random_tensor<B>(ctx, {2, 3, 7}, 2, 2.0));
+  BOOST_TEST(err.empty(), err);
+}
+
+BOOST_AUTO_TEST_CASE_TEMPLATE(attention_block_with_padding_and_dropout, B, cpu_double_backends) {
+  typename B::context ctx;
+  ctx.training = true;
+  auto c = test::tiny_bert_config();
+  layers::bert_attention<B, full_p> attn(ctx, c, tiny_cfg, "encoder.layer.0.attention", 1);
+  test::randomize_parameters(ctx, attn, 2, 0.4);
+  auto x = test::random_tensor<B>(ctx, {2, 5, 16}, 3);
+  typename B::tensor mask;
+  B::copy_from_host(ctx, std::vector<double>{1, 1, 1, 1, 1, 1, 1, 1, 0, 0}, {2, 5}, mask);
+  const auto err = test::check_module_gradients(
+      ctx, attn, [&]() -> const auto& { return attn.forward(ctx, x, mask); },
+      [&](const auto& dy) { return &attn.backward(ctx, dy); }, &x);
+  BOOST_TEST(err.empty(), err);
+}
+
+BOOST_AUTO_TEST_CASE_TEMPLATE(feed_forward_block, B, cpu_double_backends) {
+  typename B::context ctx;
+  ctx.training = true;
+  models::bert_ffn<B, lora_bitfit_p> ffn(ctx, test::tiny_bert_config(), tiny_cfg, "encoder.layer.0", 1);
+  test::randomize_parameters(ctx, ffn, 2, 0.4);
+  const auto err = test::check_gradients(ctx, ffn, test::random_tensor<B>(ctx, {2, 4, 16}, 3));
+  BOOST_TEST(err.empty(), err);
+}
+
+BOOST_AUTO_TEST_CASE_TEMPLATE(whole_encoder_with_every_method, B, cpu_double_backends) {
+  std::string e;
+  e = whole_model_check<B, full_p>();
+  BOOST_TEST(e.empty(), "full: " << e);
+  e = whole_model_check<B, lora_p>();
+  BOOST_TEST(e.empty(), "lora: " << e);
+  e = whole_model_check<B, bitfit_p>();
+  BOOST_TEST(e.empty(), "bitfit: " << e);
+  e = whole_model_check<B, houlsby_p>();
+  BOOST_TEST(e.empty(), "houlsby: " << e);
+  e = whole_model_check<B, pfeiffer_p>();
+  BOOST_TEST(e.empty(), "pfeiffer: " << e);
+  e = whole_model_check<B, lora_bitfit_p>();
+  BOOST_TEST(e.empty(), "lora+bitfit: " << e);
+  e = whole_model_check<B, lora_adapter_p>();
+  BOOST_TEST(e.empty(), "lora (all roles)+houlsby: " << e);
+  e = whole_model_check<B, full_p>(models::pooling::masked_mean);
+  BOOST_TEST(e.empty(), "full, masked mean: " << e);
+}
+
+BOOST_AUTO_TEST_CASE_TEMPLATE(token_classifier, B, cpu_double_backends) {
+  typename B::context ctx;
+  ctx.training = true;
+  models::bert_for_token_classification<B, lora_bitfit_p> m(ctx, test::tiny_bert_config(), {.num_labels = 4}, tiny_cfg);
+  test::randomize_parameters(ctx, m, 2, 0.3);
+  const auto batch = test::tiny_batch();
+  const auto err = test::check_module_gradients(
+      ctx, m, [&]() -> const auto& { return m.forward(ctx, batch); },
+      [&](const auto& dy) -> const typename B::tensor* {
+        m.backward(ctx, dy);
+        return nullptr;
+      },
+      nullptr);
+  BOOST_TEST(err.empty(), err);
+}
+
+BOOST_AUTO_TEST_SUITE_END()
+
+BOOST_AUTO_TEST_SUITE(transformer_semantics)
+
+BOOST_AUTO_TEST_CASE_TEMPLATE(padding_changes_nothing_in_unpadded_outputs, B, cpu_double_backends) {
+  typename B::context ctx;
+  for (auto pool : {models::pooling::first_token, models::pooling::masked_mean}) {
+    models::bert_for_sequence_classification<B, lora_bitfit_p> m(ctx, test::tiny_bert_config(), {.num_labels = 3, .pool = pool},
+                                                                 tiny_cfg);
+    test::randomize_parameters(ctx, m, 9, 0.3);
+    const encoder_batch tight{.batch_size = 1, .seq_len = 4, .input_ids = {2, 7, 11, 5}, .token_type_ids = {0, 0, 1, 1}};
+    const encoder_batch padded{.batch_size = 2, .seq_len = 7, .input_ids = {2, 7, 11, 5, 17, 21, 1, 4, 4, 4, 4, 4, 4, 4},
+                               .token_type_ids = {0, 0, 1, 1, 1, 0, 1, 0, 0, 0, 0, 0, 0, 0},
+                               .attention_mask = {1, 1, 1, 1, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1}};
+    const auto h_tight = B::copy_to_host(ctx, m.encoder().forward(ctx, tight));
+    const auto h_padded = B::copy_to_host(ctx, m.encoder().forward(ctx, padded));
+    for (std::size_t i = 0; i < h_tight.size(); ++i) BOOST_TEST(h_padded[i] == h_tight[i], boost::test_tools::tolerance(1e-12));
+    const auto l_tight = B::copy_to_host(ctx, m.forward(ctx, tight));
+    const auto l_padded = B::copy_to_host(ctx, m.forward(ctx, padded));
+    for (std::size_t i = 0; i < l_tight.size(); ++i) BOOST_TEST(l_padded[i] == l_tight[i], boost::test_tools::tolerance(1e-12));
+  }
+}
+
+BOOST_AUTO_TEST_CASE_TEMPLATE(matches_the_numpy_reference, B, cpu_double_backends) {
+  namespace fs = std::filesystem;
+  const fs::path dir = fs::path(PEFT_TEST_FIXTURES) / "bert_tiny";
+  typename B::context ctx;
+  const bert_config c{.vocab_size = 40, .hidden_size = 16, .num_hidden_layers = 2, .num_attention_heads = 2,
+                      .intermediate_size = 32, .max_position_embeddings = 12, .type_vocab_size = 2, .layer_norm_eps = 1e-12};
+  models::bert_for_sequence_classification<B, plan<methods::full>> m(ctx, c, {.num_labels = 3});
+  std::size_t loaded = 0;
+  m.visit_parameters("", [&](const std::string& name, auto& p) {
+    const auto a = xt::load_npy<double>((dir / (name + ".npy")).string());
+    BOOST_REQUIRE_EQUAL(a.size(), p.value.size());
+    B::copy_from_host(ctx, std::vector<double>(a.begin(), a.end()), p.value.shape(), p.value);
+    ++loaded;
+  });
+  BOOST_TEST(loaded == 41u);
+  auto ints = [&](const char* name) {
+    const auto a = xt::load_npy<std::int32_t>((dir / name).string());
+    return std::vector<std::int32_t>(a.begin(), a.end());
+  };
+  const encoder_batch batch{.batch_size = 3, .seq_len = 7, .input_ids = ints("input_ids.npy"),
+                            .token_type_ids = ints("token_type_ids.npy"), .attention_mask = ints("attention_mask.npy")};
+  auto expect = [&](const char* name, const std::vector<double>& got) {
+    const auto ref = xt::load_npy<double>((dir / name).string());
+    BOOST_REQUIRE_EQUAL(ref.size(), got.size());
+    double worst = 0;
+    for (std::size_t i = 0; i < got.size(); ++i)
+      worst = std::max(worst, std::abs(got[i] - ref.flat(i)) / std::max(1e-3, std::abs(ref.flat(i))));
+    BOOST_TEST(worst < 1e-5, name << ": worst relative difference " << worst);
+  };
+  expect("last_hidden_state.npy", B::copy_to_host(ctx, m.encoder().forward(ctx, batch)));
+  expect("logits.npy", B::copy_to_host(ctx, m.forward(ctx, batch)));
+}
+
+BOOST_AUTO_TEST_CASE(float_backend_matches_the_reference_loosely) {
+  // eigen<float> against the double run of the same scenario.
+  const auto d = test::compare(test::bert_scenario<test::eigen_f>(), test::bert_scenario<test::eigen_d>(), 2e-4);
+  BOOST_TEST(d.empty(), d);
+}
+
+BOOST_AUTO_TEST_CASE(backends_agree_on_training_and_merge) {
+  auto a = test::bert_scenario<test::eigen_d>();
+  const auto b = test::bert_scenario<test::xtensor_d>();
+  std::string d = test::compare(a, b, 1e-10);
+  BOOST_TEST(d.empty(), d);
+  // Merging LoRA and BitFit leaves evaluation logits unchanged (adapters stay unmerged).
+  const auto& eval = a["eval:logits"];
+  const auto& merged = a["merged:logits"];
+  for (std::size_t i = 0; i < eval.size(); ++i) BOOST_TEST(merged[i] == eval[i], boost::test_tools::tolerance(1e-10));
+  d = test::compare(test::bert_scenario<test::eigen_d>(models::pooling::masked_mean),
+                    test::bert_scenario<test::xtensor_d>(models::pooling::masked_mean), 1e-10);
+  BOOST_TEST(d.empty(), "masked mean: " << d);
+}
+
+BOOST_AUTO_TEST_CASE(method_placement_and_trainability) {
+  using B = test::eigen_f;
+  B::context ctx;
+  auto names_of = [&](auto& m) {
+    std::vector<std::string> trainable;
+    m.visit_parameters("", [&](const std::string& n, const auto& p) {
+      if constexpr (std::remove_cvref_t<decltype(p)>::trainable) trainable.push_back(n);
+    });
+    return trainable;
+  };
+  auto has = [](const std::vector<std::string>& v, const std::string& s) { return std::find(v.begin(), v.end(), s) != v.end(); };
+  const auto c = test::tiny_bert_config();
+  {
+    models::bert_for_sequence_classification<B, houlsby_p> m(ctx, c, {}, tiny_cfg);
+    const auto t = names_of(m);
+    BOOST_TEST(has(t, "bert.encoder.layer.1.attention.output.dense.adapter.down.weight"));
+    BOOST_TEST(has(t, "bert.encoder.layer.1.output.dense.adapter.up.bias"));
+    BOOST_TEST(has(t, "classifier.weight"));
+    BOOST_TEST(t.size() == 2u * 2u * 4u + 2u);  // 2 layers x 2 adapters x 4 tensors + classifier
+  }
+  {
+    models::bert_for_sequence_classification<B, pfeiffer_p> m(ctx, c, {}, tiny_cfg);
+    const auto t = names_of(m);
+    BOOST_TEST(!has(t, "bert.encoder.layer.0.attention.output.dense.adapter.down.weight"));
+    BOOST_TEST(has(t, "bert.encoder.layer.0.output.dense.adapter.down.weight"));
+  }
+  {
+    models::bert_for_sequence_classification<B, bitfit_p> m(ctx, c, {}, tiny_cfg);
+    const auto t = names_of(m);
+    BOOST_TEST(has(t, "bert.embeddings.LayerNorm.bias_delta"));
+    BOOST_TEST(has(t, "bert.encoder.layer.0.attention.self.key.bias_delta"));
+    BOOST_TEST(has(t, "bert.encoder.layer.1.output.LayerNorm.bias_delta"));
+    BOOST_TEST(!has(t, "bert.embeddings.word_embeddings.weight"));
+  }
+  {
+    models::bert_for_sequence_classification<B, full_p> m(ctx, c, {}, tiny_cfg);
+    const auto counts = count_parameters(m);
+    BOOST_TEST(counts.trainable == counts.total);
+  }
+  {
+    // layers_to_transform and rank/alpha patterns, as PEFT's LoraConfig.
+    method_config cfg = tiny_cfg;
+    cfg.lora.layers_to_transform = {1};
+    cfg.lora.rank_pattern = {{"value", 2}};
+    cfg.lora.alpha_pattern = {{"layer\\.1\\.attention\\.self\\.query", 12}};
+    models::bert_for_sequence_classification<B, lora_p> m(ctx, c, {}, cfg);
+    const auto t = names_of(m);
+    BOOST_TEST(!has(t, "bert.encoder.layer.0.attention.self.query.lora_A.weight"));
+    BOOST_TEST(has(t, "bert.encoder.layer.1.attention.self.query.lora_A.weight"));
+    auto& l1 = m.encoder().layer(1).attention();
+    BOOST_TEST(l1.query().rank() == 3u);
+    BOOST_TEST(l1.value().rank() == 2u);
+    BOOST_TEST(l1.query().scaling() == 4.0);  // alpha 12 / r 3
+    BOOST_TEST(l1.value().scaling() == 3.0);  // alpha 6 / r 2
+    BOOST_TEST(!m.encoder().layer(0).attention().query().active());
+  }
+}
+
+BOOST_AUTO_TEST_CASE(bad_input_is_reported_clearly) {
+  using B = test::eigen_f;
+  B::context ctx;
+  auto c = test::tiny_bert_config();
+  models::bert_for_sequence_classification<B, lora_p> m(ctx, c, {}, tiny_cfg);
+  auto expect = [&](const encoder_batch& b, const char* fragment) {
+    try {
+      m.forward(ctx, b);
+      BOOST_ERROR("no error for " << fragment);
+    } catch (const error& e) {
+      BOOST_TEST(std::string(e.what()).find(fragment) != std::string::npos, e.what());
+    }
+  };
+  expect({.batch_size = 1, .seq_len = 11, .input_ids = std::vector<std::int32_t>(11, 1)}, "exceeds max_position_embeddings 10");
+  expect({.batch_size = 1, .seq_len = 3, .input_ids = {1, 2, 99}}, "id 99 at position 2 is outside [0, 30)");
+  expect({.batch_size = 2, .seq_len = 3, .input_ids = {1, 2, 3}}, "input_ids has 3 entries");
+  expect({.batch_size = 1, .seq_len = 2, .input_ids = {1, 2}, .attention_mask = {1, 2}}, "attention_mask[1] = 2");
+  c.num_attention_heads = 3;
+  try {
+    models::bert_encoder<B, lora_p> bad(ctx, c);
+    BOOST_ERROR("no error for heads");
+  } catch (const config_error& e) {
+    BOOST_TEST(std::string(e.what()).find("not a multiple of num_attention_heads 3") != std::string::npos, e.what());
+  }
+}
+
+BOOST_AUTO_TEST_SUITE_END()
