@@ -32,6 +32,7 @@
 #include "peft/layers/layer_norm.hpp"
 #include "peft/models/bert.hpp"
 #include "peft/models/bert_config.hpp"
+#include "peft/models/bert_memory.hpp"
 #include "peft/models/mlp.hpp"
 #include "peft/optim/adafactor.hpp"
 #include "peft/optim/adamw.hpp"

@@ -20,4 +20,7 @@ results training_adamw_double();
 results training_adamw_float();
 results training_sgd_double();
 results training_adafactor_double();
+results bert_first_token_double();
+results bert_masked_mean_double();
+results bert_first_token_float();
 }  // namespace peft::test::cuda_runs

@@ -21,4 +21,7 @@ results training_sgd_double() {
   return training_scenario<cd, lora_adapter_plan>(optim::sgd{.lr = 0.1, .momentum = 0.9, .nesterov = true});
 }
 results training_adafactor_double() { return training_scenario<cd, plan<methods::full>>(optim::adafactor{.beta1 = 0.9}); }
+results bert_first_token_double() { return bert_scenario<cd>(models::pooling::first_token); }
+results bert_masked_mean_double() { return bert_scenario<cd>(models::pooling::masked_mean); }
+results bert_first_token_float() { return bert_scenario<cf>(models::pooling::first_token); }
 }  // namespace peft::test::cuda_runs

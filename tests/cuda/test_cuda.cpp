@@ -50,6 +50,15 @@ BOOST_AUTO_TEST_CASE(training_with_adamw_sgd_adafactor) {
               test::training_scenario<ed, plan<methods::full>>(optim::adafactor{.beta1 = 0.9}), 1e-9);
 }
 
+BOOST_AUTO_TEST_CASE(bert_encoder_training_and_merge) {
+  expect_same("bert first token", test::cuda_runs::bert_first_token_double(),
+              test::bert_scenario<ed>(models::pooling::first_token), 1e-9);
+  expect_same("bert masked mean", test::cuda_runs::bert_masked_mean_double(),
+              test::bert_scenario<ed>(models::pooling::masked_mean), 1e-9);
+  expect_same("bert float", test::cuda_runs::bert_first_token_float(), test::bert_scenario<ef>(models::pooling::first_token),
+              5e-4);
+}
+
 BOOST_AUTO_TEST_SUITE_END()
 
 int main(int argc, char* argv[]) {

@@ -391,6 +391,7 @@ class bert_for_sequence_classification {
   }
 
   bert_encoder<B, Plan>& encoder() noexcept { return encoder_; }
+  const bert_encoder<B, Plan>& encoder() const noexcept { return encoder_; }
   classifier_layer& classifier() noexcept { return classifier_; }
   [[nodiscard]] const head_options& options() const noexcept { return options_; }
 

@@ -1,0 +1,127 @@
+#pragma once
+/// \file Memory report for a BERT model, plan and batch shape: weights, gradients, optimizer state
+/// and activations, predicted without running a step.
+///
+/// Weights and gradients are counted exactly from the model's parameters (frozen parameters have no
+/// gradient). Activations are the buffers the layers keep between forward and backward and reuse
+/// across steps, derived from the layer types the plan produces; they follow the implementation in
+/// `layers/` and `methods/` and are checked against measured peak resident memory by
+/// `benchmarks/bench_bert_step.cpp`.
+
+#include <cstdint>
+#include <string>
+
+#include "peft/methods/adapter.hpp"
+#include "peft/methods/bitfit.hpp"
+#include "peft/methods/lora.hpp"
+#include "peft/models/bert.hpp"
+#include "peft/train/report.hpp"
+
+namespace peft::models {
+
+/// Bytes by category; `total()` is their sum.
+struct memory_report {
+  std::uint64_t weights = 0;
+  std::uint64_t gradients = 0;
+  std::uint64_t optimizer_state = 0;
+  std::uint64_t activations = 0;
+  [[nodiscard]] std::uint64_t total() const noexcept { return weights + gradients + optimizer_state + activations; }
+};
+
+namespace detail {
+template <class T>
+struct type_tag {};
+
+/// Shape of one linear layer's work: rows of input, sizes, its module name and the run-time method
+/// configuration, and whether dropout is active.
+struct linear_site {
+  std::size_t rows, in, out;
+  const std::string& name;
+  const method_config& cfg;
+  bool training;
+};
+
+inline std::uint64_t dropout_elements(double p, std::uint64_t n, bool training) { return training && p > 0 ? 3 * n : 0; }
+
+template <class B, class Tr, class WG, class BG>
+std::uint64_t linear_elements(type_tag<layers::linear<B, Tr, WG, BG>>, const linear_site& s) {
+  return std::uint64_t(s.rows) * (s.in + s.out);  // output, input gradient
+}
+template <class Inner>
+std::uint64_t linear_elements(type_tag<methods::lora_linear<Inner>>, const linear_site& s) {
+  const std::uint64_t inner = linear_elements(type_tag<Inner>{}, s);
+  const lora_config c = methods::lora_config_for(s.cfg.lora, s.name);
+  if (c.r == 0) return inner;
+  const std::uint64_t rows = s.rows;
+  return inner + dropout_elements(c.dropout, rows * s.in, s.training) + rows * (s.in + c.r) + rows * (c.r + s.out) +
+         rows * (2 * s.out + s.in);  // A, B, output, scaled gradient, input gradient
+}
+template <class Inner>
+std::uint64_t linear_elements(type_tag<methods::bitfit_linear<Inner>>, const linear_site& s) {
+  return linear_elements(type_tag<Inner>{}, s) + std::uint64_t(s.rows) * s.out;
+}
+template <class Inner>
+std::uint64_t linear_elements(type_tag<methods::bottleneck_adapter<Inner>>, const linear_site& s) {
+  const std::uint64_t m = methods::adapter_bottleneck(s.cfg.adapter, s.out, s.name), rows = s.rows;
+  return linear_elements(type_tag<Inner>{}, s) + rows * (s.out + m) + 2 * rows * m + rows * (m + s.out) + 2 * rows * s.out;
+}
+template <class L>
+std::uint64_t layer_elements(std::size_t rows, std::size_t in, std::size_t out, const std::string& name,
+                             const method_config& cfg, bool training) {
+  return linear_elements(type_tag<L>{}, linear_site{rows, in, out, name, cfg, training});
+}
+inline std::uint64_t norm_elements(std::uint64_t rows, std::uint64_t width) { return 2 * rows * width + 2 * rows; }
+}  // namespace detail
+
+/// Memory of training `bert_for_sequence_classification<B, Plan>` on batches of `batch x seq` with an
+/// update rule keeping `state_tensors_per_parameter` tensors per trainable parameter (AdamW: 2,
+/// SGD with momentum: 1).
+template <class B, class Plan>
+memory_report estimate_memory(const bert_for_sequence_classification<B, Plan>& model, const method_config& cfg,
+                              std::size_t batch, std::size_t seq, unsigned state_tensors_per_parameter = 2,
+                              bool training = true) {
+  using T = typename B::value_type;
+  const bert_config& c = model.encoder().config();
+  const auto counts = count_parameters(model);
+  memory_report r;
+  r.weights = counts.total * sizeof(T);
+  r.gradients = counts.trainable * sizeof(T);
+  r.optimizer_state = std::uint64_t(state_tensors_per_parameter) * counts.trainable * sizeof(T);
+
+  const std::uint64_t rows = std::uint64_t(batch) * seq, H = c.hidden_size, I = c.intermediate_size;
+  const std::uint64_t attn = std::uint64_t(batch) * c.num_attention_heads * seq * seq;
+  std::uint64_t e = 0;
+  // Embeddings: three lookups (+ ids), their sum, layer norm, dropout; the key mask.
+  e += 3 * rows * H + 3 * rows + rows * H + detail::norm_elements(rows, H) +
+       detail::dropout_elements(c.hidden_dropout_prob, rows * H, training) + rows;
+  for (std::size_t i = 0; i < c.num_hidden_layers; ++i) {
+    const std::string pre = "encoder.layer." + std::to_string(i);
+    using att = layers::bert_attention<B, Plan>;
+    using ffn = bert_ffn<B, Plan>;
+    e += detail::layer_elements<typename att::query_layer>(rows, H, H, pre + ".attention.self.query", cfg, training);
+    e += detail::layer_elements<typename att::key_layer>(rows, H, H, pre + ".attention.self.key", cfg, training);
+    e += detail::layer_elements<typename att::value_layer>(rows, H, H, pre + ".attention.self.value", cfg, training);
+    e += detail::layer_elements<typename att::output_layer>(rows, H, H, pre + ".attention.output.dense", cfg, training);
+    e += 4 * attn + detail::dropout_elements(c.attention_probs_dropout_prob, attn, training);  // scores, probs, dP, dS
+    e += 6 * rows * H + detail::dropout_elements(c.hidden_dropout_prob, rows * H, training);  // context, residual, dq, dk, dv, dx
+    e += detail::norm_elements(rows, H);
+    e += detail::layer_elements<typename ffn::in_layer>(rows, H, I, pre + ".intermediate.dense", cfg, training);
+    e += 2 * rows * I;  // activation output and gradient
+    e += detail::layer_elements<typename ffn::out_layer>(rows, I, H, pre + ".output.dense", cfg, training);
+    e += 2 * rows * H + detail::dropout_elements(c.hidden_dropout_prob, rows * H, training) + detail::norm_elements(rows, H);
+  }
+  // Head: pooling (first token or weights), pooler, dropout, classifier, loss gradient, dhidden.
+  const std::uint64_t L = model.options().num_labels;
+  e += batch * H + rows + rows * H + detail::dropout_elements(c.hidden_dropout_prob, batch * H, training) +
+       detail::layer_elements<typename bert_for_sequence_classification<B, Plan>::classifier_layer>(batch, H, L, "classifier",
+                                                                                                 cfg, training) +
+       batch * L;
+  if (model.options().pool == pooling::first_token)
+    e += detail::layer_elements<typename bert_for_sequence_classification<B, Plan>::pooler_layer>(batch, H, H, "pooler.dense",
+                                                                                               cfg, training) +
+         2 * batch * H;
+  r.activations = e * sizeof(T);
+  return r;
+}
+
+}  // namespace peft::models
