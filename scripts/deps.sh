@@ -3,7 +3,8 @@
 # other scripts; safe to run repeatedly.
 set -euo pipefail
 
-PEFT_DEBIAN_PACKAGES=(cmake g++ make libeigen3-dev xtensor-dev libboost-test-dev libbenchmark-dev ccache)
+PEFT_DEBIAN_PACKAGES=(cmake g++ make libeigen3-dev xtensor-dev nlohmann-json3-dev libicu-dev libboost-test-dev libbenchmark-dev ccache
+  clang libclang-rt-14-dev python3 python3-pip)
 
 peft_install_deps() {
   local missing=()

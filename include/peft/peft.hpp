@@ -42,6 +42,11 @@
 #include "peft/optim/update_rule.hpp"
 #include "peft/train/report.hpp"
 #include "peft/train/transfer.hpp"
+#include "peft/io/atomic_file.hpp"
+#include "peft/io/checkpoint.hpp"
+#include "peft/io/hf_config.hpp"
+#include "peft/io/peft_adapter.hpp"
+#include "peft/io/safetensors.hpp"
 
 /// Short names for the common entities, as the guide's usage example spells them.
 namespace peft {

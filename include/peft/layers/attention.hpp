@@ -8,8 +8,11 @@
 
 #include "peft/core/error.hpp"
 #include "peft/core/layer.hpp"
+#include "peft/core/method_config.hpp"
+#include "peft/core/random.hpp"
 #include "peft/core/roles.hpp"
 #include "peft/layers/dropout.hpp"
+#include "peft/layers/linear.hpp"
 #include "peft/models/bert_config.hpp"
 
 namespace peft::layers {

@@ -40,15 +40,13 @@ inline bool matches_pattern_key(const std::string& name, const std::string& key)
 }  // namespace detail
 
 /// The configuration that applies to module `name`: rank and alpha after `rank_pattern` and
-/// `alpha_pattern`; r = 0 when `layers_to_transform` excludes the module.
-inline lora_config lora_config_for(const lora_config& c, const std::string& name) {
+/// `alpha_pattern`; none when `layers_to_transform` excludes the module.
+inline std::optional<lora_config> lora_config_for(const lora_config& c, const std::string& name) {
   lora_config out = c;
   if (!c.layers_to_transform.empty()) {
     const int index = detail::layer_index(name);
-    if (std::find(c.layers_to_transform.begin(), c.layers_to_transform.end(), index) == c.layers_to_transform.end()) {
-      out.r = 0;
-      return out;
-    }
+    if (std::find(c.layers_to_transform.begin(), c.layers_to_transform.end(), index) == c.layers_to_transform.end())
+      return std::nullopt;
   }
   for (const auto& [key, r] : c.rank_pattern)
     if (detail::matches_pattern_key(name, key)) {
@@ -154,11 +152,13 @@ class lora_linear : public linear_wrapper<Inner> {
   b_layer& lora_B() { return b_.value(); }
 
  private:
-  lora_linear(typename B::context& ctx, const layers::linear_options& o, const method_config& cfg, const lora_config& own)
+  lora_linear(typename B::context& ctx, const layers::linear_options& o, const method_config& cfg,
+              const std::optional<lora_config>& selected)
       : linear_wrapper<Inner>(ctx, o, cfg),
-        scaling_(own.r ? lora_scaling(own, o.in_features, o.out_features, o.name) : 0.0),
-        dropout_(own.dropout, o.name + ".lora_dropout") {
-    if (own.r == 0) return;  // left out by layers_to_transform
+        scaling_(selected ? lora_scaling(*selected, o.in_features, o.out_features, o.name) : 0.0),
+        dropout_(selected ? selected->dropout : 0.0, o.name + ".lora_dropout") {
+    if (!selected) return;  // left out by layers_to_transform
+    const lora_config& own = *selected;
     a_.emplace(ctx, layers::linear_options{.in_features = o.in_features, .out_features = own.r, .bias = false,
                                            .name = o.name + ".lora_A", .seed = derive_seed(o.seed, 0x10A),
                                            .init = layers::weight_init::kaiming_uniform});

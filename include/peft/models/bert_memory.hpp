@@ -50,8 +50,9 @@ std::uint64_t linear_elements(type_tag<layers::linear<B, Tr, WG, BG>>, const lin
 template <class Inner>
 std::uint64_t linear_elements(type_tag<methods::lora_linear<Inner>>, const linear_site& s) {
   const std::uint64_t inner = linear_elements(type_tag<Inner>{}, s);
-  const lora_config c = methods::lora_config_for(s.cfg.lora, s.name);
-  if (c.r == 0) return inner;
+  const auto selected = methods::lora_config_for(s.cfg.lora, s.name);
+  if (!selected) return inner;
+  const lora_config& c = *selected;
   const std::uint64_t rows = s.rows;
   return inner + dropout_elements(c.dropout, rows * s.in, s.training) + rows * (s.in + c.r) + rows * (c.r + s.out) +
          rows * (2 * s.out + s.in);  // A, B, output, scaled gradient, input gradient

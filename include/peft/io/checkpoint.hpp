@@ -1,0 +1,155 @@
+#pragma once
+/// \file Model parameters to and from safetensors by Hugging Face name, for any `Module`.
+///
+/// Works through `visit_parameters`, so it includes no model header: a user's own model loads and
+/// saves checkpoints with no extra code.
+
+#include <filesystem>
+#include <map>
+#include <set>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "peft/core/groups.hpp"
+#include "peft/core/layer.hpp"
+#include "peft/io/safetensors.hpp"
+
+namespace peft::io {
+
+/// True for the groups PEFT methods add (never present in a base checkpoint).
+constexpr bool is_method_group(std::string_view group) noexcept {
+  return group == groups::lora_a::name || group == groups::lora_b::name || group == groups::bias_delta::name ||
+         group == groups::adapter::name;
+}
+
+/// What `load_checkpoint` matched.
+struct load_report {
+  std::size_t loaded = 0;
+  std::vector<std::string> missing;     ///< base parameters of the model absent from the file
+  std::vector<std::string> unexpected;  ///< file tensors that no parameter took
+  std::size_t method_parameters = 0;    ///< LoRA/BitFit/adapter parameters (not in base checkpoints)
+
+  [[nodiscard]] std::string str() const {
+    std::ostringstream os;
+    os << "loaded " << loaded << " tensors";
+    if (!missing.empty()) {
+      os << "; missing from the file (newly initialised): ";
+      for (std::size_t i = 0; i < missing.size(); ++i) os << (i ? ", " : "") << missing[i];
+    }
+    if (!unexpected.empty()) {
+      os << "; unused in the file: ";
+      for (std::size_t i = 0; i < unexpected.size(); ++i) os << (i ? ", " : "") << unexpected[i];
+    }
+    return os.str();
+  }
+};
+
+namespace detail {
+/// Names under which a model parameter may appear in a checkpoint: as is, with or without the
+/// `bert.` prefix (BertModel vs BertFor* checkpoints), and the legacy LayerNorm `gamma`/`beta`.
+inline std::vector<std::string> checkpoint_aliases(const std::string& name) {
+  std::vector<std::string> out{name};
+  const std::string prefix = "bert.";
+  if (name.rfind(prefix, 0) == 0) out.push_back(name.substr(prefix.size()));
+  else out.push_back(prefix + name);
+  const std::size_t n = out.size();
+  for (std::size_t i = 0; i < n; ++i) {
+    const std::string a = out[i];  // a copy: push_back below may reallocate
+    auto ends = [&](const std::string& s) { return a.size() >= s.size() && a.compare(a.size() - s.size(), s.size(), s) == 0; };
+    if (ends("LayerNorm.weight")) out.push_back(a.substr(0, a.size() - 6) + "gamma");
+    if (ends("LayerNorm.bias")) out.push_back(a.substr(0, a.size() - 4) + "beta");
+  }
+  return out;
+}
+inline std::string shape_str(const std::vector<std::size_t>& s) {
+  std::string out = "[";
+  for (std::size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
+  return out + "]";
+}
+inline bool same_shape(const shape& a, const std::vector<std::size_t>& b) {
+  if (a.rank() != b.size()) return false;
+  for (std::size_t i = 0; i < b.size(); ++i)
+    if (a[i] != b[i]) return false;
+  return true;
+}
+/// Copies file tensor `t` into parameter value `v` (F32 into float without an intermediate copy).
+template <class B>
+void assign(typename B::context& ctx, const safetensors_file& f, const tensor_info& t, typename B::tensor& v) {
+  using T = typename B::value_type;
+  if constexpr (std::is_same_v<T, float>) {
+    if (auto view = f.f32_view(t)) {
+      B::copy_from_host(ctx, *view, v.shape(), v);
+      return;
+    }
+  }
+  const auto values = f.read<T>(t);
+  B::copy_from_host(ctx, values, v.shape(), v);
+}
+}  // namespace detail
+
+/// Loads every base parameter of `model` found in `file` (see `checkpoint_aliases`). Method parameters
+/// (LoRA, BitFit deltas, adapters) are left as initialised. Validates everything first: a tensor whose
+/// shape differs from the parameter's throws `shape_error` naming the key and both shapes, and then
+/// nothing has been modified.
+template <Module M>
+load_report load_checkpoint(typename M::backend::context& ctx, M& model, const safetensors_file& file) {
+  using B = typename M::backend;
+  load_report r;
+  std::set<std::string> used;
+  std::vector<std::pair<typename B::tensor*, const tensor_info*>> plan;
+  model.visit_parameters("", [&](const std::string& name, auto& p) {
+    if (is_method_group(std::remove_cvref_t<decltype(p)>::group::name)) {
+      ++r.method_parameters;
+      return;
+    }
+    for (const auto& alias : detail::checkpoint_aliases(name))
+      if (const tensor_info* t = file.find(alias)) {
+        if (!detail::same_shape(p.value.shape(), t->shape))
+          throw shape_error(peft::detail::concat("checkpoint '", file.source(), "': tensor '", alias, "' has shape ",
+                                                 detail::shape_str(t->shape), " but the model's '", name, "' has shape ",
+                                                 p.value.shape()));
+        plan.emplace_back(&p.value, t);
+        used.insert(alias);
+        return;
+      }
+    r.missing.push_back(name);
+  });
+  for (auto& [value, t] : plan) detail::assign<B>(ctx, file, *t, *value);
+  r.loaded = plan.size();
+  for (const auto& t : file.tensors())
+    if (!used.count(t.name)) r.unexpected.push_back(t.name);
+  return r;
+}
+
+/// Opens `path` and loads it (see the overload taking a file).
+template <Module M>
+load_report load_checkpoint(typename M::backend::context& ctx, M& model, const std::filesystem::path& path) {
+  return load_checkpoint(ctx, model, safetensors_file::open(path));
+}
+
+/// The parameters of `model` selected by `keep(name, group)` as F32 tensors named `prefix + name`.
+template <Module M, class Keep>
+std::vector<tensor_to_write> collect_tensors(typename M::backend::context& ctx, const M& model, Keep&& keep,
+                                             const std::string& prefix = "") {
+  using B = typename M::backend;
+  std::vector<tensor_to_write> out;
+  model.visit_parameters("", [&](const std::string& name, const auto& p) {
+    if (!keep(name, std::remove_cvref_t<decltype(p)>::group::name)) return;
+    const auto host = B::copy_to_host(ctx, p.value);
+    std::vector<std::size_t> shape;
+    for (std::size_t i = 0; i < p.value.shape().rank(); ++i) shape.push_back(p.value.shape()[i]);
+    out.push_back(tensor_to_write::f32<typename B::value_type>(prefix + name, shape, host));
+  });
+  return out;
+}
+
+/// Writes every parameter of `model` (base and method parameters) to `path` as F32, atomically, with
+/// metadata {"format": "pt"}.
+template <Module M>
+void save_checkpoint(typename M::backend::context& ctx, const M& model, const std::filesystem::path& path) {
+  write_safetensors(path, collect_tensors(ctx, model, [](const std::string&, std::string_view) { return true; }),
+                    {{"format", "pt"}});
+}
+
+}  // namespace peft::io
