@@ -27,16 +27,21 @@ cmake --build "$BUILD" -j"$JOBS"
 echo "== test"
 (cd "$BUILD" && ctest --output-on-failure -j"$JOBS")
 
-echo "== fuzz: safetensors header parser (libFuzzer + ASan/UBSan, ${PEFT_FUZZ_SECONDS:-30} s)"
+FUZZ_SECONDS=${PEFT_FUZZ_SECONDS:-30}
 if command -v clang++ >/dev/null; then
-  clang++ -std=c++20 -O1 -g -fsanitize=fuzzer,address,undefined -Iinclude tests/fuzz/fuzz_safetensors.cpp \
-    -o "$BUILD/fuzz_safetensors"
-  rm -rf "$BUILD/fuzz-corpus" && mkdir -p "$BUILD/fuzz-corpus" && cp tests/fuzz/corpus_safetensors/* "$BUILD/fuzz-corpus/"
-  "$BUILD/fuzz_safetensors" -max_total_time="${PEFT_FUZZ_SECONDS:-30}" -timeout=5 -rss_limit_mb=2048 \
-    "$BUILD/fuzz-corpus" >"$BUILD/fuzz.log" 2>&1 || { tail -40 "$BUILD/fuzz.log"; exit 1; }
-  grep -E "^Done" "$BUILD/fuzz.log"
+  for target in safetensors wordpiece; do
+    echo "== fuzz: $target (libFuzzer + ASan/UBSan, $FUZZ_SECONDS s)"
+    clang++ -std=c++20 -O1 -g -fsanitize=fuzzer,address,undefined -Iinclude \
+      -DPEFT_FUZZ_VOCAB="\"$PWD/tests/fixtures/tokenizer/vocab_uncased.txt\"" \
+      "tests/fuzz/fuzz_$target.cpp" -o "$BUILD/fuzz_$target" -licuuc
+    rm -rf "$BUILD/fuzz-corpus-$target" && mkdir -p "$BUILD/fuzz-corpus-$target"
+    cp "tests/fuzz/corpus_$target"/* "$BUILD/fuzz-corpus-$target/"
+    "$BUILD/fuzz_$target" -max_total_time="$FUZZ_SECONDS" -timeout=5 -rss_limit_mb=2048 \
+      "$BUILD/fuzz-corpus-$target" >"$BUILD/fuzz-$target.log" 2>&1 || { tail -40 "$BUILD/fuzz-$target.log"; exit 1; }
+    grep -E "^Done" "$BUILD/fuzz-$target.log"
+  done
 else
-  echo "clang++ not found: fuzzing skipped"
+  echo "== clang++ not found: fuzzing skipped"
 fi
 
 echo "== install + consumer project"

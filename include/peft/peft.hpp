@@ -47,6 +47,7 @@
 #include "peft/io/hf_config.hpp"
 #include "peft/io/peft_adapter.hpp"
 #include "peft/io/safetensors.hpp"
+#include "peft/text/wordpiece.hpp"
 
 /// Short names for the common entities, as the guide's usage example spells them.
 namespace peft {

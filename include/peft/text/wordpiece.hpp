@@ -160,29 +160,8 @@ class wordpiece_tokenizer {
 
   /// Words of `text` after normalisation and pre-tokenisation, with their byte ranges in `text`.
   [[nodiscard]] std::vector<std::pair<std::string, std::pair<std::size_t, std::size_t>>> words(std::string_view text) const {
-    const auto chars = normalize(text);
     std::vector<std::pair<std::string, std::pair<std::size_t, std::size_t>>> out;
-    std::string cur;
-    std::size_t begin = 0, end = 0;
-    auto flush = [&] {
-      if (!cur.empty()) out.push_back({cur, {begin, end}});
-      cur.clear();
-    };
-    for (const auto& m : chars) {
-      if (detail::is_whitespace(m.c)) {
-        flush();
-      } else if (detail::is_punctuation(m.c)) {
-        flush();
-        std::string p;
-        detail::append_utf8(p, m.c);
-        out.push_back({p, {m.begin, m.end}});
-      } else {
-        if (cur.empty()) begin = m.begin;
-        detail::append_utf8(cur, m.c);
-        end = m.end;
-      }
-    }
-    flush();
+    for (const auto& w : split_words(text)) out.push_back({w.text, {w.chars.front().begin, w.chars.back().end}});
     return out;
   }
 
@@ -237,6 +216,36 @@ class wordpiece_tokenizer {
   }
 
  private:
+  /// A pre-tokenised word: its normalised UTF-8 text and, per code point, where it came from.
+  struct word_chars {
+    std::string text;
+    std::vector<detail::mapped_char> chars;
+  };
+  [[nodiscard]] std::vector<word_chars> split_words(std::string_view text) const {
+    std::vector<word_chars> out;
+    word_chars cur;
+    auto flush = [&] {
+      if (!cur.chars.empty()) out.push_back(std::move(cur));
+      cur = {};
+    };
+    for (const auto& m : normalize(text)) {
+      if (detail::is_whitespace(m.c)) {
+        flush();
+      } else if (detail::is_punctuation(m.c)) {
+        flush();
+        word_chars p;
+        detail::append_utf8(p.text, m.c);
+        p.chars.push_back(m);
+        out.push_back(std::move(p));
+      } else {
+        detail::append_utf8(cur.text, m.c);
+        cur.chars.push_back(m);
+      }
+    }
+    flush();
+    return out;
+  }
+
   struct piece {
     std::int32_t id;
     std::pair<std::size_t, std::size_t> offsets;
@@ -289,27 +298,23 @@ class wordpiece_tokenizer {
     return out;
   }
 
-  /// WordPiece ids of every word of `text`.
+  /// WordPiece ids of every word of `text`, with exact byte offsets into `text`.
   [[nodiscard]] std::vector<piece> pieces(std::string_view text) const {
     std::vector<piece> out;
     std::int32_t word_index = 0;
-    for (const auto& [word, range] : words(text)) {
-      // Code-point boundaries of the word (its bytes are UTF-8 we produced).
+    for (const auto& w : split_words(text)) {
+      // Byte boundaries of the word's code points inside w.text.
       std::vector<std::size_t> bounds{0};
-      const auto* s = reinterpret_cast<const std::uint8_t*>(word.data());
-      for (std::int32_t i = 0, n = std::int32_t(word.size()); i < n;) {
-        UChar32 c;
-        U8_NEXT(s, i, n, c);
-        bounds.push_back(std::size_t(i));
-      }
-      const std::size_t chars = bounds.size() - 1;
+      for (const auto& m : w.chars) bounds.push_back(bounds.back() + std::size_t(U8_LENGTH(m.c)));
+      const std::size_t chars = w.chars.size();
+      auto span_of = [&](std::size_t a, std::size_t b) { return std::pair{w.chars[a].begin, w.chars[b - 1].end}; };
       std::vector<piece> word_pieces;
       bool bad = chars > max_chars_per_word_;
       for (std::size_t start = 0; !bad && start < chars;) {
         std::size_t end = chars;
         std::optional<std::int32_t> found;
         for (; end > start; --end) {
-          std::string sub = word.substr(bounds[start], bounds[end] - bounds[start]);
+          std::string sub = w.text.substr(bounds[start], bounds[end] - bounds[start]);
           if (start > 0) sub = "##" + sub;
           if (const auto it = ids_.find(sub); it != ids_.end()) {
             found = it->second;
@@ -320,24 +325,14 @@ class wordpiece_tokenizer {
           bad = true;
           break;
         }
-        // Offsets: map this piece's characters back into the original text proportionally to the
-        // word's range (exact when normalisation kept one character per input character).
-        word_pieces.push_back({*found, piece_offsets(range, bounds, start, end, chars), word_index});
+        word_pieces.push_back({*found, span_of(start, end), word_index});
         start = end;
       }
-      if (bad) word_pieces.assign(1, piece{unk_, range, word_index});
+      if (bad) word_pieces.assign(1, piece{unk_, span_of(0, chars), word_index});
       out.insert(out.end(), word_pieces.begin(), word_pieces.end());
       ++word_index;
     }
     return out;
-  }
-
-  static std::pair<std::size_t, std::size_t> piece_offsets(std::pair<std::size_t, std::size_t> range,
-                                                           const std::vector<std::size_t>& bounds, std::size_t start,
-                                                           std::size_t end, std::size_t chars) {
-    const std::size_t len = range.second - range.first;
-    if (len == bounds.back()) return {range.first + bounds[start], range.first + bounds[end]};
-    return {range.first + len * start / chars, range.first + len * end / chars};
   }
 
   std::vector<std::string> vocab_;
