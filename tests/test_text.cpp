@@ -5,6 +5,8 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <set>
+#include <unistd.h>
 
 #include "peft/io/atomic_file.hpp"
 #include "peft/text/wordpiece.hpp"
@@ -121,6 +123,147 @@ BOOST_AUTO_TEST_CASE(bad_input) {
   BOOST_CHECK_THROW(text::wordpiece_tokenizer::from_vocab_file(fixtures / "missing.txt", true), text::text_error);
   const auto empty = tok.encode("");
   BOOST_TEST(empty.ids.size() == 2u);
+}
+
+BOOST_AUTO_TEST_SUITE_END()
+
+// ---- datasets ---------------------------------------------------------------------------------------
+#include "peft/data/batching.hpp"
+#include "peft/data/readers.hpp"
+
+namespace {
+const fs::path data_dir = fs::path(PEFT_TEST_FIXTURES) / ".." / ".." / "data";
+
+struct temp_file {
+  fs::path path;
+  explicit temp_file(const std::string& content, const std::string& name = "data.tsv") {
+    path = fs::temp_directory_path() / ("peft-data-" + std::to_string(::getpid()) + "-" + name);
+    std::ofstream(path, std::ios::binary) << content;
+  }
+  ~temp_file() { fs::remove(path); }
+};
+
+template <class F>
+void expect_data_error(F&& f, const std::string& fragment) {
+  try {
+    f();
+    BOOST_ERROR("no error; expected '" << fragment << "'");
+  } catch (const data::data_error& e) {
+    BOOST_TEST(std::string(e.what()).find(fragment) != std::string::npos, e.what());
+  }
+}
+}  // namespace
+
+BOOST_AUTO_TEST_SUITE(datasets)
+
+BOOST_AUTO_TEST_CASE(reads_the_real_sst2_and_wnut17_files) {
+  const auto train = data::read_classification_file(data_dir / "sst2" / "train.tsv");
+  const auto dev = data::read_classification_file(data_dir / "sst2" / "dev.tsv");
+  BOOST_TEST(train.size() == 6920u);
+  BOOST_TEST(dev.size() == 872u);
+  const auto labels = data::label_set::from({train[0].label, train[1].label});
+  BOOST_TEST((labels.names() == std::vector<std::string>{"0", "1"}));
+  const auto wtrain = data::read_conll(data_dir / "wnut17" / "train.conll");
+  const auto wdev = data::read_conll(data_dir / "wnut17" / "dev.conll");
+  BOOST_TEST(wtrain.size() == 3394u);
+  BOOST_TEST(wdev.size() == 1009u);
+  BOOST_TEST(wtrain[0].tokens[0] == "@paulwalk");
+  std::set<std::string> tags;
+  for (const auto& s : wtrain) tags.insert(s.tags.begin(), s.tags.end());
+  BOOST_TEST(tags.size() == 13u);  // O + B/I for six entity types
+}
+
+BOOST_AUTO_TEST_CASE(bad_data_files_name_the_file_and_line) {
+  {
+    temp_file f("good sentence\t1\n\nanother\t0\n");
+    expect_data_error([&] { data::read_classification_file(f.path); }, ":2: empty line");
+  }
+  {
+    temp_file f("no label column here\n");
+    expect_data_error([&] { data::read_classification_file(f.path); }, ":1: 1 column(s)");
+  }
+  {
+    temp_file f("text\t1\nbad \xff byte\t0\n");
+    expect_data_error([&] { data::read_classification_file(f.path); }, ":2: invalid UTF-8");
+  }
+  {
+    temp_file f("x\t1\n" + std::string(2000, 'a') + "\t0\n");
+    expect_data_error([&] { data::read_classification_file(f.path, {.max_line_bytes = 1000}); }, ":2: line of 2002 bytes");
+  }
+  {
+    temp_file f("sentence,label\n\"quoted, with comma\",pos\n\"say \"\"hi\"\"\",neg\n", "d.csv");
+    const auto ex = data::read_classification_file(f.path, {.delimiter = ',', .header = true});
+    BOOST_TEST(ex.size() == 2u);
+    BOOST_TEST(ex[0].text == "quoted, with comma");
+    BOOST_TEST(ex[1].text == "say \"hi\"");
+    BOOST_TEST(ex[1].label == "neg");
+    const data::label_set labels({"neg", "pos"});
+    expect_data_error([&] { (void)labels.id("neutral", f.path.string() + ":4"); }, ":4: label 'neutral' is not one of {neg, pos}");
+  }
+  {
+    temp_file f("\"open quote,1\n", "q.csv");
+    expect_data_error([&] { data::read_classification_file(f.path, {.delimiter = ','}); }, ":1: unterminated quoted field");
+  }
+  {
+    temp_file f("@user\tO\nlonely\n", "x.conll");
+    expect_data_error([&] { data::read_conll(f.path); }, ":2: expected 'token<TAB>tag'");
+  }
+  {
+    temp_file f("", "empty.tsv");
+    expect_data_error([&] { data::read_classification_file(f.path); }, "has no examples");
+  }
+  expect_data_error([] { data::read_conll("/nonexistent/file.conll"); }, "cannot open");
+}
+
+BOOST_AUTO_TEST_CASE(classification_batches_pad_bucket_and_shuffle) {
+  const auto tok = text::wordpiece_tokenizer::from_vocab_file(fixtures / "vocab_uncased.txt", true);
+  const auto dev = data::read_classification_file(data_dir / "sst2" / "dev.tsv");
+  const data::label_set labels({"0", "1"});
+  const auto batches = data::make_classification_batches(tok, dev, labels, {.batch_size = 32, .max_length = 64});
+  std::size_t total = 0, padded = 0, tokens = 0;
+  for (const auto& b : batches) {
+    b.inputs.validate();
+    BOOST_REQUIRE(b.inputs.seq_len <= 64u);
+    BOOST_REQUIRE_EQUAL(b.labels.size(), b.inputs.batch_size);
+    total += b.inputs.batch_size;
+    padded += b.inputs.batch_size * b.inputs.seq_len;
+    for (auto m : b.inputs.attention_mask) tokens += std::size_t(m);
+    // Every row starts with [CLS]; padding uses [PAD] with mask 0.
+    for (std::size_t r = 0; r < b.inputs.batch_size; ++r) BOOST_REQUIRE(b.inputs.input_ids[r * b.inputs.seq_len] == tok.cls_id());
+  }
+  BOOST_TEST(total == 872u);
+  // Bucketing keeps padding low: compare with no bucketing.
+  const auto plain = data::make_classification_batches(tok, dev, labels, {.batch_size = 32, .max_length = 64, .bucket_window = 0});
+  std::size_t plain_padded = 0;
+  for (const auto& b : plain) plain_padded += b.inputs.batch_size * b.inputs.seq_len;
+  BOOST_TEST(padded < plain_padded);
+  BOOST_TEST_MESSAGE("SST-2 dev: " << tokens << " tokens, " << padded << " slots bucketed vs " << plain_padded << " plain");
+  // Shuffling is a pure function of the seed.
+  const auto s1 = data::make_classification_batches(tok, dev, labels, {.batch_size = 32, .shuffle = true, .seed = 5});
+  const auto s2 = data::make_classification_batches(tok, dev, labels, {.batch_size = 32, .shuffle = true, .seed = 5});
+  const auto s3 = data::make_classification_batches(tok, dev, labels, {.batch_size = 32, .shuffle = true, .seed = 6});
+  BOOST_TEST(s1.front().example_indices == s2.front().example_indices);
+  BOOST_TEST(s1.front().example_indices != s3.front().example_indices);
+}
+
+BOOST_AUTO_TEST_CASE(tagging_batches_label_first_pieces) {
+  const auto tok = text::wordpiece_tokenizer::from_vocab_file(fixtures / "vocab_uncased.txt", true);
+  const std::vector<data::tagged_sentence> sents{{{"Ångström", "visited", "Düsseldorf"}, {"B-person", "O", "B-location"}, 1},
+                                                 {{"ok"}, {"O"}, 5}};
+  const data::label_set tags({"B-location", "B-person", "O"});
+  const auto b = data::make_tagging_batches(tok, sents, tags, {.batch_size = 2, .bucket_window = 0}).front();
+  const std::size_t len = b.inputs.seq_len;
+  BOOST_TEST(b.labels.size() == 2 * len);
+  // Sentence 0: [CLS] ang ##strom visited dusseldorf... labels on first pieces only.
+  BOOST_TEST(b.labels[0] == -100);
+  BOOST_TEST(b.labels[1] == 1);
+  BOOST_TEST(b.labels[2] == -100);
+  BOOST_TEST(b.labels[3] == 2);
+  BOOST_TEST(b.labels[4] == 0);
+  BOOST_TEST(b.labels[len + 1] == 2);         // "ok" -> O
+  BOOST_TEST(b.labels[2 * len - 1] == -100);  // padding
+  const std::vector<data::tagged_sentence> bad{{{"x"}, {"B-thing"}, 7}};
+  expect_data_error([&] { data::make_tagging_batches(tok, bad, tags, {}, "train.conll"); }, "train.conll:7: label 'B-thing'");
 }
 
 BOOST_AUTO_TEST_SUITE_END()

@@ -48,6 +48,8 @@
 #include "peft/io/peft_adapter.hpp"
 #include "peft/io/safetensors.hpp"
 #include "peft/text/wordpiece.hpp"
+#include "peft/data/batching.hpp"
+#include "peft/data/readers.hpp"
 
 /// Short names for the common entities, as the guide's usage example spells them.
 namespace peft {

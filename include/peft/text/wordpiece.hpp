@@ -168,7 +168,36 @@ class wordpiece_tokenizer {
   /// Encodes one sequence, or a pair when `second` is given.
   [[nodiscard]] encoding encode(std::string_view first, std::optional<std::string_view> second = std::nullopt,
                                 const encode_options& opt = {}) const {
-    std::vector<piece> a = pieces(first), b = second ? pieces(*second) : std::vector<piece>{};
+    return assemble(pieces(first), second ? pieces(*second) : std::vector<piece>{}, second.has_value(), opt);
+  }
+
+  /// Encodes text already split into words (Hugging Face's `is_split_into_words=True`): each word is
+  /// normalised and split further, and `word_ids` refer to the input words. Offsets are into the words
+  /// joined by single spaces.
+  [[nodiscard]] encoding encode_words(const std::vector<std::string>& words, const encode_options& opt = {}) const {
+    std::vector<piece> all;
+    std::size_t base = 0;
+    for (std::size_t i = 0; i < words.size(); ++i) {
+      for (auto p : pieces(words[i])) {
+        p.word = std::int32_t(i);
+        p.offsets.first += base;
+        p.offsets.second += base;
+        all.push_back(p);
+      }
+      base += words[i].size() + 1;
+    }
+    return assemble(std::move(all), {}, false, opt);
+  }
+
+ private:
+  struct piece {
+    std::int32_t id;
+    std::pair<std::size_t, std::size_t> offsets;
+    std::int32_t word;
+  };
+
+  [[nodiscard]] encoding assemble(std::vector<piece> a, std::vector<piece> b, bool pair, const encode_options& opt) const {
+    const bool second = pair;
     const std::size_t specials = opt.add_special_tokens ? (second ? 3 : 2) : 0;
     if (opt.max_length) {
       if (opt.max_length < specials)
@@ -203,6 +232,7 @@ class wordpiece_tokenizer {
     return e;
   }
 
+ public:
   [[nodiscard]] std::size_t vocab_size() const noexcept { return vocab_.size(); }
   [[nodiscard]] std::int32_t pad_id() const noexcept { return pad_; }
   [[nodiscard]] std::int32_t unk_id() const noexcept { return unk_; }
@@ -245,12 +275,6 @@ class wordpiece_tokenizer {
     flush();
     return out;
   }
-
-  struct piece {
-    std::int32_t id;
-    std::pair<std::size_t, std::size_t> offsets;
-    std::int32_t word;
-  };
 
   /// Validated, cleaned, CJK-spaced, accent-stripped and lower-cased code points with their origins.
   [[nodiscard]] std::vector<detail::mapped_char> normalize(std::string_view text) const {
