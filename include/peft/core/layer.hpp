@@ -17,6 +17,21 @@ struct parameter_probe {
 };
 }  // namespace detail
 
+/// Mixin that gives `Derived` both `visit_parameters` overloads (const and non-const) from one
+/// `static void visit(Self& self, const std::string& prefix, F& f)` template in `Derived`, which may be
+/// private if `Derived` befriends this mixin.
+template <class Derived>
+struct visits_parameters {
+  template <class F>
+  void visit_parameters(const std::string& prefix, F&& f) {
+    Derived::visit(static_cast<Derived&>(*this), prefix, f);
+  }
+  template <class F>
+  void visit_parameters(const std::string& prefix, F&& f) const {
+    Derived::visit(static_cast<const Derived&>(*this), prefix, f);
+  }
+};
+
 /// Anything that owns named parameters on one backend: layers, and models whose input is not a
 /// tensor (a BERT classifier takes token ids). Requirements: `backend` names a `Backend`, and
 /// `visit_parameters(prefix, f)` works on const and non-const objects. Optimizers, reports and

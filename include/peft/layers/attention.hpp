@@ -24,7 +24,8 @@ namespace peft::layers {
 /// no per-head loop and no transpose. Keys where `key_mask` is 0 get probability 0.
 /// Names (HF): `self.query.*`, `self.key.*`, `self.value.*`, `output.dense.*`, `output.LayerNorm.*`.
 template <Backend B, class Plan>
-class bert_attention {
+class bert_attention : public visits_parameters<bert_attention<B, Plan>> {
+  friend visits_parameters<bert_attention>;
  public:
   using backend = B;
   using tensor = typename B::tensor;
@@ -108,14 +109,6 @@ class bert_attention {
     return dx_;
   }
 
-  template <class F>
-  void visit_parameters(const std::string& prefix, F&& f) {
-    visit(*this, prefix, f);
-  }
-  template <class F>
-  void visit_parameters(const std::string& prefix, F&& f) const {
-    visit(*this, prefix, f);
-  }
   void merge(typename B::context& ctx) {
     merge_if_possible(q_, ctx), merge_if_possible(k_, ctx), merge_if_possible(v_, ctx), merge_if_possible(o_, ctx);
     merge_if_possible(norm_, ctx);

@@ -15,7 +15,8 @@ namespace peft::layers {
 /// in group `norm`, trainable when `Trainable` contains it; with `BiasDelta` (BitFit) a zero-initialised
 /// `bias_delta` (group `bias_delta`, always trainable) adds to the output and can be merged into beta.
 template <Backend B, class Trainable = group_set<>, bool BiasDelta = false>
-class layer_norm {
+class layer_norm : public visits_parameters<layer_norm<B, Trainable, BiasDelta>> {
+  friend visits_parameters<layer_norm>;
  public:
   using backend = B;
   using tensor = typename B::tensor;
@@ -62,14 +63,6 @@ class layer_norm {
     return dx_;
   }
 
-  template <class F>
-  void visit_parameters(const std::string& prefix, F&& f) {
-    visit(*this, prefix, f);
-  }
-  template <class F>
-  void visit_parameters(const std::string& prefix, F&& f) const {
-    visit(*this, prefix, f);
-  }
 
   /// beta += delta (BitFit); a no-op without a delta.
   void merge(typename B::context& ctx) {

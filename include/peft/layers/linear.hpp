@@ -49,7 +49,8 @@ void init_tensor(typename B::context& ctx, const shape& s, typename B::tensor& t
 /// same leading extents, last extent `out_features`.
 template <Backend B, class Trainable = group_set<>, groups::Group WG = groups::weight,
           groups::Group BG = groups::bias>
-class linear {
+class linear : public visits_parameters<linear<B, Trainable, WG, BG>> {
+  friend visits_parameters<linear>;
  public:
   using backend = B;
   using tensor = typename B::tensor;
@@ -108,14 +109,6 @@ class linear {
     return dx_;
   }
 
-  template <class F>
-  void visit_parameters(const std::string& prefix, F&& f) {
-    visit(*this, prefix, f);
-  }
-  template <class F>
-  void visit_parameters(const std::string& prefix, F&& f) const {
-    visit(*this, prefix, f);
-  }
 
   [[nodiscard]] std::size_t in_features() const noexcept { return opts_.in_features; }
   [[nodiscard]] std::size_t out_features() const noexcept { return opts_.out_features; }

@@ -31,7 +31,8 @@ inline std::size_t adapter_bottleneck(const adapter_config& c, std::size_t width
 /// `adapter.up.bias`. The up-projection starts at zero, so the adapter starts as the identity.
 /// Not mergeable itself (it is nonlinear); `merge` reaches the layers it wraps.
 template <class Inner>
-class bottleneck_adapter : public linear_wrapper<Inner> {
+class bottleneck_adapter : public linear_wrapper<Inner>, public visits_parameters<bottleneck_adapter<Inner>> {
+  friend visits_parameters<bottleneck_adapter>;
   using linear_wrapper<Inner>::inner_;
 
  public:
@@ -71,14 +72,6 @@ class bottleneck_adapter : public linear_wrapper<Inner> {
     return inner_.backward(ctx, dh_);
   }
 
-  template <class F>
-  void visit_parameters(const std::string& prefix, F&& f) {
-    visit(*this, prefix, f);
-  }
-  template <class F>
-  void visit_parameters(const std::string& prefix, F&& f) const {
-    visit(*this, prefix, f);
-  }
 
   void merge(typename B::context& ctx) { merge_if_possible(inner_, ctx); }
   void unmerge(typename B::context& ctx) { unmerge_if_possible(inner_, ctx); }

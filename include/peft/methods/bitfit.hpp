@@ -19,7 +19,8 @@ namespace peft::methods {
 /// A linear layer (`Inner`) with a trainable bias delta (`bias_delta`, group `bias_delta`). On a layer
 /// built without a bias there is nothing to train: the wrapper is then inert and has no parameter.
 template <class Inner>
-class bitfit_linear : public linear_wrapper<Inner> {
+class bitfit_linear : public linear_wrapper<Inner>, public visits_parameters<bitfit_linear<Inner>> {
+  friend visits_parameters<bitfit_linear>;
   using linear_wrapper<Inner>::inner_;
 
  public:
@@ -55,14 +56,6 @@ class bitfit_linear : public linear_wrapper<Inner> {
     return inner_.backward(ctx, dy);
   }
 
-  template <class F>
-  void visit_parameters(const std::string& prefix, F&& f) {
-    visit(*this, prefix, f);
-  }
-  template <class F>
-  void visit_parameters(const std::string& prefix, F&& f) const {
-    visit(*this, prefix, f);
-  }
 
   /// base bias += delta.
   void merge(typename B::context& ctx) {

@@ -78,7 +78,8 @@ inline double lora_scaling(const lora_config& c, std::size_t in, std::size_t out
 /// the inner ones, then `lora_A.weight` (r x in) and `lora_B.weight` (out x r), both always trainable
 /// (groups `lora_a`, `lora_b`). Mergeable: `merge` adds s * B A to the base weight.
 template <class Inner>
-class lora_linear : public linear_wrapper<Inner> {
+class lora_linear : public linear_wrapper<Inner>, public visits_parameters<lora_linear<Inner>> {
+  friend visits_parameters<lora_linear>;
   using linear_wrapper<Inner>::inner_;
 
  public:
@@ -114,14 +115,6 @@ class lora_linear : public linear_wrapper<Inner> {
     return dx_;
   }
 
-  template <class F>
-  void visit_parameters(const std::string& prefix, F&& f) {
-    visit(*this, prefix, f);
-  }
-  template <class F>
-  void visit_parameters(const std::string& prefix, F&& f) const {
-    visit(*this, prefix, f);
-  }
 
   /// W += s * B A; the LoRA path is then skipped. Merging twice is an error (it would double-count).
   void merge(typename B::context& ctx) {

@@ -25,7 +25,8 @@ namespace peft::models {
 
 /// Word + position + token-type embeddings, LayerNorm, dropout (HF `BertEmbeddings`).
 template <Backend B, class Plan>
-class bert_embeddings {
+class bert_embeddings : public visits_parameters<bert_embeddings<B, Plan>> {
+  friend visits_parameters<bert_embeddings>;
  public:
   using backend = B;
   using tensor = typename B::tensor;
@@ -65,14 +66,6 @@ class bert_embeddings {
     position_.backward(ctx, d);
     token_type_.backward(ctx, d);
   }
-  template <class F>
-  void visit_parameters(const std::string& prefix, F&& f) {
-    visit(*this, prefix, f);
-  }
-  template <class F>
-  void visit_parameters(const std::string& prefix, F&& f) const {
-    visit(*this, prefix, f);
-  }
   void merge(typename B::context& ctx) { merge_if_possible(norm_, ctx); }
   void unmerge(typename B::context& ctx) { unmerge_if_possible(norm_, ctx); }
 
@@ -95,7 +88,8 @@ class bert_embeddings {
 /// Feed-forward sublayer: LayerNorm(x + dropout(Out(act(In(x))))) (HF `BertIntermediate` +
 /// `BertOutput`). Names: `intermediate.dense.*`, `output.dense.*`, `output.LayerNorm.*`.
 template <Backend B, class Plan>
-class bert_ffn {
+class bert_ffn : public visits_parameters<bert_ffn<B, Plan>> {
+  friend visits_parameters<bert_ffn>;
  public:
   using backend = B;
   using tensor = typename B::tensor;
@@ -128,14 +122,6 @@ class bert_ffn {
             dx_);
     return dx_;
   }
-  template <class F>
-  void visit_parameters(const std::string& prefix, F&& f) {
-    visit(*this, prefix, f);
-  }
-  template <class F>
-  void visit_parameters(const std::string& prefix, F&& f) const {
-    visit(*this, prefix, f);
-  }
   void merge(typename B::context& ctx) {
     merge_if_possible(in_, ctx), merge_if_possible(out_, ctx), merge_if_possible(norm_, ctx);
   }
@@ -163,7 +149,8 @@ class bert_ffn {
 
 /// One post-LN encoder block (HF `BertLayer`): attention sublayer, then feed-forward sublayer.
 template <Backend B, class Plan>
-class bert_layer {
+class bert_layer : public visits_parameters<bert_layer<B, Plan>> {
+  friend visits_parameters<bert_layer>;
  public:
   using backend = B;
   using tensor = typename B::tensor;
@@ -178,22 +165,18 @@ class bert_layer {
   const tensor& backward(typename B::context& ctx, const tensor& dy) {
     return attention_.backward(ctx, ffn_.backward(ctx, dy));
   }
-  template <class F>
-  void visit_parameters(const std::string& prefix, F&& f) {
-    attention_.visit_parameters(prefix + "attention.", f);
-    ffn_.visit_parameters(prefix, f);
-  }
-  template <class F>
-  void visit_parameters(const std::string& prefix, F&& f) const {
-    attention_.visit_parameters(prefix + "attention.", f);
-    ffn_.visit_parameters(prefix, f);
-  }
   void merge(typename B::context& ctx) { attention_.merge(ctx), ffn_.merge(ctx); }
   void unmerge(typename B::context& ctx) { attention_.unmerge(ctx), ffn_.unmerge(ctx); }
   layers::bert_attention<B, Plan>& attention() noexcept { return attention_; }
   bert_ffn<B, Plan>& ffn() noexcept { return ffn_; }
 
  private:
+  template <class Self, class F>
+  static void visit(Self& self, const std::string& prefix, F& f) {
+    self.attention_.visit_parameters(prefix + "attention.", f);
+    self.ffn_.visit_parameters(prefix, f);
+  }
+
   layers::bert_attention<B, Plan> attention_;
   bert_ffn<B, Plan> ffn_;
 };
@@ -202,7 +185,8 @@ class bert_layer {
 /// (a run-time count, not a nested type). Output: last hidden state (batch, seq, hidden). Names:
 /// `embeddings.*`, `encoder.layer.<i>.*`.
 template <Backend B, class Plan>
-class bert_encoder {
+class bert_encoder : public visits_parameters<bert_encoder<B, Plan>> {
+  friend visits_parameters<bert_encoder>;
  public:
   using backend = B;
   using tensor = typename B::tensor;
@@ -228,14 +212,6 @@ class bert_encoder {
     const tensor* d = &dy;
     for (auto it = layers_.rbegin(); it != layers_.rend(); ++it) d = &it->backward(ctx, *d);
     embeddings_.backward(ctx, *d);
-  }
-  template <class F>
-  void visit_parameters(const std::string& prefix, F&& f) {
-    visit(*this, prefix, f);
-  }
-  template <class F>
-  void visit_parameters(const std::string& prefix, F&& f) const {
-    visit(*this, prefix, f);
   }
   void merge(typename B::context& ctx) {
     embeddings_.merge(ctx);
@@ -283,7 +259,8 @@ struct head_options {
 /// encoder and pooler (`bert.pooler.dense.*`), `classifier.*` for the head (trained by every plan).
 /// Output: logits (batch, num_labels).
 template <Backend B, class Plan>
-class bert_for_sequence_classification {
+class bert_for_sequence_classification : public visits_parameters<bert_for_sequence_classification<B, Plan>> {
+  friend visits_parameters<bert_for_sequence_classification>;
  public:
   using backend = B;
   using tensor = typename B::tensor;
@@ -347,14 +324,6 @@ class bert_for_sequence_classification {
     encoder_.backward(ctx, dhidden_);
   }
 
-  template <class F>
-  void visit_parameters(const std::string& prefix, F&& f) {
-    visit(*this, prefix, f);
-  }
-  template <class F>
-  void visit_parameters(const std::string& prefix, F&& f) const {
-    visit(*this, prefix, f);
-  }
   void merge(typename B::context& ctx) {
     encoder_.merge(ctx);
     merge_if_possible(pooler_, ctx);
@@ -393,7 +362,8 @@ class bert_for_sequence_classification {
 /// `BertForTokenClassification`: encoder, dropout, classifier on every token. Output: logits
 /// (batch, seq, num_labels); pair it with labels -100 on padding and non-first word pieces.
 template <Backend B, class Plan>
-class bert_for_token_classification {
+class bert_for_token_classification : public visits_parameters<bert_for_token_classification<B, Plan>> {
+  friend visits_parameters<bert_for_token_classification>;
  public:
   using backend = B;
   using tensor = typename B::tensor;
@@ -413,21 +383,17 @@ class bert_for_token_classification {
   void backward(typename B::context& ctx, const tensor& dlogits) {
     encoder_.backward(ctx, drop_.backward(ctx, classifier_.backward(ctx, dlogits)));
   }
-  template <class F>
-  void visit_parameters(const std::string& prefix, F&& f) {
-    encoder_.visit_parameters(prefix + "bert.", f);
-    classifier_.visit_parameters(prefix + "classifier.", f);
-  }
-  template <class F>
-  void visit_parameters(const std::string& prefix, F&& f) const {
-    encoder_.visit_parameters(prefix + "bert.", f);
-    classifier_.visit_parameters(prefix + "classifier.", f);
-  }
   void merge(typename B::context& ctx) { encoder_.merge(ctx); }
   void unmerge(typename B::context& ctx) { encoder_.unmerge(ctx); }
   bert_encoder<B, Plan>& encoder() noexcept { return encoder_; }
 
  private:
+  template <class Self, class F>
+  static void visit(Self& self, const std::string& prefix, F& f) {
+    self.encoder_.visit_parameters(prefix + "bert.", f);
+    self.classifier_.visit_parameters(prefix + "classifier.", f);
+  }
+
   bert_encoder<B, Plan> encoder_;
   layers::dropout<B> drop_;
   classifier_layer classifier_;
