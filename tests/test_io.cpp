@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <regex>
 
 #include "bodies/scenarios.hpp"
 #include "peft/io/checkpoint.hpp"
@@ -294,6 +295,40 @@ BOOST_AUTO_TEST_CASE(lora_adapter_in_hf_peft_layout_round_trips) {
     return dir.path / "base.safetensors";
   }());
   const auto r = io::load_peft_adapter(ctx, n, dir.path);  // and load the adapter.
+  BOOST_TEST(r.loaded == 10u);
+  expect_close(logits_of(ctx, m), logits_of(ctx, n));
+}
+
+BOOST_AUTO_TEST_CASE(rslora_alpha_pattern_and_in_memory_key_names) {
+  temp_dir dir;
+  B::context ctx;
+  method_config cfg{.lora = {.r = 4, .alpha = 8, .use_rslora = true, .alpha_pattern = {{"value", 2}}}};
+  models::bert_for_sequence_classification<B, lora_qv> m(ctx, test::tiny_bert_config(), {.num_labels = 3, .seed = 1}, cfg);
+  test::randomize_parameters(ctx, m, 8, 0.3);
+  io::save_peft_adapter(ctx, m, dir.path, {.lora = cfg.lora});
+  // Rewrite the tensor names as PEFT's in-memory state dict spells them (".lora_A.default.weight").
+  const auto f = io::safetensors_file::open(dir.path / "adapter_model.safetensors");
+  std::vector<io::tensor_to_write> renamed;
+  for (const auto& t : f.tensors()) {
+    std::string name = std::regex_replace(t.name, std::regex(R"(\.(lora_[AB])\.weight$)"), ".$1.default.weight");
+    const auto v = f.read<float>(t);
+    renamed.push_back(io::tensor_to_write::f32<float>(name, t.shape, v));
+  }
+  BOOST_TEST(std::count_if(renamed.begin(), renamed.end(),
+                           [](const auto& t) { return t.name.find(".default.weight") != std::string::npos; }) == 8);
+  io::write_safetensors(dir.path / "adapter_model.safetensors", renamed, {{"format", "pt"}});
+  const auto info = io::read_peft_adapter_config(dir.path);
+  BOOST_TEST(info.lora.use_rslora);
+  BOOST_REQUIRE(info.lora.alpha_pattern.size() == 1u);
+  models::bert_for_sequence_classification<B, lora_qv> n(ctx, test::tiny_bert_config(), {.num_labels = 3, .seed = 1},
+                                                         {.lora = info.lora});
+  auto& att = n.encoder().layer(0).attention();
+  BOOST_TEST(att.query().scaling() == 4.0);  // rsLoRA: 8 / sqrt(4)
+  BOOST_TEST(att.value().scaling() == 1.0);  // alpha_pattern: 2 / sqrt(4)
+  io::save_checkpoint(ctx, m, dir.path / "base.safetensors");
+  io::load_checkpoint(ctx, n, dir.path / "base.safetensors");
+  test::randomize_parameters(ctx, n.classifier(), 3, 0.3);
+  const auto r = io::load_peft_adapter(ctx, n, dir.path);
   BOOST_TEST(r.loaded == 10u);
   expect_close(logits_of(ctx, m), logits_of(ctx, n));
 }
