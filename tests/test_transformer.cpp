@@ -37,14 +37,7 @@ std::string whole_model_check(models::pooling pool = models::pooling::first_toke
   models::bert_for_sequence_classification<B, Plan> m(ctx, test::tiny_bert_config(), {.num_labels = 3, .pool = pool, .seed = 1},
                                                       tiny_cfg);
   test::randomize_parameters(ctx, m, 2, 0.3);
-  const auto batch = test::tiny_batch();
-  return test::check_module_gradients(
-      ctx, m, [&]() -> const auto& { return m.forward(ctx, batch); },
-      [&](const auto& dy) -> const typename B::tensor* {
-        m.backward(ctx, dy);
-        return nullptr;
-      },
-      nullptr);
+  return test::check_model_gradients(ctx, m, test::tiny_batch());
 }
 }  // namespace
 
@@ -107,14 +100,7 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(token_classifier, B, cpu_double_backends) {
   ctx.training = true;
   models::bert_for_token_classification<B, lora_bitfit_p> m(ctx, test::tiny_bert_config(), {.num_labels = 4}, tiny_cfg);
   test::randomize_parameters(ctx, m, 2, 0.3);
-  const auto batch = test::tiny_batch();
-  const auto err = test::check_module_gradients(
-      ctx, m, [&]() -> const auto& { return m.forward(ctx, batch); },
-      [&](const auto& dy) -> const typename B::tensor* {
-        m.backward(ctx, dy);
-        return nullptr;
-      },
-      nullptr);
+  const auto err = test::check_model_gradients(ctx, m, test::tiny_batch());
   BOOST_TEST(err.empty(), err);
 }
 

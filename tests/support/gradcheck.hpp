@@ -85,4 +85,18 @@ std::string check_gradients(typename L::backend::context& ctx, L& l, const typen
       &x, tol, eps);
 }
 
+/// `check_module_gradients` for a model whose input is not a tensor (`forward(ctx, batch)`, e.g. token
+/// ids): parameter gradients only.
+template <class M, class Input>
+std::string check_model_gradients(typename M::backend::context& ctx, M& m, const Input& input, double tol = 1e-6,
+                                  double eps = 1e-6) {
+  return check_module_gradients(
+      ctx, m, [&]() -> const auto& { return m.forward(ctx, input); },
+      [&](const auto& dy) -> const typename M::backend::tensor* {
+        m.backward(ctx, dy);
+        return nullptr;
+      },
+      nullptr, tol, eps);
+}
+
 }  // namespace peft::test

@@ -90,10 +90,6 @@ inline nlohmann::json target_modules_for(const std::set<std::string>& lora, cons
     if (chosen.empty()) clean = false;
     else suffixes.insert(chosen);
   }
-  // A suffix chosen for one module must not pull in out-of-scope modules either.
-  for (const auto& s : suffixes)
-    for (const auto& other : linears)
-      if (!lora.count(other) && in_scope(other) && ends_with_module(other, s)) clean = false;
   if (clean) return nlohmann::json(std::vector<std::string>(suffixes.begin(), suffixes.end()));
   std::string re;
   for (const auto& m : lora) re += (re.empty() ? "" : "|") + regex_escape(m);

@@ -17,6 +17,14 @@
 
 namespace peft::layers {
 
+/// Options of a BERT linear layer: bias, N(0, initializer_range) weights and zero bias, as
+/// transformers initialises BERT.
+inline linear_options bert_linear(const models::bert_config& c, std::size_t in, std::size_t out, std::string name,
+                                  std::uint64_t seed) {
+  return {.in_features = in, .out_features = out, .bias = true, .name = std::move(name), .seed = seed,
+          .init = weight_init::normal, .init_std = c.initializer_range};
+}
+
 /// out = LayerNorm(x + dropout(O(attention(Q x, K x, V x)))), with
 /// attention = softmax(Q Kᵀ / sqrt(d) + mask) V per head. The four projections are the plan's layers
 /// for roles query, key, value and attention_output, so LoRA, BitFit and adapters reach them. Scores
@@ -126,8 +134,7 @@ class bert_attention : public visits_parameters<bert_attention<B, Plan>> {
 
  private:
   static linear_options proj(const models::bert_config& c, std::string name, std::uint64_t seed) {
-    return {.in_features = c.hidden_size, .out_features = c.hidden_size, .bias = true, .name = std::move(name),
-            .seed = seed, .init = weight_init::normal, .init_std = c.initializer_range};
+    return bert_linear(c, c.hidden_size, c.hidden_size, std::move(name), seed);
   }
   // Head h of sequence b inside a (batch, seq, heads * d) tensor.
   matrix_batch<const value_type*> heads_view(const tensor& t) const {

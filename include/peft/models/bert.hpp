@@ -99,12 +99,10 @@ class bert_ffn : public visits_parameters<bert_ffn<B, Plan>> {
 
   bert_ffn(typename B::context& ctx, const bert_config& c, const method_config& cfg, const std::string& name,
            std::uint64_t seed)
-      : in_(ctx, {.in_features = c.hidden_size, .out_features = c.intermediate_size, .name = name + ".intermediate.dense",
-                  .seed = derive_seed(seed, 1), .init = layers::weight_init::normal, .init_std = c.initializer_range},
+      : in_(ctx, layers::bert_linear(c, c.hidden_size, c.intermediate_size, name + ".intermediate.dense", derive_seed(seed, 1)),
             cfg),
         act_(c.hidden_act),
-        out_(ctx, {.in_features = c.intermediate_size, .out_features = c.hidden_size, .name = name + ".output.dense",
-                   .seed = derive_seed(seed, 2), .init = layers::weight_init::normal, .init_std = c.initializer_range},
+        out_(ctx, layers::bert_linear(c, c.intermediate_size, c.hidden_size, name + ".output.dense", derive_seed(seed, 2)),
              cfg),
         drop_(c.hidden_dropout_prob, name + ".output.dropout"),
         norm_(ctx, c.hidden_size, c.layer_norm_eps, name + ".output.LayerNorm") {}
@@ -272,14 +270,10 @@ class bert_for_sequence_classification : public visits_parameters<bert_for_seque
                                    const method_config& cfg = {})
       : options_(h),
         encoder_(ctx, c, cfg, derive_seed(h.seed, 1)),
-        pooler_(ctx, {.in_features = c.hidden_size, .out_features = c.hidden_size, .name = "pooler.dense",
-                      .seed = derive_seed(h.seed, 2), .init = layers::weight_init::normal, .init_std = c.initializer_range},
-                cfg),
+        pooler_(ctx, layers::bert_linear(c, c.hidden_size, c.hidden_size, "pooler.dense", derive_seed(h.seed, 2)), cfg),
         pool_act_(activation::tanh),
         drop_(c.hidden_dropout_prob, "dropout"),
-        classifier_(ctx, {.in_features = c.hidden_size, .out_features = h.num_labels, .name = "classifier",
-                          .seed = derive_seed(h.seed, 3), .init = layers::weight_init::normal, .init_std = c.initializer_range},
-                    cfg) {}
+        classifier_(ctx, layers::bert_linear(c, c.hidden_size, h.num_labels, "classifier", derive_seed(h.seed, 3)), cfg) {}
 
   const tensor& forward(typename B::context& ctx, const encoder_batch& batch) {
     const tensor& hs = encoder_.forward(ctx, batch);
@@ -373,9 +367,7 @@ class bert_for_token_classification : public visits_parameters<bert_for_token_cl
                                 const method_config& cfg = {})
       : encoder_(ctx, c, cfg, derive_seed(h.seed, 1)),
         drop_(c.hidden_dropout_prob, "dropout"),
-        classifier_(ctx, {.in_features = c.hidden_size, .out_features = h.num_labels, .name = "classifier",
-                          .seed = derive_seed(h.seed, 3), .init = layers::weight_init::normal, .init_std = c.initializer_range},
-                    cfg) {}
+        classifier_(ctx, layers::bert_linear(c, c.hidden_size, h.num_labels, "classifier", derive_seed(h.seed, 3)), cfg) {}
 
   const tensor& forward(typename B::context& ctx, const encoder_batch& batch) {
     return classifier_.forward(ctx, drop_.forward(ctx, encoder_.forward(ctx, batch)));

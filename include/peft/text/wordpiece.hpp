@@ -196,8 +196,7 @@ class wordpiece_tokenizer {
     std::int32_t word;
   };
 
-  [[nodiscard]] encoding assemble(std::vector<piece> a, std::vector<piece> b, bool pair, const encode_options& opt) const {
-    const bool second = pair;
+  [[nodiscard]] encoding assemble(std::vector<piece> a, std::vector<piece> b, bool second, const encode_options& opt) const {
     const std::size_t specials = opt.add_special_tokens ? (second ? 3 : 2) : 0;
     if (opt.max_length) {
       if (opt.max_length < specials)
