@@ -12,6 +12,7 @@
 #include "peft/io/hf_config.hpp"
 #include "peft/io/peft_adapter.hpp"
 #include "peft/io/safetensors.hpp"
+#include "peft/train/report.hpp"
 #include "peft/train/transfer.hpp"
 #include "support/backends.hpp"
 
@@ -331,6 +332,44 @@ BOOST_AUTO_TEST_CASE(rslora_alpha_pattern_and_in_memory_key_names) {
   const auto r = io::load_peft_adapter(ctx, n, dir.path);
   BOOST_TEST(r.loaded == 10u);
   expect_close(logits_of(ctx, m), logits_of(ctx, n));
+}
+
+BOOST_AUTO_TEST_CASE(run_time_target_modules_narrow_the_roles_and_round_trip) {
+  // LoRA compiled for query, key and value; the run-time expression keeps query and value only.
+  using lora_qkv = plan<methods::lora<roles::query, roles::key, roles::value>>;
+  temp_dir dir;
+  B::context ctx;
+  method_config cfg{.lora = {.r = 2, .alpha = 4, .target_modules = R"(.*\.attention\.self\.(query|value))"}};
+  models::bert_for_sequence_classification<B, lora_qkv> m(ctx, test::tiny_bert_config(), {.num_labels = 2, .seed = 5}, cfg);
+  test::randomize_parameters(ctx, m, 6, 0.3);
+  std::vector<std::string> lora_names;
+  m.visit_parameters("", [&](const std::string& name, const auto& p) {
+    if (std::remove_cvref_t<decltype(p)>::group::name == groups::lora_a::name) lora_names.push_back(name);
+  });
+  BOOST_TEST(lora_names.size() == 4u);  // 2 layers x {query, value}
+  for (const auto& n : lora_names) BOOST_TEST(n.find(".key.") == std::string::npos, n);
+
+  io::save_peft_adapter(ctx, m, dir.path, {.lora = cfg.lora});
+  const auto info = io::read_peft_adapter_config(dir.path);
+  BOOST_TEST((info.target_modules == nlohmann::json::array({"query", "value"})));
+  BOOST_TEST(info.lora.target_modules == R"((.*\.)?(query|value))");
+  models::bert_for_sequence_classification<B, lora_qkv> n(ctx, test::tiny_bert_config(), {.num_labels = 2, .seed = 5},
+                                                          {.lora = info.lora});
+  io::save_checkpoint(ctx, m, dir.path / "base.safetensors");  // the same (randomised) base weights
+  io::load_checkpoint(ctx, n, dir.path / "base.safetensors");
+  BOOST_TEST(io::load_peft_adapter(ctx, n, dir.path).loaded == 4u * 2u + 2u);
+  expect_close(logits_of(ctx, m), logits_of(ctx, n));
+
+  // A regular expression that selects nothing leaves no LoRA; a malformed one is a clear error.
+  method_config none{.lora = {.r = 2, .target_modules = "nothing"}};
+  models::bert_for_sequence_classification<B, lora_qkv> plain(ctx, test::tiny_bert_config(), {.num_labels = 2}, none);
+  BOOST_TEST(count_parameters(plain).trainable == 16u * 2u + 2u);  // the classifier only
+  method_config broken{.lora = {.r = 2, .target_modules = "(query"}};
+  BOOST_CHECK_EXCEPTION((models::bert_for_sequence_classification<B, lora_qkv>(ctx, test::tiny_bert_config(), {}, broken)),
+                        config_error, [](const config_error& e) {
+                          return std::string(e.what()).find("target_modules '(query' is not a valid regular expression") !=
+                                 std::string::npos;
+                        });
 }
 
 BOOST_AUTO_TEST_CASE(target_modules_are_exact) {

@@ -18,7 +18,10 @@ namespace peft {
 /// Run-time layer selection and per-module overrides follow PEFT's `LoraConfig`:
 /// `layers_to_transform` (empty = all) keeps LoRA only on modules whose name contains
 /// `layer.<i>.` with i listed; `rank_pattern` / `alpha_pattern` map a regular expression to a rank /
-/// alpha for the modules whose name matches `(.*\.)?<key>` in full (first matching key wins).
+/// alpha for the modules whose name matches `(.*\.)?<key>` in full (first matching key wins);
+/// `target_modules` (empty = every module of the plan's LoRA roles) is a regular expression that a
+/// module name must match in full, as PEFT's string form of `target_modules`: it narrows the
+/// compile-time roles at run time (a command-line tool builds LoRA on all roles and picks here).
 struct lora_config {
   std::size_t r = 8;
   double alpha = 8;
@@ -27,6 +30,7 @@ struct lora_config {
   std::vector<int> layers_to_transform{};
   std::vector<std::pair<std::string, std::size_t>> rank_pattern{};
   std::vector<std::pair<std::string, double>> alpha_pattern{};
+  std::string target_modules{};
 };
 
 /// Bottleneck adapter (Houlsby et al. 2019): `h + up(act(down(h)))`. The bottleneck is `bottleneck`

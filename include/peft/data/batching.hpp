@@ -26,7 +26,10 @@ struct labeled_batch {
 /// How examples become batches.
 struct batch_options {
   std::size_t batch_size = 32;
-  std::size_t max_length = 128;  ///< tokens per sequence including [CLS]/[SEP]; longer ones are truncated
+  std::size_t max_length = 128;  ///< tokens per sequence including [CLS]/[SEP]
+  /// What happens to a longer sequence: truncated (counted in `batch_stats::truncated`), or, when
+  /// false, a `data_error` naming its file and line.
+  bool truncate = true;
   bool shuffle = false;
   std::uint64_t seed = 0;
   /// Sort by length inside windows of `bucket_window` batches, so that batches pad little; 0 turns it
@@ -34,7 +37,30 @@ struct batch_options {
   std::size_t bucket_window = 50;
 };
 
+/// What making batches did to the examples.
+struct batch_stats {
+  std::size_t examples = 0;
+  std::size_t truncated = 0;  ///< sequences cut to max_length
+  std::size_t tokens = 0;     ///< real (non-padding) tokens
+};
+
 namespace detail {
+/// Encodes with no limit, then applies `o`'s length policy; `encode(max_length)` makes the encoding.
+template <class Encode>
+text::encoding encode_checked(Encode&& encode, const batch_options& o, const std::string& where, batch_stats& stats) {
+  text::encoding e = encode(std::size_t(0));
+  if (o.max_length && e.ids.size() > o.max_length) {
+    if (!o.truncate)
+      throw data_error(peft::detail::concat(where, ": ", e.ids.size(), " tokens (with [CLS]/[SEP]) exceed the maximum length ",
+                                            o.max_length, "; shorten the example or allow truncation"));
+    ++stats.truncated;
+    e = encode(o.max_length);
+  }
+  ++stats.examples;
+  stats.tokens += e.ids.size();
+  return e;
+}
+
 /// Fisher-Yates with the library's reproducible generator (std::shuffle is implementation-defined).
 template <class T>
 void seeded_shuffle(std::vector<T>& v, std::uint64_t seed) {
@@ -93,34 +119,49 @@ inline std::vector<labeled_batch> pack(const std::vector<text::encoding>& enc, c
 }  // namespace detail
 
 /// Tokenises sentence-classification examples (pairs when `text_pair` is set) and batches them.
-/// `where` names the file in label errors.
+/// `where` names the file in errors (unknown label, over-long sequence); `stats`, when given, receives
+/// counts.
 inline std::vector<labeled_batch> make_classification_batches(const text::wordpiece_tokenizer& tok,
                                                               const std::vector<labeled_text>& examples, const label_set& labels,
-                                                              const batch_options& o, const std::string& where = "data") {
+                                                              const batch_options& o, const std::string& where = "data",
+                                                              batch_stats* stats = nullptr) {
   std::vector<text::encoding> enc;
   std::vector<std::int32_t> ids;
+  batch_stats local;
   enc.reserve(examples.size());
   for (const auto& ex : examples) {
-    ids.push_back(labels.id(ex.label, peft::detail::concat(where, ":", ex.line)));
-    enc.push_back(ex.text_pair ? tok.encode(ex.text, std::string_view(*ex.text_pair), {.max_length = o.max_length})
-                               : tok.encode(ex.text, std::nullopt, {.max_length = o.max_length}));
+    const std::string at = peft::detail::concat(where, ":", ex.line);
+    ids.push_back(labels.id(ex.label, at));
+    enc.push_back(detail::encode_checked(
+        [&](std::size_t max_length) {
+          return ex.text_pair ? tok.encode(ex.text, std::string_view(*ex.text_pair), {.max_length = max_length})
+                              : tok.encode(ex.text, std::nullopt, {.max_length = max_length});
+        },
+        o, at, local));
   }
+  if (stats) *stats = local;
   return detail::pack(enc, {}, ids, tok.pad_id(), o);
 }
 
 /// Tokenises tagged sentences (tag on each word's first piece, -100 elsewhere) and batches them.
+/// A truncated sentence loses the tags of its cut words (`batch_stats::truncated` counts sentences).
 inline std::vector<labeled_batch> make_tagging_batches(const text::wordpiece_tokenizer& tok,
                                                        const std::vector<tagged_sentence>& sentences, const label_set& tags,
-                                                       const batch_options& o, const std::string& where = "data") {
+                                                       const batch_options& o, const std::string& where = "data",
+                                                       batch_stats* stats = nullptr) {
   std::vector<text::encoding> enc;
   std::vector<std::vector<std::int32_t>> token_labels;
+  batch_stats local;
   for (const auto& s : sentences) {
     std::vector<std::int32_t> word_labels;
     for (std::size_t i = 0; i < s.tags.size(); ++i)
       word_labels.push_back(tags.id(s.tags[i], peft::detail::concat(where, ":", s.first_line + i)));
-    enc.push_back(tok.encode_words(s.tokens, {.max_length = o.max_length}));
+    enc.push_back(detail::encode_checked(
+        [&](std::size_t max_length) { return tok.encode_words(s.tokens, {.max_length = max_length}); }, o,
+        peft::detail::concat(where, ":", s.first_line), local));
     token_labels.push_back(text::align_word_labels(enc.back(), word_labels));
   }
+  if (stats) *stats = local;
   return detail::pack(enc, token_labels, {}, tok.pad_id(), o);
 }
 

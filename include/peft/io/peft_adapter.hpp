@@ -166,8 +166,8 @@ void save_peft_adapter(typename M::backend::context& ctx, const M& model, const 
 }
 
 /// Reads `dir/adapter_config.json`. LoRA settings (r, lora_alpha, lora_dropout, use_rslora,
-/// layers_to_transform, rank_pattern, alpha_pattern) come back as a `lora_config` to build the model
-/// with. Wrong JSON types are errors naming the key.
+/// layers_to_transform, rank_pattern, alpha_pattern, target_modules) come back as a `lora_config` to
+/// build the model with. Wrong JSON types are errors naming the key.
 inline adapter_config_info read_peft_adapter_config(const std::filesystem::path& dir) {
   const auto path = dir / "adapter_config.json";
   std::ifstream in(path);
@@ -228,7 +228,20 @@ inline adapter_config_info read_peft_adapter_config(const std::filesystem::path&
       }
     }
   }
-  if (j.contains("target_modules")) info.target_modules = j["target_modules"];
+  if (j.contains("target_modules") && !j["target_modules"].is_null()) {
+    // PEFT's two forms: a list of module-name suffixes, or one regular expression (full match).
+    const auto& t = j["target_modules"];
+    info.target_modules = t;
+    if (t.is_string()) {
+      info.lora.target_modules = t.get<std::string>();
+    } else if (t.is_array() && !t.empty() && std::all_of(t.begin(), t.end(), [](const auto& v) { return v.is_string(); })) {
+      std::string alternatives;
+      for (const auto& v : t) alternatives += (alternatives.empty() ? "" : "|") + detail::regex_escape(v.get<std::string>());
+      info.lora.target_modules = "(.*\\.)?(" + alternatives + ")";
+    } else {
+      fail("target_modules", "a string or a non-empty list of strings");
+    }
+  }
   if (j.contains("modules_to_save") && j["modules_to_save"].is_array())
     for (const auto& m : j["modules_to_save"])
       if (m.is_string()) info.modules_to_save.push_back(m.get<std::string>());

@@ -40,9 +40,17 @@ inline bool matches_pattern_key(const std::string& name, const std::string& key)
 }  // namespace detail
 
 /// The configuration that applies to module `name`: rank and alpha after `rank_pattern` and
-/// `alpha_pattern`; none when `layers_to_transform` excludes the module.
+/// `alpha_pattern`; none when `layers_to_transform` or `target_modules` excludes the module.
 inline std::optional<lora_config> lora_config_for(const lora_config& c, const std::string& name) {
   lora_config out = c;
+  if (!c.target_modules.empty()) {
+    try {
+      if (!std::regex_match(name, std::regex(c.target_modules))) return std::nullopt;
+    } catch (const std::regex_error& e) {
+      throw config_error(peft::detail::concat("lora: target_modules '", c.target_modules,
+                                              "' is not a valid regular expression: ", e.what()));
+    }
+  }
   if (!c.layers_to_transform.empty()) {
     const int index = detail::layer_index(name);
     if (std::find(c.layers_to_transform.begin(), c.layers_to_transform.end(), index) == c.layers_to_transform.end())
@@ -150,7 +158,7 @@ class lora_linear : public linear_wrapper<Inner>, public visits_parameters<lora_
       : linear_wrapper<Inner>(ctx, o, cfg),
         scaling_(selected ? lora_scaling(*selected, o.in_features, o.out_features, o.name) : 0.0),
         dropout_(selected ? selected->dropout : 0.0, o.name + ".lora_dropout") {
-    if (!selected) return;  // left out by layers_to_transform
+    if (!selected) return;  // left out by layers_to_transform or target_modules
     const lora_config& own = *selected;
     a_.emplace(ctx, layers::linear_options{.in_features = o.in_features, .out_features = own.r, .bias = false,
                                            .name = o.name + ".lora_A", .seed = derive_seed(o.seed, 0x10A),

@@ -33,14 +33,15 @@ class bert_embeddings : public visits_parameters<bert_embeddings<B, Plan>> {
   using embedding_layer = typename Plan::template embedding<B>;
   using norm_layer = typename Plan::template norm<B>;
 
-  bert_embeddings(typename B::context& ctx, const bert_config& c, std::uint64_t seed)
-      : word_(ctx, c.vocab_size, c.hidden_size, "embeddings.word_embeddings", derive_seed(seed, 1), c.initializer_range),
-        position_(ctx, c.max_position_embeddings, c.hidden_size, "embeddings.position_embeddings", derive_seed(seed, 2),
+  /// `prefix` starts every module name (e.g. "bert.").
+  bert_embeddings(typename B::context& ctx, const bert_config& c, std::uint64_t seed, const std::string& prefix = "")
+      : word_(ctx, c.vocab_size, c.hidden_size, prefix + "embeddings.word_embeddings", derive_seed(seed, 1), c.initializer_range),
+        position_(ctx, c.max_position_embeddings, c.hidden_size, prefix + "embeddings.position_embeddings", derive_seed(seed, 2),
                   c.initializer_range),
-        token_type_(ctx, c.type_vocab_size, c.hidden_size, "embeddings.token_type_embeddings", derive_seed(seed, 3),
+        token_type_(ctx, c.type_vocab_size, c.hidden_size, prefix + "embeddings.token_type_embeddings", derive_seed(seed, 3),
                     c.initializer_range),
-        norm_(ctx, c.hidden_size, c.layer_norm_eps, "embeddings.LayerNorm"),
-        drop_(c.hidden_dropout_prob, "embeddings.dropout") {}
+        norm_(ctx, c.hidden_size, c.layer_norm_eps, prefix + "embeddings.LayerNorm"),
+        drop_(c.hidden_dropout_prob, prefix + "embeddings.dropout") {}
 
   const tensor& forward(typename B::context& ctx, const encoder_batch& batch) {
     const std::size_t n = batch.batch_size * batch.seq_len;
@@ -153,9 +154,10 @@ class bert_layer : public visits_parameters<bert_layer<B, Plan>> {
   using backend = B;
   using tensor = typename B::tensor;
 
-  bert_layer(typename B::context& ctx, const bert_config& c, const method_config& cfg, std::size_t index, std::uint64_t seed)
-      : attention_(ctx, c, cfg, "encoder.layer." + std::to_string(index) + ".attention", derive_seed(seed, 1)),
-        ffn_(ctx, c, cfg, "encoder.layer." + std::to_string(index), derive_seed(seed, 2)) {}
+  bert_layer(typename B::context& ctx, const bert_config& c, const method_config& cfg, std::size_t index, std::uint64_t seed,
+             const std::string& prefix = "")
+      : attention_(ctx, c, cfg, prefix + "encoder.layer." + std::to_string(index) + ".attention", derive_seed(seed, 1)),
+        ffn_(ctx, c, cfg, prefix + "encoder.layer." + std::to_string(index), derive_seed(seed, 2)) {}
 
   const tensor& forward(typename B::context& ctx, const tensor& x, const tensor& key_mask) {
     return ffn_.forward(ctx, attention_.forward(ctx, x, key_mask));
@@ -181,7 +183,8 @@ class bert_layer : public visits_parameters<bert_layer<B, Plan>> {
 
 /// The encoder (HF `BertModel` without pooler): embeddings and `num_hidden_layers` blocks of one type
 /// (a run-time count, not a nested type). Output: last hidden state (batch, seq, hidden). Names:
-/// `embeddings.*`, `encoder.layer.<i>.*`.
+/// `embeddings.*`, `encoder.layer.<i>.*`. Modules are built with their full names (`prefix` + these,
+/// "bert." inside the task heads), which is what `lora_config` patterns and errors see.
 template <Backend B, class Plan>
 class bert_encoder : public visits_parameters<bert_encoder<B, Plan>> {
   friend visits_parameters<bert_encoder>;
@@ -190,10 +193,12 @@ class bert_encoder : public visits_parameters<bert_encoder<B, Plan>> {
   using tensor = typename B::tensor;
   using value_type = typename B::value_type;
 
-  bert_encoder(typename B::context& ctx, const bert_config& c, const method_config& cfg = {}, std::uint64_t seed = 0)
-      : config_((c.validate(), c)), embeddings_(ctx, c, derive_seed(seed, 100)) {
+  bert_encoder(typename B::context& ctx, const bert_config& c, const method_config& cfg = {}, std::uint64_t seed = 0,
+               const std::string& prefix = "")
+      : config_((c.validate(), c)), embeddings_(ctx, c, derive_seed(seed, 100), prefix) {
     layers_.reserve(c.num_hidden_layers);
-    for (std::size_t i = 0; i < c.num_hidden_layers; ++i) layers_.emplace_back(ctx, c, cfg, i, derive_seed(seed, 200 + i));
+    for (std::size_t i = 0; i < c.num_hidden_layers; ++i)
+      layers_.emplace_back(ctx, c, cfg, i, derive_seed(seed, 200 + i), prefix);
   }
 
   const tensor& forward(typename B::context& ctx, const encoder_batch& batch) {
@@ -269,8 +274,8 @@ class bert_for_sequence_classification : public visits_parameters<bert_for_seque
   bert_for_sequence_classification(typename B::context& ctx, const bert_config& c, const head_options& h,
                                    const method_config& cfg = {})
       : options_(h),
-        encoder_(ctx, c, cfg, derive_seed(h.seed, 1)),
-        pooler_(ctx, layers::bert_linear(c, c.hidden_size, c.hidden_size, "pooler.dense", derive_seed(h.seed, 2)), cfg),
+        encoder_(ctx, c, cfg, derive_seed(h.seed, 1), "bert."),
+        pooler_(ctx, layers::bert_linear(c, c.hidden_size, c.hidden_size, "bert.pooler.dense", derive_seed(h.seed, 2)), cfg),
         pool_act_(activation::tanh),
         drop_(c.hidden_dropout_prob, "dropout"),
         classifier_(ctx, layers::bert_linear(c, c.hidden_size, h.num_labels, "classifier", derive_seed(h.seed, 3)), cfg) {}
@@ -365,7 +370,7 @@ class bert_for_token_classification : public visits_parameters<bert_for_token_cl
 
   bert_for_token_classification(typename B::context& ctx, const bert_config& c, const head_options& h,
                                 const method_config& cfg = {})
-      : encoder_(ctx, c, cfg, derive_seed(h.seed, 1)),
+      : encoder_(ctx, c, cfg, derive_seed(h.seed, 1), "bert."),
         drop_(c.hidden_dropout_prob, "dropout"),
         classifier_(ctx, layers::bert_linear(c, c.hidden_size, h.num_labels, "classifier", derive_seed(h.seed, 3)), cfg) {}
 

@@ -96,7 +96,7 @@ memory_report estimate_memory(const bert_for_sequence_classification<B, Plan>& m
   e += 3 * rows * H + 3 * rows + rows * H + detail::norm_elements(rows, H) +
        detail::dropout_elements(c.hidden_dropout_prob, rows * H, training) + rows;
   for (std::size_t i = 0; i < c.num_hidden_layers; ++i) {
-    const std::string pre = "encoder.layer." + std::to_string(i);
+    const std::string pre = "bert.encoder.layer." + std::to_string(i);
     using att = layers::bert_attention<B, Plan>;
     using ffn = bert_ffn<B, Plan>;
     e += detail::layer_elements<typename att::query_layer>(rows, H, H, pre + ".attention.self.query", cfg, training);
@@ -118,7 +118,7 @@ memory_report estimate_memory(const bert_for_sequence_classification<B, Plan>& m
                                                                                                  cfg, training) +
        batch * L;
   if (model.options().pool == pooling::first_token)
-    e += detail::layer_elements<typename bert_for_sequence_classification<B, Plan>::pooler_layer>(batch, H, H, "pooler.dense",
+    e += detail::layer_elements<typename bert_for_sequence_classification<B, Plan>::pooler_layer>(batch, H, H, "bert.pooler.dense",
                                                                                                cfg, training) +
          2 * batch * H;
   r.activations = e * sizeof(T);

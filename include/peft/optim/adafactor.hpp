@@ -31,7 +31,11 @@ struct adafactor {
   template <Backend B>
   struct state {
     typename B::tensor row, col, v, m;
-    bool factored = false;
+    bool factored = false;  // decided by the parameter's shape, so a restored state keeps it
+    template <class F>
+    void visit_tensors(F&& f) {
+      f("exp_avg_sq_row", row), f("exp_avg_sq_col", col), f("exp_avg_sq", v), f("exp_avg", m);
+    }
   };
   template <Backend B>
   state<B> make_state(typename B::context& ctx, const typename B::tensor& w) const {

@@ -19,6 +19,11 @@ struct adamw {
   template <Backend B>
   struct state {
     typename B::tensor m, v;
+    /// Named state tensors, for saving and restoring (`optimizer::visit_state`).
+    template <class F>
+    void visit_tensors(F&& f) {
+      f("exp_avg", m), f("exp_avg_sq", v);
+    }
   };
   template <Backend B>
   state<B> make_state(typename B::context& ctx, const typename B::tensor& w) const {

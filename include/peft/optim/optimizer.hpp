@@ -114,6 +114,29 @@ class optimizer {
     return norm;
   }
 
+  /// Makes the state of every trainable parameter now (otherwise made at its first `step`), e.g.
+  /// before restoring a saved state.
+  void init_state(typename B::context& ctx) {
+    for (auto& e : entries_)
+      if (!e.state) e.state.emplace(rule_.template make_state<B>(ctx, *e.value));
+  }
+  /// Calls `f(name, tensor&)` for every non-empty state tensor, named `<parameter>.<key>` (keys such as
+  /// `exp_avg`, from the rule's `state::visit_tensors`). Parameters without state yet are skipped.
+  template <class F>
+  void visit_state(F&& f) {
+    static_assert(requires(typename Rule::template state<B>& s) { s.visit_tensors([](const char*, tensor&) {}); },
+                  "optimizer::visit_state: the rule's state<B> lacks visit_tensors(f)");
+    for (auto& e : entries_)
+      if (e.state)
+        e.state->visit_tensors([&](const char* key, tensor& t) {
+          if (t.size()) f(e.name + "." + key, t);
+        });
+  }
+  /// Sets the count of steps taken (the schedule position and bias corrections), when resuming.
+  void set_steps_taken(std::int64_t n) {
+    if (n < 0) throw config_error(peft::detail::concat("optimizer: steps taken = ", n, " must be non-negative"));
+    step_ = n;
+  }
   [[nodiscard]] std::int64_t steps_taken() const noexcept { return step_; }
   /// Learning rate the next step will use for a group with multiplier 1.
   [[nodiscard]] double current_lr() const { return rule_.lr * schedule_(step_); }

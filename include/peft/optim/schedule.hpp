@@ -6,6 +6,7 @@
 #include <cmath>
 #include <concepts>
 #include <cstdint>
+#include <string>
 
 #include "peft/core/error.hpp"
 
@@ -50,6 +51,33 @@ struct cosine_schedule {
     const double progress =
         std::min(1.0, double(step - warmup_steps) / double(std::max<std::int64_t>(1, total_steps - warmup_steps)));
     return min_ratio + (1 - min_ratio) * 0.5 * (1 + std::cos(3.141592653589793 * progress));
+  }
+};
+
+/// A schedule chosen at run time by name (a command line's `--schedule`): "constant", "linear" or
+/// "cosine", with warm-up. One type for all three, so a program instantiates one optimizer.
+struct named_schedule {
+  enum class kind { constant, linear, cosine };
+  kind k = kind::constant;
+  std::int64_t warmup_steps = 0;
+  std::int64_t total_steps = 1;
+
+  /// Throws `config_error` for an unknown name.
+  static named_schedule from_name(const std::string& name, std::int64_t warmup_steps, std::int64_t total_steps) {
+    named_schedule s{kind::constant, warmup_steps, total_steps};
+    if (name == "linear") s.k = kind::linear;
+    else if (name == "cosine") s.k = kind::cosine;
+    else if (name != "constant")
+      throw config_error("schedule '" + name + "' is not one of constant, linear, cosine");
+    if (s.k != kind::constant) s(0);  // validates the step counts
+    return s;
+  }
+  double operator()(std::int64_t step) const {
+    switch (k) {
+      case kind::linear: return linear_schedule{warmup_steps, total_steps}(step);
+      case kind::cosine: return cosine_schedule{warmup_steps, total_steps}(step);
+      default: return step < warmup_steps ? double(step) / double(warmup_steps) : 1.0;
+    }
   }
 };
 

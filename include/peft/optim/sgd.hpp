@@ -18,6 +18,10 @@ struct sgd {
   template <Backend B>
   struct state {
     typename B::tensor velocity;  // empty without momentum
+    template <class F>
+    void visit_tensors(F&& f) {
+      f("momentum_buffer", velocity);
+    }
   };
   template <Backend B>
   state<B> make_state(typename B::context& ctx, const typename B::tensor& w) const {

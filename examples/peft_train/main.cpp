@@ -1,0 +1,181 @@
+// peft-train: fine-tune a BERT-family checkpoint with full fine-tuning, LoRA, BitFit or bottleneck
+// adapters (and their combinations) on a sentence-classification or token-tagging file, then
+// evaluate, label new text and merge, from the command line. See docs/tutorial.md.
+
+#include <omp.h>
+
+#include <CLI/CLI.hpp>
+#include <Eigen/Core>
+#include <iostream>
+
+#include <peft/core/error.hpp>
+#include <peft/data/readers.hpp>
+#include <peft/io/atomic_file.hpp>
+#include <peft/text/wordpiece.hpp>
+
+#include "common.hpp"
+#include "options.hpp"
+#include "plans.hpp"
+
+using namespace peft_train;
+
+namespace {
+
+void set_threads(int threads) {
+  if (threads < 0) throw peft::config_error("--threads must be 0 (all cores) or positive");
+  if (threads > 0) {
+    omp_set_num_threads(threads);
+    Eigen::setNbThreads(threads);
+  }
+}
+
+char delimiter_of(const std::string& d) {
+  if (d.empty()) return 0;
+  if (d == "tab" || d == "\\t") return '\t';
+  if (d == "comma" || d == ",") return ',';
+  throw peft::config_error("--delimiter must be tab or comma");
+}
+
+/// The run card of an adapter directory, or of a full model directory when there is no adapter.
+run_card card_for(const fs::path& model_dir, const fs::path& adapter_dir) {
+  return run_card::read(adapter_dir.empty() ? model_dir : adapter_dir);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"peft-train: parameter-efficient fine-tuning of BERT-family encoders (LoRA, BitFit, adapters)"};
+  app.require_subcommand(1);
+  app.set_version_flag("--version", "peft-train 0.1");
+
+  // ---- train -------------------------------------------------------------------------------------
+  train_options t;
+  std::string method = "lora", task, delimiter, activation = "relu";
+  auto* train = app.add_subcommand("train", "fine-tune a checkpoint on a labelled file; writes an adapter (or model), metrics, a plot");
+  train->add_option("--model", t.model_dir, "checkpoint directory: config.json, model.safetensors, vocab.txt or tokenizer.json")
+      ->required();
+  train->add_option("--train", t.train_file, "training file: TSV/CSV 'text<TAB>label' (sequence) or CoNLL 'token<TAB>tag' (token)")
+      ->required();
+  train->add_option("--dev", t.dev_file, "dev file in the same format, evaluated after every epoch");
+  train->add_option("--output,-o", t.output_dir, "output directory")->required();
+  train->add_option("--task", task, "sequence or token (default: from the file extension, .conll/.bio/.iob = token)")
+      ->check(CLI::IsMember({"sequence", "token"}));
+  train->add_option("--method", method,
+                    "full, lora, bitfit, houlsby, pfeiffer, or a combination joined by '+' (e.g. lora+bitfit)")
+      ->capture_default_str();
+  train->add_option("--rank,-r", t.card.methods.lora.r, "LoRA rank")->capture_default_str();
+  t.card.methods.lora.alpha = 16;
+  t.card.methods.lora.dropout = 0.1;
+  train->add_option("--alpha", t.card.methods.lora.alpha, "LoRA alpha (scaling alpha/r)")->capture_default_str();
+  train->add_option("--lora-dropout", t.card.methods.lora.dropout, "dropout on the LoRA input")->capture_default_str();
+  train->add_option("--target", t.card.lora_targets,
+                    "LoRA roles, comma-separated: query, key, value, attention_output, ffn_in, ffn_out, or all")
+      ->capture_default_str();
+  train->add_flag("--rslora", t.card.methods.lora.use_rslora, "scale by alpha/sqrt(r) (rsLoRA)");
+  train->add_option("--adapter-size", t.card.methods.adapter.bottleneck,
+                    "adapter bottleneck width (0: hidden size / --reduction-factor)")
+      ->capture_default_str();
+  train->add_option("--reduction-factor", t.card.methods.adapter.reduction_factor, "adapter reduction factor")
+      ->capture_default_str();
+  train->add_option("--adapter-activation", activation, "adapter nonlinearity: relu, gelu, tanh")->capture_default_str();
+  train->add_option("--pooling", t.card.pooling,
+                    "sentence representation: cls (BERT's pooler, loadable by transformers) or mean (mean of the tokens)")
+      ->check(CLI::IsMember({"cls", "mean"}))
+      ->capture_default_str();
+  train->add_option("--lr", t.lr, "peak learning rate (AdamW)")->capture_default_str();
+  train->add_option("--schedule", t.schedule, "learning-rate schedule: constant, linear, cosine")
+      ->check(CLI::IsMember({"constant", "linear", "cosine"}))
+      ->capture_default_str();
+  train->add_option("--warmup", t.warmup_ratio, "fraction of the steps spent warming up")->capture_default_str();
+  train->add_option("--epochs", t.epochs)->capture_default_str();
+  train->add_option("--batch-size", t.batch_size)->capture_default_str();
+  train->add_option("--eval-batch-size", t.eval_batch_size)->capture_default_str();
+  train->add_option("--max-length", t.card.max_length,
+                    "tokens per sequence incl. [CLS]/[SEP] (0: the model's max_position_embeddings)")
+      ->capture_default_str();
+  train->add_flag("--truncate", t.card.truncate, "cut longer sequences (default: a longer sequence is an error naming its line)");
+  train->add_option("--weight-decay", t.weight_decay, "AdamW weight decay (not on biases and norms)")->capture_default_str();
+  train->add_option("--clip", t.clip, "global gradient-norm clipping (0: off)")->capture_default_str();
+  train->add_option("--seed", t.seed)->capture_default_str();
+  train->add_option("--threads", t.threads, "CPU threads (0: all)")->capture_default_str();
+  train->add_option("--log-every", t.log_every, "steps between metrics records")->capture_default_str()->check(CLI::PositiveNumber);
+  train->add_option("--save-every", t.save_every, "steps between checkpoints (0: only at epoch ends and on interruption)")
+      ->capture_default_str();
+  train->add_option("--max-steps", t.max_steps, "stop after this many steps (0: train all epochs)")->capture_default_str();
+  train->add_option("--delimiter", delimiter, "column separator of a sequence file: tab or comma (default: comma for .csv)");
+  train->add_flag("--header", t.header, "the sequence file starts with a header line");
+  train->add_flag("--resume", t.resume, "continue the run saved in the output directory's checkpoint");
+  train->add_flag("--overwrite", t.overwrite, "replace a previous run in the output directory");
+  train->add_flag("!--no-plot", t.plot, "do not draw training.svg");
+  train->add_option("--interrupt-after", t.interrupt_after, "testing aid: behave as if Ctrl-C came after this many steps")
+      ->group("");
+
+  // ---- eval ----------------------------------------------------------------------------------------
+  eval_options e;
+  std::string eval_delimiter;
+  auto* eval = app.add_subcommand("eval", "score a labelled file with a base model and an adapter (or a full/merged model)");
+  eval->add_option("--model", e.model_dir, "base checkpoint directory (or a full model written by train/merge)")->required();
+  eval->add_option("--adapter", e.adapter_dir, "adapter directory written by train");
+  eval->add_option("--data", e.data_file, "labelled file in the training format")->required();
+  eval->add_option("--predictions", e.predictions_file, "also write each prediction next to its gold label");
+  eval->add_option("--batch-size", e.batch_size)->capture_default_str();
+  eval->add_option("--threads", e.threads)->capture_default_str();
+  eval->add_option("--delimiter", eval_delimiter, "tab or comma");
+  eval->add_flag("--header", e.header);
+
+  // ---- predict -------------------------------------------------------------------------------------
+  predict_options p;
+  auto* predict = app.add_subcommand(
+      "predict", "label new text: one text per line (sequence) or one whitespace-tokenised sentence per line (token)");
+  predict->add_option("--model", p.model_dir, "base checkpoint directory (or a full model written by train/merge)")->required();
+  predict->add_option("--adapter", p.adapter_dir, "adapter directory written by train");
+  predict->add_option("--input", p.input_file, "input file ('-' or absent: standard input)");
+  predict->add_option("--batch-size", p.batch_size)->capture_default_str();
+  predict->add_option("--threads", p.threads)->capture_default_str();
+
+  // ---- merge ---------------------------------------------------------------------------------------
+  merge_options g;
+  auto* merge = app.add_subcommand("merge", "fold an adapter into the base weights and write a full checkpoint");
+  merge->add_option("--model", g.model_dir, "base checkpoint directory")->required();
+  merge->add_option("--adapter", g.adapter_dir, "adapter directory written by train (LoRA and/or BitFit)")->required();
+  merge->add_option("--output,-o", g.output_dir, "directory for config.json, model.safetensors and the tokenizer")->required();
+  merge->add_flag("--overwrite", g.overwrite);
+
+  CLI11_PARSE(app, argc, argv);
+  try {
+    if (train->parsed()) {
+      t.card.task = task.empty() ? task_from_extension(t.train_file) : task;
+      t.card.method = method_names[std::size_t(method_index(method))];
+      t.card.methods.lora.target_modules = lora_target_regex(t.card.lora_targets);
+      t.card.methods.adapter.nonlinearity = activation == "gelu" ? peft::activation::gelu
+                                            : activation == "tanh" ? peft::activation::tanh
+                                            : activation == "relu" ? peft::activation::relu
+                                            : throw peft::config_error("--adapter-activation must be relu, gelu or tanh");
+      t.delimiter = delimiter_of(delimiter);
+      set_threads(t.threads);
+      return commands_of(method_index(t.card.method)).train(t);
+    }
+    if (eval->parsed()) {
+      e.delimiter = delimiter_of(eval_delimiter);
+      set_threads(e.threads);
+      const auto card = card_for(e.model_dir, e.adapter_dir);
+      return commands_of(method_index(card.method)).eval(e, card);
+    }
+    if (predict->parsed()) {
+      set_threads(p.threads);
+      const auto card = card_for(p.model_dir, p.adapter_dir);
+      return commands_of(method_index(card.method)).predict(p, card);
+    }
+    if (merge->parsed()) {
+      const auto card = card_for(g.model_dir, g.adapter_dir);
+      return commands_of(method_index(card.method)).merge(g, card);
+    }
+  } catch (const peft::error& ex) {
+    std::cerr << "peft-train: error: " << ex.what() << "\n";
+    return 1;
+  } catch (const std::exception& ex) {
+    std::cerr << "peft-train: error: " << ex.what() << "\n";
+    return 1;
+  }
+  return 0;
+}

@@ -1,0 +1,92 @@
+#pragma once
+// peft-train: the options of each subcommand, the methods it offers, and the run card that travels
+// with every adapter or model it writes (peft_train.json), so that eval / predict / merge rebuild the
+// same model without being told again.
+
+#include <array>
+#include <cstdint>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <peft/core/error.hpp>
+#include <peft/core/method_config.hpp>
+
+namespace peft_train {
+
+namespace fs = std::filesystem;
+
+/// Methods the tool is compiled for, in dispatch order (see plans.hpp). A method is its components
+/// joined by '+', in this canonical order: lora, bitfit, houlsby|pfeiffer; or "full".
+inline constexpr std::array<std::string_view, 12> method_names = {
+    "full",           "lora",           "bitfit",          "houlsby",
+    "pfeiffer",       "lora+bitfit",    "lora+houlsby",    "lora+pfeiffer",
+    "bitfit+houlsby", "bitfit+pfeiffer", "lora+bitfit+houlsby", "lora+bitfit+pfeiffer"};
+
+/// Index into `method_names` of a user's method string ("bitfit+lora" is "lora+bitfit"; "adapter" is
+/// "houlsby"); throws `config_error` listing the choices.
+int method_index(const std::string& method);
+
+/// What a subcommand needs to know about the task and the model it builds: the run card.
+struct run_card {
+  std::string method = "lora";
+  std::string task = "sequence";  ///< "sequence" (one label per text) or "token" (one tag per word)
+  std::vector<std::string> labels;
+  std::string pooling = "cls";    ///< "cls" (HF's pooler, loadable by transformers) or "mean"
+  std::size_t max_length = 0;     ///< tokens per sequence incl. [CLS]/[SEP]; 0 = the model's positions
+  bool truncate = false;
+  peft::method_config methods{};
+  std::string lora_targets = "query,value";  ///< roles, as given (also encoded in methods.lora.target_modules)
+  std::string base_model;         ///< where the base checkpoint was (informational)
+
+  [[nodiscard]] nlohmann::json to_json() const;
+  static run_card from_json(const nlohmann::json& j, const std::string& source);
+  static run_card read(const fs::path& dir);  ///< dir/peft_train.json
+  void write(const fs::path& dir) const;      ///< atomically
+};
+
+/// `train` options (also recorded in the checkpoint, so that `--resume` can refuse a changed run).
+struct train_options {
+  fs::path model_dir, train_file, dev_file, output_dir;
+  run_card card;
+  double lr = 5e-4, weight_decay = 0.01, warmup_ratio = 0.06, clip = 1.0;
+  std::string schedule = "linear";
+  std::size_t epochs = 3, batch_size = 16, eval_batch_size = 64;
+  std::uint64_t seed = 42;
+  int threads = 0;
+  std::size_t log_every = 20, save_every = 200;
+  std::size_t max_steps = 0;        ///< stop (as if finished) after this many steps; 0 = all epochs
+  std::size_t interrupt_after = 0;  ///< testing aid: raise SIGINT after this many steps
+  bool resume = false, overwrite = false, plot = true;
+  char delimiter = 0;  ///< 0: from the file extension (.csv ',', else tab)
+  bool header = false;
+
+  /// Everything that must not change between a run and its resumption.
+  [[nodiscard]] nlohmann::json identity() const;
+};
+
+struct eval_options {
+  fs::path model_dir, adapter_dir, data_file, predictions_file;
+  std::size_t batch_size = 64;
+  int threads = 0;
+  char delimiter = 0;
+  bool header = false;
+};
+
+struct predict_options {
+  fs::path model_dir, adapter_dir, input_file;  ///< input "-" or empty: stdin
+  std::size_t batch_size = 64;
+  int threads = 0;
+};
+
+struct merge_options {
+  fs::path model_dir, adapter_dir, output_dir;
+  bool overwrite = false;
+};
+
+/// LoRA target roles ("query,value", "all", ...) as PEFT's regular-expression `target_modules`.
+std::string lora_target_regex(const std::string& roles);
+
+}  // namespace peft_train

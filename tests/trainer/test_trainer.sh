@@ -1,0 +1,188 @@
+#!/usr/bin/env bash
+# End-to-end tests of peft-train on a tiny model made here (make_tiny_model): training with several
+# methods on both tasks, eval / predict / merge agreeing with each other, resume after an
+# interruption reaching the same weights and metrics, and bad input failing cleanly.
+#
+#   test_trainer.sh <peft-train> <make_tiny_model> <work dir>
+set -uo pipefail
+TRAIN=$1
+MAKE=$2
+W=$3
+rm -rf "$W" && mkdir -p "$W"
+"$MAKE" "$W" >/dev/null || { echo "make_tiny_model failed"; exit 1; }
+M="$W/model"
+failures=0
+fail() { echo "FAIL: $*"; failures=$((failures + 1)); }
+pass() { echo "ok: $*"; }
+json() { python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print(eval(sys.argv[2], {}, {'d': d}))" "$@"; }
+common=(--model "$M" --threads 2 --batch-size 8 --log-every 5 --seed 7)
+
+# ---- 1. LoRA on sentences: files, metrics, plot ---------------------------------------------------
+if "$TRAIN" train "${common[@]}" --train "$W/sst_train.tsv" --dev "$W/sst_dev.tsv" -o "$W/lora" --method lora \
+    --rank 4 --alpha 8 --target query,value --epochs 3 --lr 5e-3 >"$W/lora.out" 2>"$W/lora.err"; then
+  pass "train lora"
+else
+  fail "train lora: $(tail -3 "$W/lora.err")"
+fi
+for f in adapter/adapter_config.json adapter/adapter_model.safetensors adapter/peft_train.json metrics.jsonl summary.json; do
+  [[ -s "$W/lora/$f" ]] || fail "lora run lacks $f"
+done
+[[ ! -e "$W/lora/checkpoint.safetensors" ]] || fail "the checkpoint of a finished run was left behind"
+grep -q "trainable params" "$W/lora.out" && grep -q "dev accuracy" "$W/lora.out" || fail "no summary table printed"
+python3 - "$W/lora/metrics.jsonl" <<'PY' || fail "metrics.jsonl"
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+evals = [r for r in rows if r["event"] == "eval"]
+train = [r for r in rows if r["event"] == "train"]
+assert len(evals) == 3, evals
+assert all(0 <= r["accuracy"] <= 1 for r in evals)
+assert len(train) >= 3 and all(r["loss"] > 0 for r in train)
+PY
+python3 -c "import json,sys; c=json.load(open(sys.argv[1])); assert c['peft_type']=='LORA' and c['r']==4 and c['lora_alpha']==8 and sorted(c['target_modules'])==['query','value'] and c['modules_to_save']==['classifier'], c" \
+  "$W/lora/adapter/adapter_config.json" || fail "adapter_config.json is not what PEFT writes"
+if command -v gnuplot >/dev/null; then grep -q "<svg" "$W/lora/training.svg" || fail "no training.svg"; fi
+pass "lora outputs"
+
+# ---- 2. eval / predict agree with training's last evaluation --------------------------------------
+"$TRAIN" eval --model "$M" --adapter "$W/lora/adapter" --data "$W/sst_dev.tsv" --predictions "$W/lora_pred.tsv" >"$W/eval.json" 2>"$W/eval.err" ||
+  fail "eval: $(cat "$W/eval.err")"
+python3 - "$W/eval.json" "$W/lora/summary.json" <<'PY' || fail "eval differs from training's dev evaluation"
+import json, sys
+e = json.load(open(sys.argv[1])); s = json.load(open(sys.argv[2]))
+assert abs(e["accuracy"] - s["dev"]["accuracy"]) < 1e-12 and abs(e["loss"] - s["dev"]["loss"]) < 1e-5, (e, s["dev"])
+PY
+head -5 "$W/sst_dev.tsv" | cut -f1 | "$TRAIN" predict --model "$M" --adapter "$W/lora/adapter" >"$W/predict.out" 2>"$W/predict.err" ||
+  fail "predict: $(cat "$W/predict.err")"
+[[ $(wc -l <"$W/predict.out") -eq 5 ]] || fail "predict printed $(wc -l <"$W/predict.out") lines for 5 inputs"
+# The same texts, labelled by eval: predict must agree line by line.
+diff <(cut -f1 "$W/predict.out") <(head -5 "$W/lora_pred.tsv" | cut -f1) >/dev/null || fail "predict and eval disagree"
+pass "eval and predict"
+
+# ---- 3. merge: the merged model scores exactly as base + adapter ----------------------------------
+"$TRAIN" merge --model "$M" --adapter "$W/lora/adapter" -o "$W/merged" >"$W/merge.out" 2>"$W/merge.err" || fail "merge: $(cat "$W/merge.err")"
+"$TRAIN" eval --model "$W/merged" --data "$W/sst_dev.tsv" --predictions "$W/merged_pred.tsv" >"$W/eval_merged.json" 2>&1 ||
+  fail "eval merged: $(cat "$W/eval_merged.json")"
+python3 - "$W/eval.json" "$W/eval_merged.json" <<'PY' || fail "merged model scores differently"
+import json, sys
+a = json.load(open(sys.argv[1])); b = json.load(open(sys.argv[2]))
+assert a["accuracy"] == b["accuracy"] and abs(a["loss"] - b["loss"]) < 1e-4, (a, b)
+PY
+cmp -s <(cut -f1,3,4 "$W/lora_pred.tsv") <(cut -f1,3,4 "$W/merged_pred.tsv") || fail "merged predictions differ"
+pass "merge"
+
+# ---- 4. full fine-tuning learns the task; the written model evaluates alone ------------------------
+"$TRAIN" train "${common[@]}" --train "$W/sst_train.tsv" --dev "$W/sst_dev.tsv" -o "$W/full" --method full --epochs 4 \
+  --lr 2e-3 --no-plot >"$W/full.out" 2>"$W/full.err" || fail "train full: $(tail -3 "$W/full.err")"
+acc=$(json "$W/full/summary.json" "d['dev']['accuracy']")
+python3 -c "import sys; assert float(sys.argv[1]) >= 0.9" "$acc" && pass "full fine-tuning: dev accuracy $acc" ||
+  fail "full fine-tuning reached only $acc on a task a tiny model can learn"
+"$TRAIN" eval --model "$W/full/model" --data "$W/sst_dev.tsv" >"$W/eval_full.json" 2>&1 || fail "eval full model: $(cat "$W/eval_full.json")"
+[[ $(json "$W/eval_full.json" "d['accuracy']") == "$acc" ]] || fail "the saved full model scores differently"
+
+# ---- 5. token tagging with LoRA + BitFit: entity F1 -------------------------------------------------
+"$TRAIN" train "${common[@]}" --train "$W/ner_train.conll" --dev "$W/ner_dev.conll" -o "$W/ner" --method lora+bitfit \
+  --target all --epochs 8 --lr 1e-2 --no-plot >"$W/ner.out" 2>"$W/ner.err" || fail "train tagging: $(tail -3 "$W/ner.err")"
+f1=$(json "$W/ner/summary.json" "d['dev']['f1']")
+python3 -c "import sys; assert float(sys.argv[1]) >= 0.8" "$f1" && pass "tagging: dev entity F1 $f1" || fail "tagging F1 $f1"
+echo "alice smith went to paris" | "$TRAIN" predict --model "$M" --adapter "$W/ner/adapter" >"$W/ner_predict.out" 2>"$W/ner_predict.err" ||
+  fail "predict tags: $(cat "$W/ner_predict.err")"
+[[ $(grep -c . "$W/ner_predict.out") -eq 5 ]] || fail "predict tagged $(grep -c . "$W/ner_predict.out") words of 5"
+grep -q "PEFT_CPP" "$W/ner/adapter/adapter_config.json" || fail "a BitFit adapter must say peft_type PEFT_CPP"
+
+# ---- 6. interruption and --resume reach the same weights and metrics -------------------------------
+resume_args=(train "${common[@]}" --train "$W/sst_train.tsv" --dev "$W/sst_dev.tsv" --method lora+bitfit --epochs 2 --lr 5e-3
+  --save-every 0 --no-plot)
+"$TRAIN" "${resume_args[@]}" -o "$W/straight" >/dev/null 2>"$W/straight.err" || fail "uninterrupted run: $(tail -3 "$W/straight.err")"
+"$TRAIN" "${resume_args[@]}" -o "$W/resumed" --interrupt-after 37 >/dev/null 2>"$W/interrupted.err"
+rc=$?
+[[ $rc -eq 130 ]] || fail "an interrupted run must exit 130, got $rc"
+grep -q "resume" "$W/interrupted.err" || fail "the interruption message does not say how to resume"
+[[ -s "$W/resumed/checkpoint.safetensors" && ! -e "$W/resumed/adapter" ]] || fail "interrupted run: checkpoint missing or adapter written"
+"$TRAIN" "${resume_args[@]}" -o "$W/resumed" >/dev/null 2>"$W/norestart.err" && fail "a second run over a checkpoint without --resume must refuse"
+"$TRAIN" "${resume_args[@]}" -o "$W/resumed" --warmup 0.2 --resume >/dev/null 2>"$W/changed.err" && fail "--resume with other options must refuse"
+grep -q "other options" "$W/changed.err" || fail "changed-options message: $(cat "$W/changed.err")"
+"$TRAIN" "${resume_args[@]}" -o "$W/resumed" --resume >/dev/null 2>"$W/resumed.err" || fail "resume: $(tail -3 "$W/resumed.err")"
+cmp -s "$W/straight/adapter/adapter_model.safetensors" "$W/resumed/adapter/adapter_model.safetensors" &&
+  pass "resumed weights are bitwise those of the uninterrupted run" || fail "resumed weights differ"
+python3 - "$W/straight/metrics.jsonl" "$W/resumed/metrics.jsonl" <<'PY' || fail "resumed metrics differ"
+import json, sys
+def load(p):
+    rows = [json.loads(l) for l in open(p)]
+    for r in rows: r.pop("elapsed_s", None)
+    return rows
+a, b = load(sys.argv[1]), load(sys.argv[2])
+assert a == b, (len(a), len(b))
+PY
+
+# ---- 7. bad input: a clear message naming the file and line, non-zero exit, nothing written --------
+expect_error() {  # expect_error <name> <regex> <args...>
+  local name=$1 pattern=$2
+  shift 2
+  rm -rf "$W/bad"
+  if "$TRAIN" "$@" >"$W/bad.out" 2>"$W/bad.err"; then
+    fail "$name: exited 0"
+  elif ! grep -Eq -- "$pattern" "$W/bad.err"; then
+    fail "$name: message '$(cat "$W/bad.err")' does not match '$pattern'"
+  elif [[ -e "$W/bad" ]]; then
+    fail "$name: left $W/bad behind"
+  else
+    pass "$name: $(head -1 "$W/bad.err")"
+  fi
+}
+bad_train=(train --model "$M" --train "$W/sst_train.tsv" -o "$W/bad" --epochs 1)
+expect_error "missing model directory" "'$W/nope' does not exist" train --model "$W/nope" --train "$W/sst_train.tsv" -o "$W/bad"
+mkdir -p "$W/badmodel" && cp "$M"/* "$W/badmodel/"
+echo '{"hidden_size": 32, "num_attention_heads": ' >"$W/badmodel/config.json"
+expect_error "malformed config.json" "badmodel/config.json: not valid JSON" train --model "$W/badmodel" --train "$W/sst_train.tsv" -o "$W/bad"
+cp "$M"/* "$W/badmodel/" && rm "$W/badmodel/model.safetensors"
+expect_error "missing weights" "has no model.safetensors" train --model "$W/badmodel" --train "$W/sst_train.tsv" -o "$W/bad"
+cp "$M"/* "$W/badmodel/" && echo "extra" >>"$W/badmodel/vocab.txt"
+expect_error "vocabulary of another model" "vocab.txt has [0-9]+ tokens but the model's embedding table has [0-9]+ rows" \
+  train --model "$W/badmodel" --train "$W/sst_train.tsv" -o "$W/bad"
+head -c 100 "$M/model.safetensors" >"$W/badmodel/model.safetensors" && cp "$M/vocab.txt" "$W/badmodel/"
+expect_error "truncated weights file" "badmodel/model.safetensors" train --model "$W/badmodel" --train "$W/sst_train.tsv" -o "$W/bad"
+{ head -3 "$W/sst_dev.tsv"; printf 'a fine film\t2\n'; } >"$W/dev_badlabel.tsv"
+python3 - "$M/model.safetensors" "$W/badmodel/model.safetensors" <<'PY'
+import json, struct, sys
+raw = open(sys.argv[1], "rb").read()
+n = struct.unpack("<Q", raw[:8])[0]
+header = json.loads(raw[8:8 + n])
+data = raw[8 + n:]
+out, parts, offset = {}, [], 0
+for k, v in sorted(header.items()):
+    if k == "__metadata__" or "pooler" in k: continue
+    b, e = v["data_offsets"]
+    out[k] = dict(v, data_offsets=[offset, offset + e - b]); parts.append(data[b:e]); offset += e - b
+h = json.dumps(out).encode(); h += b" " * (-len(h) % 8)
+open(sys.argv[2], "wb").write(struct.pack("<Q", len(h)) + h + b"".join(parts))
+PY
+expect_error "frozen pooler missing from the checkpoint" "has no pooler .* use --pooling mean" \
+  train --model "$W/badmodel" --train "$W/sst_train.tsv" -o "$W/bad" --method lora
+expect_error "dev label unknown to training" "dev_badlabel.tsv:4: label '2' is not one of \{0, 1\}" "${bad_train[@]}" --dev "$W/dev_badlabel.tsv"
+{ head -3 "$W/sst_train.tsv"; echo; head -5 "$W/sst_train.tsv"; } >"$W/train_empty.tsv"
+expect_error "empty line" "train_empty.tsv:4: empty line" train --model "$M" --train "$W/train_empty.tsv" -o "$W/bad"
+{ head -3 "$W/sst_train.tsv"; echo "no label column here"; } >"$W/train_nolabel.tsv"
+expect_error "missing label column" "train_nolabel.tsv:4: 1 column" train --model "$M" --train "$W/train_nolabel.tsv" -o "$W/bad"
+{ head -2 "$W/sst_train.tsv"; printf '%s\t1\n' "$(printf 'good %.0s' {1..60})"; } >"$W/train_long.tsv"
+expect_error "sequence longer than the model's positions" "train_long.tsv:3: 62 tokens .* exceed the maximum length 40" \
+  train --model "$M" --train "$W/train_long.tsv" -o "$W/bad"
+expect_error "--max-length beyond the positions" "--max-length 100 exceeds the model's 40 positions" "${bad_train[@]}" --max-length 100
+printf 'alice\tB-person\nparis\n' >"$W/bad.conll"
+expect_error "CoNLL line without a tag" "bad.conll:2: expected 'token<TAB>tag'" train --model "$M" --train "$W/bad.conll" -o "$W/bad"
+expect_error "unknown method" "method 'lorax' is not one of" "${bad_train[@]}" --method lorax
+expect_error "LoRA rank too large" "rank r = 64 must be in \[1, min" "${bad_train[@]}" --rank 64
+"$TRAIN" train "${common[@]}" --train "$W/sst_train.tsv" -o "$W/houlsby" --method houlsby --epochs 1 --no-plot >/dev/null 2>&1 ||
+  fail "train houlsby"
+expect_error "merging a bottleneck adapter" "adapters are nonlinear and cannot be merged" merge --model "$M" --adapter "$W/houlsby/adapter" -o "$W/bad"
+cp -r "$W/lora/adapter" "$W/adapter_r2"
+python3 -c "import json,sys; p=sys.argv[1]; c=json.load(open(p)); c['lora']['r']=2; json.dump(c, open(p,'w'))" "$W/adapter_r2/peft_train.json"
+expect_error "adapter that does not fit the model" "lora_A.weight' has shape \[4, 32\] but the model's .* has shape \[2, 32\]" \
+  eval --model "$M" --adapter "$W/adapter_r2" --data "$W/sst_dev.tsv"
+expect_error "dev file with a tag set of another task" "label '1' is not one of" eval --model "$M" --adapter "$W/ner/adapter" --data "$W/sst_dev.tsv"
+[[ -s "$W/lora/adapter/adapter_model.safetensors" ]] || fail "an error run damaged an earlier output"
+
+if ((failures)); then
+  echo "$failures check(s) failed"
+  exit 1
+fi
+echo "all peft-train checks passed"
