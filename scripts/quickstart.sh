@@ -20,7 +20,7 @@ cmake --build "$BUILD" -j"${PEFT_JOBS:-2}" --target peft-train
 echo "== fine-tune: LoRA on SST-2 (6,920 training sentences, 872 dev)"
 start=$(date +%s)
 "$BUILD/examples/peft-train" train --model "$MODEL" --train data/sst2/train.tsv --dev data/sst2/dev.tsv -o "$OUT" --overwrite \
-  --method lora --rank 8 --alpha 16 --target query,value --lr 1e-3 --epochs 2 --batch-size 16 --seed 42
+  --method lora --rank 8 --alpha 16 --target query,value --lr 1e-3 --epochs 2 --batch-size 16 --eval-batch-size 32 --seed 42
 echo "wall time of the fine-tuning command: $(($(date +%s) - start)) s"
 echo
 echo "Next: label your own sentences with"
