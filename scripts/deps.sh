@@ -24,3 +24,9 @@ peft_install_deps() {
     export PATH="/usr/local/cuda/bin:$PATH"
   fi
 }
+
+# Configures (Release, examples on) and builds the command-line trainer in build directory $1.
+peft_build_trainer() {
+  cmake -S . -B "$1" -DCMAKE_BUILD_TYPE=Release -DPEFT_BUILD_EXAMPLES=ON >/dev/null
+  cmake --build "$1" -j"${PEFT_JOBS:-2}" --target peft-train
+}

@@ -14,8 +14,7 @@ MODEL=$(scripts/find_minilm.sh)
 echo "   $MODEL"
 
 echo "== build peft-train"
-cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DPEFT_BUILD_EXAMPLES=ON >/dev/null
-cmake --build "$BUILD" -j"${PEFT_JOBS:-2}" --target peft-train
+peft_build_trainer "$BUILD"
 
 echo "== fine-tune: LoRA on SST-2 (6,920 training sentences, 872 dev)"
 start=$(date +%s)

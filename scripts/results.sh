@@ -12,8 +12,7 @@ peft_install_deps
 BUILD=${PEFT_BUILD_DIR:-build}
 OUT=${PEFT_RESULTS_DIR:-$BUILD/results}
 MODEL=$(scripts/find_minilm.sh)
-cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DPEFT_BUILD_EXAMPLES=ON >/dev/null
-cmake --build "$BUILD" -j"${PEFT_JOBS:-2}" --target peft-train
+peft_build_trainer "$BUILD"
 TRAIN="$BUILD/examples/peft-train"
 
 # Hyperparameters: one setting per method, shared by both tasks (no search). Learning rates follow
