@@ -75,7 +75,11 @@ int commands<Plan>::train(const train_options& o) {
     bo.seed = peft::derive_seed(o.seed, 1000 + epoch);
     return make_batches(md.tokenizer, train_set, card, bo);
   };
-  const std::size_t steps_per_epoch = make_batches(md.tokenizer, train_set, card, train_batching, &train_stats).size();
+  // Epoch 0's batches, made now so that every example is checked before anything is written.
+  auto first_epoch = make_batches(md.tokenizer, train_set, card,
+                                  [&] { auto bo = train_batching; bo.seed = peft::derive_seed(o.seed, 1000); return bo; }(),
+                                  &train_stats);
+  const std::size_t steps_per_epoch = first_epoch.size();
   std::vector<peft::data::labeled_batch> dev_batches;
   if (dev_set) {  // label errors name the dev file and line: the label sets must agree
     dev_batches = make_batches(md.tokenizer, *dev_set, card,
@@ -156,7 +160,7 @@ int commands<Plan>::train(const train_options& o) {
     install_interrupt_handlers();
     bool done = step >= total_steps;
     for (; epoch < o.epochs && !done; ++epoch, next_batch = 0) {
-      const auto batches = epoch_batches(epoch);
+      const auto batches = epoch == 0 ? std::move(first_epoch) : epoch_batches(epoch);
       bar.start(peft::detail::concat("epoch ", epoch + 1, "/", o.epochs), batches.size());
       for (std::size_t b = next_batch; b < batches.size() && !done; ++b) {
         const auto& batch = batches[b];

@@ -77,7 +77,7 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   train->add_option("--reduction-factor", t.card.methods.adapter.reduction_factor, "adapter reduction factor")
       ->capture_default_str();
-  train->add_option("--adapter-activation", activation, "adapter nonlinearity: relu, gelu, tanh")->capture_default_str();
+  train->add_option("--adapter-activation", activation, "adapter nonlinearity: relu, gelu, gelu_new, tanh")->capture_default_str();
   train->add_option("--pooling", t.card.pooling,
                     "sentence representation: cls (BERT's pooler, loadable by transformers) or mean (mean of the tokens)")
       ->check(CLI::IsMember({"cls", "mean"}))
@@ -147,10 +147,7 @@ int main(int argc, char** argv) {
       t.card.task = task.empty() ? task_from_extension(t.train_file) : task;
       t.card.method = method_names[std::size_t(method_index(method))];
       t.card.methods.lora.target_modules = lora_target_regex(t.card.lora_targets);
-      t.card.methods.adapter.nonlinearity = activation == "gelu" ? peft::activation::gelu
-                                            : activation == "tanh" ? peft::activation::tanh
-                                            : activation == "relu" ? peft::activation::relu
-                                            : throw peft::config_error("--adapter-activation must be relu, gelu or tanh");
+      t.card.methods.adapter.nonlinearity = activation_named(activation);
       t.delimiter = delimiter_of(delimiter);
       set_threads(t.threads);
       return commands_of(method_index(t.card.method)).train(t);

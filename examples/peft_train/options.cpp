@@ -19,18 +19,19 @@ std::vector<std::string> split(const std::string& s, char sep) {
     if (!cur.empty()) out.push_back(cur);
   return out;
 }
-peft::activation activation_named(const std::string& name) {
-  for (auto a : {peft::activation::relu, peft::activation::gelu, peft::activation::gelu_tanh, peft::activation::tanh,
-                 peft::activation::identity})
-    if (peft::to_string(a) == name) return a;
-  throw peft::config_error("activation '" + name + "' is not one of relu, gelu, gelu_new, tanh, linear");
-}
 std::string choices() {
   std::string s;
   for (auto m : method_names) s += (s.empty() ? "" : ", ") + std::string(m);
   return s;
 }
 }  // namespace
+
+peft::activation activation_named(const std::string& name) {
+  for (auto a : {peft::activation::relu, peft::activation::gelu, peft::activation::gelu_tanh, peft::activation::tanh,
+                 peft::activation::identity})
+    if (peft::to_string(a) == name) return a;
+  throw peft::config_error("activation '" + name + "' is not one of relu, gelu, gelu_new, tanh, linear");
+}
 
 int method_index(const std::string& method) {
   std::set<std::string> parts;

@@ -86,6 +86,9 @@ struct merge_options {
   bool overwrite = false;
 };
 
+/// An activation by its Hugging Face name (relu, gelu, gelu_new, tanh, linear); `config_error` otherwise.
+peft::activation activation_named(const std::string& name);
+
 /// LoRA target roles ("query,value", "all", ...) as PEFT's regular-expression `target_modules`.
 std::string lora_target_regex(const std::string& roles);
 
