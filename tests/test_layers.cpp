@@ -150,6 +150,91 @@ BOOST_AUTO_TEST_CASE(eigen_float_tracks_the_double_reference) {
   BOOST_TEST(d.empty(), "losses: " << d);
 }
 
+namespace {
+/// Every element of c = alpha op(a) op(b) + beta c0 from a plain triple loop in long double; the largest
+/// error relative to the largest |term|, so float and double share one tolerance scale.
+template <class T>
+double naive_gemm_error(op ta, op tb, std::size_t m, std::size_t n, std::size_t k, T alpha, const std::vector<T>& a,
+                        const std::vector<T>& b, T beta, const std::vector<T>& c0, const std::vector<T>& c) {
+  double worst = 0;
+  for (std::size_t i = 0; i < m; ++i)
+    for (std::size_t j = 0; j < n; ++j) {
+      long double s = 0, mag = 0;
+      for (std::size_t p = 0; p < k; ++p) {
+        const long double x = ta == op::n ? a[i * k + p] : a[p * m + i], y = tb == op::n ? b[p * n + j] : b[j * k + p];
+        s += x * y;
+        mag += std::fabs(x * y);
+      }
+      const long double ref = alpha * s + (beta == T(0) ? 0.0L : beta * c0[i * n + j]);
+      const long double scale = std::fabs(alpha) * mag + std::fabs(beta * c0[i * n + j]) + 1e-30L;
+      worst = std::max(worst, double(std::fabs(ref - c[i * n + j]) / scale));
+    }
+  return worst;
+}
+
+template <class T>
+void check_eigen_gemm(double tol) {
+  using B = backend::eigen<T>;
+  typename B::context ctx(2);
+  init_rng rng(7);
+  auto random = [&](std::size_t count) {
+    std::vector<T> v(count);
+    for (auto& x : v) x = T(rng.uniform(-1, 1));
+    return v;
+  };
+  // Small (one thread), odd (bands not multiples of 8), wide, tall, and large enough to split over
+  // threads along rows or along columns; k = 1 and a row vector for the kernel's edge cases.
+  const std::size_t shapes[][3] = {{3, 5, 2}, {1, 33, 7}, {17, 1, 40}, {130, 75, 97}, {9, 300, 200},
+                                   {300, 9, 200}, {257, 129, 65}, {64, 64, 1}, {96, 200, 300}};
+  const T nan = std::numeric_limits<T>::quiet_NaN();
+  for (const auto& [m, n, k] : shapes)
+    for (const op ta : {op::n, op::t})
+      for (const op tb : {op::n, op::t})
+        for (const T beta : {T(0), T(1), T(-0.5)}) {
+          typename B::tensor a, b, c;
+          const auto ha = random(m * k), hb = random(k * n);
+          // beta == 0 must ignore C entirely, NaN included (BLAS semantics).
+          const auto hc0 = beta == T(0) ? std::vector<T>(m * n, nan) : random(m * n);
+          B::copy_from_host(ctx, ha, ta == op::n ? shape{m, k} : shape{k, m}, a);
+          B::copy_from_host(ctx, hb, tb == op::n ? shape{k, n} : shape{n, k}, b);
+          B::copy_from_host(ctx, hc0, {m, n}, c);
+          B::gemm(ctx, ta, tb, T(0.75), a, b, beta, c);
+          const double err = naive_gemm_error(ta, tb, m, n, k, T(0.75), ha, hb, beta, hc0, B::copy_to_host(ctx, c));
+          BOOST_TEST(err < tol, "gemm " << m << "x" << n << "x" << k << " ta=" << int(ta) << " tb=" << int(tb)
+                                        << " beta=" << beta << ": relative error " << err);
+        }
+  // Batched, strided: 3 x 2 products of 40x24 (a^T) by 24x36 inside larger row pitches.
+  const std::size_t m = 40, n = 36, k = 24, outer = 3, inner = 2, lda = 50, ldb = 45, ldc = 60;
+  const auto ha = random(outer * inner * k * lda), hb = random(outer * inner * k * ldb);
+  auto hc = random(outer * inner * m * ldc);
+  const auto hc0 = hc;
+  B::gemm_batched(ctx, op::t, op::n, m, n, k, T(1.5), {ha.data(), lda, k * lda, inner * k * lda},
+                  {hb.data(), ldb, k * ldb, inner * k * ldb}, T(2), {hc.data(), ldc, m * ldc, inner * m * ldc}, outer,
+                  inner);
+  for (std::size_t idx = 0; idx < outer * inner; ++idx) {
+    std::vector<T> a(k * m), b(k * n), c0(m * n), c(m * n);
+    for (std::size_t r = 0; r < k; ++r)
+      for (std::size_t j = 0; j < m; ++j) a[r * m + j] = ha[idx * k * lda + r * lda + j];
+    for (std::size_t r = 0; r < k; ++r)
+      for (std::size_t j = 0; j < n; ++j) b[r * n + j] = hb[idx * k * ldb + r * ldb + j];
+    for (std::size_t r = 0; r < m; ++r)
+      for (std::size_t j = 0; j < n; ++j) {
+        c0[r * n + j] = hc0[idx * m * ldc + r * ldc + j];
+        c[r * n + j] = hc[idx * m * ldc + r * ldc + j];
+      }
+    const double err = naive_gemm_error(op::t, op::n, m, n, k, T(1.5), a, b, T(2), c0, c);
+    BOOST_TEST(err < tol, "gemm_batched product " << idx << ": relative error " << err);
+    for (std::size_t r = 0; r < m; ++r)  // the pitch padding is not written
+      for (std::size_t j = n; j < ldc; ++j) BOOST_TEST(hc[idx * m * ldc + r * ldc + j] == hc0[idx * m * ldc + r * ldc + j]);
+  }
+}
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(eigen_gemm_matches_a_naive_product) {
+  check_eigen_gemm<float>(1e-5);
+  check_eigen_gemm<double>(1e-13);
+}
+
 BOOST_AUTO_TEST_SUITE_END()
 
 BOOST_AUTO_TEST_SUITE(bad_input)

@@ -2,8 +2,9 @@
 /// \file `peft::backend::eigen<T>`: the fast CPU backend.
 ///
 /// Tensors live in aligned host memory and are viewed through `Eigen::Map` (no copies). GEMMs go to
-/// Eigen's blocked kernels, multithreaded by OpenMP when the target is built with it (or to BLAS when
-/// the user defines `EIGEN_USE_BLAS`); element-wise kernels are OpenMP loops over contiguous memory.
+/// Eigen's blocked kernels on packing buffers kept in the context (`eigen_gemm.hpp`), split over OpenMP
+/// threads when the target is built with it (or to BLAS when the user defines `EIGEN_USE_BLAS`);
+/// element-wise kernels are OpenMP loops over contiguous memory.
 
 #include <Eigen/Core>
 #include <algorithm>
@@ -15,37 +16,54 @@
 
 #include "peft/core/backend.hpp"
 #include "peft/core/host_tensor.hpp"
+#include "peft/backend/eigen_gemm.hpp"
 #include "peft/backend/host_memory.hpp"
 #include "peft/core/random.hpp"
 
 namespace peft::backend {
 
 namespace detail {
+// Every parallel region of the backend uses the same team size, Eigen's thread count (the context's
+// `threads`, else OpenMP's default): the OpenMP runtime keeps the last team and reuses it only for the
+// same size, and it allocates a fresh team for every serialised region, so small loops run outside
+// any region rather than through `if(false)`.
+
 /// Runs `f(i)` for i in [0, n), in parallel when the work (n times `cost` elements per call) is large
 /// enough to pay for threads.
 template <class F>
 void host_parallel_for(std::size_t n, F&& f, std::size_t cost = 1) {
   const auto count = static_cast<std::int64_t>(n);
-  const bool parallel = n * cost > 32768;
 #if defined(_OPENMP)
-#pragma omp parallel for schedule(static) if (parallel)
+  const int threads = Eigen::nbThreads();
+  if (n * cost > 32768 && threads > 1 && !omp_in_parallel()) {
+#pragma omp parallel for schedule(static) num_threads(threads)
+    for (std::int64_t i = 0; i < count; ++i) f(static_cast<std::size_t>(i));
+    return;
+  }
 #endif
   for (std::int64_t i = 0; i < count; ++i) f(static_cast<std::size_t>(i));
-  (void)parallel;
 }
-/// Runs `f(i)` for i in [0, n) in parallel whatever n (each call is substantial work).
+/// Runs `f(i)` for i in [0, n) in parallel whenever there are two or more calls (each call is
+/// substantial work).
 template <class F>
 void host_parallel_for_always(std::size_t n, F&& f) {
   const auto count = static_cast<std::int64_t>(n);
 #if defined(_OPENMP)
-#pragma omp parallel for schedule(static)
+  const int threads = Eigen::nbThreads();
+  if (n > 1 && threads > 1 && !omp_in_parallel()) {
+#pragma omp parallel for schedule(static) num_threads(threads)
+    for (std::int64_t i = 0; i < count; ++i) f(static_cast<std::size_t>(i));
+    return;
+  }
 #endif
   for (std::int64_t i = 0; i < count; ++i) f(static_cast<std::size_t>(i));
 }
 }  // namespace detail
 
 /// Eigen policy. `T` is float or double. The context sets Eigen's thread count (0 keeps the default,
-/// which is OpenMP's).
+/// which is OpenMP's) and owns the GEMM packing buffers, which grow to the largest product seen and
+/// are then reused, so a steady-state step allocates nothing. A context serves one host thread at a
+/// time; copying one gives empty buffers.
 template <std::floating_point T>
 struct eigen : detail::host_memory<T> {
   using value_type = T;
@@ -58,6 +76,7 @@ struct eigen : detail::host_memory<T> {
     explicit context(int threads) {
       if (threads > 0) Eigen::setNbThreads(threads);
     }
+    detail::gemm_workspace<T> gemm_buffers;
   };
 
   using matrix = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
@@ -120,34 +139,32 @@ struct eigen : detail::host_memory<T> {
   // ---- matrix --------------------------------------------------------------------------------------
   /// c = alpha * op(a) * op(b) + beta * c; every operand viewed as a matrix (rows x cols). With
   /// beta == 0 the old contents of c are ignored (BLAS semantics).
-  static void gemm(context&, op ta, op tb, T alpha, const tensor& a, const tensor& b, T beta, tensor& c) {
+  static void gemm(context& ctx, op ta, op tb, T alpha, const tensor& a, const tensor& b, T beta, tensor& c) {
     const std::size_t m = ta == op::n ? a.rows() : a.cols(), k = ta == op::n ? a.cols() : a.rows();
     const std::size_t kb = tb == op::n ? b.rows() : b.cols(), n = tb == op::n ? b.cols() : b.rows();
     if (k != kb || c.rows() != m || c.cols() != n)
       throw shape_error(peft::detail::concat("eigen::gemm: op(a) is ", m, "x", k, " (a ", a.shape(), "), op(b) is ",
                                              kb, "x", n, " (b ", b.shape(), "), c is ", c.shape()));
-    auto C = mat(c);
-    const auto A = mat(a);
-    const auto Bm = mat(b);
-    auto run = [&](const auto& x, const auto& y) {
-      if (beta == T(0)) {
-        C.noalias() = alpha * x * y;
-      } else {
-        if (beta != T(1)) C *= beta;
-        C.noalias() += alpha * x * y;
-      }
-    };
-    if (ta == op::n && tb == op::n) run(A, Bm);
-    else if (ta == op::n) run(A, Bm.transpose());
-    else if (tb == op::n) run(A.transpose(), Bm);
-    else run(A.transpose(), Bm.transpose());
+#ifdef EIGEN_USE_BLAS
+    (void)ctx;
+    using cmap = Eigen::Map<const matrix, Eigen::Unaligned, Eigen::OuterStride<>>;
+    using map = Eigen::Map<matrix, Eigen::Unaligned, Eigen::OuterStride<>>;
+    eigen_product(ta, tb, alpha, cmap(a.data(), ta == op::n ? m : k, ta == op::n ? k : m, Eigen::OuterStride<>(a.cols())),
+                  cmap(b.data(), tb == op::n ? k : n, tb == op::n ? n : k, Eigen::OuterStride<>(b.cols())), beta,
+                  map(c.data(), m, n, Eigen::OuterStride<>(n)));
+#else
+    detail::blocked_gemm(ctx.gemm_buffers, operands(ta, tb, m, n, k, alpha, a.data(), a.cols(), b.data(), b.cols(), c.data(), n),
+                         beta, Eigen::nbThreads());
+#endif
   }
   /// For every (o, i) of an outer_count x inner_count batch: c = alpha op(a) op(b) + beta c, with
   /// op(a) m x k, op(b) k x n, c m x n, addressed through `matrix_batch` strides. Parallel over the
-  /// batch (Eigen does not nest its own threads inside).
-  static void gemm_batched(context&, op ta, op tb, std::size_t m, std::size_t n, std::size_t k, T alpha,
+  /// batch, one thread per product.
+  static void gemm_batched(context& ctx, op ta, op tb, std::size_t m, std::size_t n, std::size_t k, T alpha,
                            matrix_batch<const T*> a, matrix_batch<const T*> b, T beta, matrix_batch<T*> c,
                            std::size_t outer_count, std::size_t inner_count) {
+#ifdef EIGEN_USE_BLAS
+    (void)ctx;
     using stride = Eigen::OuterStride<>;
     using cmap = Eigen::Map<const matrix, Eigen::Unaligned, stride>;
     using map = Eigen::Map<matrix, Eigen::Unaligned, stride>;
@@ -155,23 +172,51 @@ struct eigen : detail::host_memory<T> {
     const auto br = Eigen::Index(tb == op::n ? k : n), bc = Eigen::Index(tb == op::n ? n : k);
     detail::host_parallel_for_always(outer_count * inner_count, [&](std::size_t idx) {
       const std::size_t o = idx / inner_count, i = idx % inner_count;
-      const cmap A(a.data + o * a.outer + i * a.inner, ar, ac, stride(Eigen::Index(a.ld)));
-      const cmap Bm(b.data + o * b.outer + i * b.inner, br, bc, stride(Eigen::Index(b.ld)));
-      map C(c.data + o * c.outer + i * c.inner, Eigen::Index(m), Eigen::Index(n), stride(Eigen::Index(c.ld)));
-      auto run = [&](const auto& x, const auto& y) {
-        if (beta == T(0)) {
-          C.noalias() = alpha * x * y;
-        } else {
-          C *= beta;
-          C.noalias() += alpha * x * y;
-        }
-      };
-      if (ta == op::n && tb == op::n) run(A, Bm);
-      else if (ta == op::n) run(A, Bm.transpose());
-      else if (tb == op::n) run(A.transpose(), Bm);
-      else run(A.transpose(), Bm.transpose());
+      eigen_product(ta, tb, alpha, cmap(a.data + o * a.outer + i * a.inner, ar, ac, stride(Eigen::Index(a.ld))),
+                    cmap(b.data + o * b.outer + i * b.inner, br, bc, stride(Eigen::Index(b.ld))), beta,
+                    map(c.data + o * c.outer + i * c.inner, Eigen::Index(m), Eigen::Index(n), stride(Eigen::Index(c.ld))));
     });
+#else
+#if defined(_OPENMP)
+    ctx.gemm_buffers.reserve_threads(std::size_t(Eigen::nbThreads()));
+#endif
+    detail::host_parallel_for_always(outer_count * inner_count, [&](std::size_t idx) {
+      const std::size_t o = idx / inner_count, i = idx % inner_count;
+      detail::blocked_gemm(ctx.gemm_buffers,
+                           operands(ta, tb, m, n, k, alpha, a.data + o * a.outer + i * a.inner, a.ld,
+                                    b.data + o * b.outer + i * b.inner, b.ld, c.data + o * c.outer + i * c.inner, c.ld),
+                           beta, 1);
+    });
+#endif
   }
+
+ private:
+  static detail::gemm_operands<T> operands(op ta, op tb, std::size_t m, std::size_t n, std::size_t k, T alpha,
+                                           const T* a, std::size_t lda, const T* b, std::size_t ldb, T* c,
+                                           std::size_t ldc) {
+    using I = Eigen::Index;
+    return {ta == op::t, tb == op::t, I(m), I(n), I(k), alpha, a, I(lda), b, I(ldb), c, I(ldc)};
+  }
+#ifdef EIGEN_USE_BLAS
+  /// c = alpha op(x) op(y) + beta c through Eigen's product expressions (which call BLAS).
+  template <class X, class Y, class C>
+  static void eigen_product(op ta, op tb, T alpha, const X& x, const Y& y, T beta, C&& c) {
+    auto run = [&](const auto& l, const auto& r) {
+      if (beta == T(0)) {
+        c.noalias() = alpha * l * r;
+      } else {
+        if (beta != T(1)) c *= beta;
+        c.noalias() += alpha * l * r;
+      }
+    };
+    if (ta == op::n && tb == op::n) run(x, y);
+    else if (ta == op::n) run(x, y.transpose());
+    else if (tb == op::n) run(x.transpose(), y);
+    else run(x.transpose(), y.transpose());
+  }
+#endif
+
+ public:
   /// y[r, :] += b for every row r.
   static void add_row_vector(context&, tensor& y, const tensor& b) {
     if (b.size() != y.cols())
