@@ -204,51 +204,96 @@ BOOST_AUTO_TEST_CASE(training_runs_agree_across_backends) {
   BOOST_TEST(d.empty(), "adafactor full: " << d);
 }
 
-BOOST_AUTO_TEST_CASE(steady_state_step_allocates_nothing) {
 #if defined(PEFT_TEST_COUNTS_ALLOCATIONS)
-  using B = backend::eigen<float>;
-  B::context ctx;  // OpenMP's thread count: the large products are split over threads
-  ctx.training = true;
-  // Controls: the counter sees an allocation, and Eigen's own product of this size allocates (its packing
-  // buffers), so a zero below means the backend avoided it, not that nothing was counted.
-  {
-    allocations = 0;
-    counting = true;
-    void* volatile probe = std::malloc(1000);  // volatile: the call cannot be elided
-    counting = false;
-    std::free(probe);
-    BOOST_TEST_REQUIRE(allocations.load() == 1, "the allocation counter does not see allocations");
-    Eigen::MatrixXf p = Eigen::MatrixXf::Constant(256, 256, 1.0f), q(256, 256);
-    allocations = 0;
-    counting = true;
-    q.noalias() = p * p;
-    counting = false;
-    BOOST_TEST(allocations.load() >= 1, "Eigen's product is expected to allocate its packing buffers");
-    BOOST_TEST(q(3, 4) == 256.0f);
-  }
-  // Products of 64 x 128 x 256 and 64 x 256 x 256 (split over threads) and 64 x 256 x 4 (one thread).
-  models::mlp_classifier<B, lora_bitfit_p> m(ctx, {.input_dim = 128, .hidden = {256, 256}, .num_labels = 4, .dropout = 0.1},
-                                              {.lora = {.r = 8, .alpha = 16, .dropout = 0.1}});
-  optim::optimizer opt(m, optim::adamw{.lr = 1e-3}, optim::cosine_schedule{.warmup_steps = 2, .total_steps = 10});
-  loss::softmax_cross_entropy<B> ce;
-  B::tensor x;
-  B::copy_from_host(ctx, std::vector<float>(64 * 128, 0.25f), {64, 128}, x);
-  const std::vector<std::int32_t> labels(64, 1);
-  auto step = [&] {
-    opt.zero_grad(ctx);
-    ce.forward(ctx, m.forward(ctx, x), labels);
-    m.backward(ctx, ce.gradient());
-    opt.clip_grad_norm(ctx, 1.0);
-    opt.step(ctx);
-  };
-  step();  // first step sizes every buffer, the GEMM workspace and the optimizer state
+namespace {
+/// Heap allocations made by steps 3 and 4 of `step` (the first two size every buffer, the GEMM
+/// workspace and the optimizer state).
+template <class Step>
+long steady_state_allocations(Step&& step) {
+  step();
   step();
   allocations = 0;
   counting = true;
   step();
   step();
   counting = false;
-  BOOST_TEST(allocations.load() == 0);
+  return allocations.load();
+}
+
+/// The steady-state allocations of an MLP classifier (products of 64 x 128 x 256 and 64 x 256 x 256,
+/// split over threads, and 64 x 256 x 4 on one) trained by `rule` with LoRA + BitFit.
+template <class Rule>
+long mlp_step_allocations(Rule rule) {
+  using B = backend::eigen<float>;
+  B::context ctx;  // OpenMP's thread count
+  ctx.training = true;
+  models::mlp_classifier<B, lora_bitfit_p> m(ctx, {.input_dim = 128, .hidden = {256, 256}, .num_labels = 4, .dropout = 0.1},
+                                              {.lora = {.r = 8, .alpha = 16, .dropout = 0.1}});
+  optim::optimizer opt(m, rule, optim::cosine_schedule{.warmup_steps = 2, .total_steps = 10});
+  loss::softmax_cross_entropy<B> ce;
+  B::tensor x;
+  B::copy_from_host(ctx, std::vector<float>(64 * 128, 0.25f), {64, 128}, x);
+  const std::vector<std::int32_t> labels(64, 1);
+  return steady_state_allocations([&] {
+    opt.zero_grad(ctx);
+    ce.forward(ctx, m.forward(ctx, x), labels);
+    m.backward(ctx, ce.gradient());
+    opt.clip_grad_norm(ctx, 1.0);
+    opt.step(ctx);
+  });
+}
+}  // namespace
+#endif
+
+BOOST_AUTO_TEST_CASE(steady_state_step_allocates_nothing) {
+#if defined(PEFT_TEST_COUNTS_ALLOCATIONS)
+  // Controls: the counter sees an allocation, and Eigen's own product of this size allocates (its packing
+  // buffers), so a zero below means the backend avoided it, not that nothing was counted.
+  allocations = 0;
+  counting = true;
+  void* volatile probe = std::malloc(1000);  // volatile: the call cannot be elided
+  counting = false;
+  std::free(probe);
+  BOOST_TEST_REQUIRE(allocations.load() == 1, "the allocation counter does not see allocations");
+  Eigen::MatrixXf p = Eigen::MatrixXf::Constant(256, 256, 1.0f), q(256, 256);
+  allocations = 0;
+  counting = true;
+  q.noalias() = p * p;
+  counting = false;
+  BOOST_TEST(allocations.load() >= 1, "Eigen's product is expected to allocate its packing buffers");
+  BOOST_TEST(q(3, 4) == 256.0f);
+
+  BOOST_TEST(mlp_step_allocations(optim::adamw{.lr = 1e-3}) == 0, "adamw");
+  BOOST_TEST(mlp_step_allocations(optim::sgd{.lr = 0.1, .momentum = 0.9, .nesterov = true, .weight_decay = 0.01}) == 0,
+             "sgd");
+  BOOST_TEST(mlp_step_allocations(optim::adafactor{.beta1 = 0.9}) == 0, "adafactor");
+
+  // A BERT encoder (attention's batched products, layer norm, embeddings, GELU, adapters) with LoRA,
+  // BitFit and Houlsby adapters: sequence 32 x batch 4, hidden 64, 4 heads.
+  using B = backend::eigen<float>;
+  B::context ctx;
+  ctx.training = true;
+  const models::bert_config c{.vocab_size = 50, .hidden_size = 64, .num_hidden_layers = 2, .num_attention_heads = 4,
+                              .intermediate_size = 128, .max_position_embeddings = 40, .type_vocab_size = 2};
+  models::bert_for_sequence_classification<B, plan<methods::lora<roles::query, roles::value>, methods::bitfit,
+                                                   methods::houlsby_adapter>>
+      bert(ctx, c, {.num_labels = 3}, {.lora = {.r = 4, .alpha = 8, .dropout = 0.1}, .adapter = {.bottleneck = 8}});
+  models::encoder_batch batch{.batch_size = 4, .seq_len = 32};
+  for (std::size_t i = 0; i < 4 * 32; ++i) {
+    batch.input_ids.push_back(std::int32_t(i * 7 % 50));
+    batch.token_type_ids.push_back(std::int32_t(i % 32 >= 16));
+    batch.attention_mask.push_back(i % 32 < 32 - 5 * (i / 32));  // the later sequences padded
+  }
+  optim::optimizer opt(bert, optim::adamw{.lr = 1e-3});
+  loss::softmax_cross_entropy<B> ce;
+  const std::vector<std::int32_t> labels{0, 1, 2, 1};
+  BOOST_TEST(steady_state_allocations([&] {
+               opt.zero_grad(ctx);
+               ce.forward(ctx, bert.forward(ctx, batch), labels);
+               bert.backward(ctx, ce.gradient());
+               opt.step(ctx);
+             }) == 0,
+             "bert");
 #else
   BOOST_TEST_MESSAGE("steady_state_step_allocates_nothing: allocations cannot be counted in this build (sanitizer)");
 #endif

@@ -77,6 +77,7 @@ struct eigen : detail::host_memory<T> {
       if (threads > 0) Eigen::setNbThreads(threads);
     }
     detail::gemm_workspace<T> gemm_buffers;
+    detail::grow_only_buffer<T> scratch;  // kernel temporaries (Adafactor's update)
   };
 
   using matrix = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
@@ -394,17 +395,19 @@ struct eigen : detail::host_memory<T> {
   // ---- update rules --------------------------------------------------------------------------------
   static void sgd_update(context&, tensor& w, const tensor& g, tensor& velocity, const sgd_args& a) {
     peft::detail::require_same_shape("eigen::sgd_update", w.shape(), g.shape());
-    auto W = arr(w);
-    const array gd = arr(g) + T(a.weight_decay) * W;
-    if (a.momentum == 0) {
-      W -= T(a.lr) * gd;
-      return;
-    }
-    auto V = arr(velocity);
-    if (a.first_step) V = gd;
-    else V = T(a.momentum) * V + T(1 - a.dampening) * gd;
-    if (a.nesterov) W -= T(a.lr) * (gd + T(a.momentum) * V);
-    else W -= T(a.lr) * V;
+    const T lr = T(a.lr), wd = T(a.weight_decay), mom = T(a.momentum), keep = T(1 - a.dampening);
+    T *wp = w.data(), *vp = velocity.data();
+    const T* gp = g.data();
+    const bool momentum = a.momentum != 0, first = a.first_step, nesterov = a.nesterov;
+    detail::host_parallel_for(w.size(), [&](std::size_t i) {
+      const T gd = gp[i] + wd * wp[i];
+      if (!momentum) {
+        wp[i] -= lr * gd;
+        return;
+      }
+      vp[i] = first ? gd : mom * vp[i] + keep * gd;
+      wp[i] -= nesterov ? lr * (gd + mom * vp[i]) : lr * vp[i];
+    });
   }
   static void adamw_update(context&, tensor& w, const tensor& g, tensor& m, tensor& v, const adamw_args& a) {
     peft::detail::require_same_shape("eigen::adamw_update", w.shape(), g.shape());
@@ -422,20 +425,27 @@ struct eigen : detail::host_memory<T> {
   }
   /// Adafactor; `row`/`col` hold the factored second moment (matrices), `v` the full one (vectors),
   /// `m` the first moment when beta1 > 0.
-  static void adafactor_update(context&, tensor& w, const tensor& g, tensor& row, tensor& col, tensor& v, tensor& m,
+  static void adafactor_update(context& ctx, tensor& w, const tensor& g, tensor& row, tensor& col, tensor& v, tensor& m,
                                const adafactor_args& a) {
     peft::detail::require_same_shape("eigen::adafactor_update", w.shape(), g.shape());
     const T beta2t = T(a.beta2t);
-    array update = arr(g).square() + T(a.eps1);
+    const auto rows = Eigen::Index(w.rows()), cols = Eigen::Index(w.cols()), n = Eigen::Index(w.size());
+    // The update and, when factored, the row and column factors live in the context's scratch buffer.
+    T* scratch = ctx.scratch.reserve(std::size_t(n + (a.factored ? rows + cols : 0)));
+    Eigen::Map<array, Eigen::Aligned16> update(scratch, n);
+    update = arr(g).square() + T(a.eps1);
     if (a.factored) {
-      const auto U = Eigen::Map<const matrix>(update.data(), Eigen::Index(w.rows()), Eigen::Index(w.cols()));
+      const Eigen::Map<const matrix> U(scratch, rows, cols);
       auto R = arr(row), C = arr(col);
       R = beta2t * R + (T(1) - beta2t) * U.rowwise().mean().array();
       C = beta2t * C + (T(1) - beta2t) * U.colwise().mean().transpose().array();
-      const array r_factor = (R / R.mean()).rsqrt();
-      const array c_factor = C.rsqrt();
-      auto Upd = Eigen::Map<matrix>(update.data(), Eigen::Index(w.rows()), Eigen::Index(w.cols()));
-      Upd = (r_factor.matrix() * c_factor.matrix().transpose()).cwiseProduct(mat(g));
+      Eigen::Map<array> r_factor(scratch + n, rows), c_factor(scratch + n + rows, cols);
+      r_factor = (R / R.mean()).rsqrt();
+      c_factor = C.rsqrt();
+      const auto G = mat(g);
+      Eigen::Map<matrix> Upd(scratch, rows, cols);
+      for (Eigen::Index i = 0; i < rows; ++i)  // the outer product r c^T, times g, one row at a time
+        Upd.row(i).array() = r_factor[i] * c_factor.transpose() * G.row(i).array();
     } else {
       auto V = arr(v);
       V = beta2t * V + (T(1) - beta2t) * update;
@@ -443,14 +453,15 @@ struct eigen : detail::host_memory<T> {
     }
     const T rms = std::sqrt(update.square().mean());
     update *= T(a.lr) / std::max(T(1), rms / T(a.clip_threshold));
+    auto W = arr(w);
+    if (a.weight_decay != 0) W += T(-a.weight_decay * a.lr) * W;
     if (a.beta1 > 0) {
       auto M = arr(m);
       M = T(a.beta1) * M + T(1 - a.beta1) * update;
-      update = M;
+      W -= M;
+    } else {
+      W -= update;
     }
-    auto W = arr(w);
-    if (a.weight_decay != 0) W += T(-a.weight_decay * a.lr) * W;
-    W -= update;
   }
 
  private:
