@@ -1,0 +1,145 @@
+"""Checks adapters written by peft-train against Hugging Face PEFT and transformers, and the other way.
+
+Usage: peft_python.py check <work dir>    compares PEFT's outputs with peft-train's predictions
+       peft_python.py write <work dir>    writes an adapter with PEFT (random, non-zero B) for peft-train
+
+The work dir holds model/ (a BERT checkpoint with vocab.txt), sst_dev.tsv, ner_dev.conll, and what
+peft_python.sh made there with peft-train.
+"""
+import json
+import os
+import sys
+
+import torch
+from peft import LoraConfig, PeftModel, get_peft_model
+from safetensors.torch import load_file
+from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification, BertTokenizer
+
+torch.set_grad_enabled(False)
+W = sys.argv[2]
+MODEL = os.path.join(W, "model")
+tok = BertTokenizer(os.path.join(MODEL, "vocab.txt"), do_lower_case=True)
+failures = []
+
+
+def check(ok, what):
+    print(("ok: " if ok else "FAIL: ") + what)
+    if not ok:
+        failures.append(what)
+
+
+def read_tsv(path):
+    return [line.rstrip("\n").split("\t") for line in open(path, encoding="utf-8") if line.strip()]
+
+
+def sentence_probs(model, texts):
+    enc = tok(texts, padding=True, return_tensors="pt")
+    return torch.softmax(model(**enc).logits.double(), dim=-1)
+
+
+def compare_sentences(model, labels, pred_file, what):
+    """peft-train's predictions file: predicted label, its probability (6 digits), gold, text."""
+    rows = read_tsv(pred_file)
+    probs = sentence_probs(model, [r[3] for r in rows])
+    agree = worst = 0
+    for r, p in zip(rows, probs):
+        k = int(torch.argmax(p))
+        agree += labels[k] == r[0]
+        worst = max(worst, abs(float(p[k]) - float(r[1])))
+    check(agree == len(rows) and worst < 2e-5,
+          f"{what}: {agree}/{len(rows)} labels agree, largest probability difference {worst:.1e}")
+
+
+def word_tags(model, labels, sentences):
+    """The tag of each word: the prediction at its first word piece (as peft-train labels words)."""
+    out = []
+    for words in sentences:
+        enc = tok(words, is_split_into_words=True, return_tensors="pt")
+        best = model(**enc).logits[0].argmax(-1).tolist()
+        seen, tags = set(), []
+        for i, w in enumerate(enc.word_ids()):
+            if w is not None and w not in seen:
+                seen.add(w)
+                tags.append(labels[best[i]])
+        out.append(tags)
+    return out
+
+
+def read_conll_predictions(path):
+    """peft-train's token predictions: word, gold, predicted; sentences separated by blank lines."""
+    sentences, words, tags = [], [], []
+    for line in list(open(path, encoding="utf-8")) + [""]:
+        line = line.rstrip("\n")
+        if not line:
+            if words:
+                sentences.append((words, tags))
+            words, tags = [], []
+            continue
+        w, _, p = line.split("\t")
+        words.append(w)
+        tags.append(p)
+    return sentences
+
+
+def run_card(adapter):
+    return json.load(open(os.path.join(adapter, "peft_train.json")))
+
+
+def check_mode():
+    # 1. A sequence LoRA adapter (all attention and FFN linears, classifier in modules_to_save).
+    adapter = os.path.join(W, "seq", "adapter")
+    labels = run_card(adapter)["labels"]
+    base = AutoModelForSequenceClassification.from_pretrained(MODEL, num_labels=len(labels))
+    model = PeftModel.from_pretrained(base, adapter).eval()
+    check(model.peft_config["default"].peft_type.value == "LORA", "PEFT reads adapter_config.json as LoRA")
+    compare_sentences(model, labels, os.path.join(W, "seq_pred.tsv"), "PEFT-loaded sequence adapter vs peft-train eval")
+
+    # 2. Merging: PEFT's merge_and_unload against peft-train merge, weight by weight and by outputs.
+    merged_py = model.merge_and_unload()
+    ours = load_file(os.path.join(W, "merged", "model.safetensors"))
+    theirs = merged_py.state_dict()
+    worst, compared = 0.0, 0
+    for name, t in ours.items():
+        key = name if name in theirs else "bert." + name
+        if key in theirs:
+            worst = max(worst, float((theirs[key].float() - t.float()).abs().max()))
+            compared += 1
+    check(compared >= len(theirs) - 1 and worst < 1e-5,
+          f"merged weights: {compared} tensors compared with PEFT's merge_and_unload, largest difference {worst:.1e}")
+    merged_ours = AutoModelForSequenceClassification.from_pretrained(os.path.join(W, "merged")).eval()
+    compare_sentences(merged_ours, labels, os.path.join(W, "seq_pred.tsv"), "transformers-loaded merged model vs peft-train eval")
+
+    # 3. A token-classification rsLoRA adapter.
+    adapter = os.path.join(W, "tok", "adapter")
+    labels = run_card(adapter)["labels"]
+    base = AutoModelForTokenClassification.from_pretrained(MODEL, num_labels=len(labels))
+    model = PeftModel.from_pretrained(base, adapter).eval()
+    check(model.peft_config["default"].use_rslora, "PEFT reads use_rslora")
+    sentences = read_conll_predictions(os.path.join(W, "tok_pred.tsv"))
+    tags = word_tags(model, labels, [s[0] for s in sentences])
+    total = sum(len(s[1]) for s in sentences)
+    agree = sum(a == b for s, t in zip(sentences, tags) for a, b in zip(s[1], t))
+    check(agree == total, f"PEFT-loaded token adapter vs peft-train eval: {agree}/{total} tags agree")
+
+    # 4. An adapter PEFT wrote (peft_python.sh had peft-train evaluate it).
+    labels = run_card(os.path.join(W, "seq", "adapter"))["labels"]
+    base = AutoModelForSequenceClassification.from_pretrained(MODEL, num_labels=len(labels))
+    model = PeftModel.from_pretrained(base, os.path.join(W, "py_adapter")).eval()
+    compare_sentences(model, labels, os.path.join(W, "py_pred.tsv"), "PEFT-written adapter evaluated by peft-train")
+
+
+def write_mode():
+    labels = run_card(os.path.join(W, "seq", "adapter"))["labels"]
+    torch.manual_seed(3)
+    base = AutoModelForSequenceClassification.from_pretrained(MODEL, num_labels=len(labels))
+    config = LoraConfig(r=4, lora_alpha=12, target_modules=["query", "key", "intermediate.dense", "output.dense"], modules_to_save=["classifier"],
+                        task_type="SEQ_CLS", init_lora_weights=False)  # random B: the adapter changes outputs
+    model = get_peft_model(base, config)
+    with torch.no_grad():
+        model.base_model.model.classifier.modules_to_save["default"].weight.normal_(0, 0.5)
+    model.save_pretrained(os.path.join(W, "py_adapter"))
+
+
+if __name__ == "__main__":
+    {"check": check_mode, "write": write_mode}[sys.argv[1]]()
+    sys.exit(1 if failures else 0)
