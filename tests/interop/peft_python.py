@@ -2,6 +2,9 @@
 
 Usage: peft_python.py check <work dir>    compares PEFT's outputs with peft-train's predictions
        peft_python.py write <work dir>    writes an adapter with PEFT (random, non-zero B) for peft-train
+       peft_python.py compare <model dir> <adapter dir> <predictions.tsv>
+                                          PEFT's predictions for a sequence adapter against the file
+                                          that `peft-train eval --predictions` wrote (any real model)
 
 The work dir holds model/ (a BERT checkpoint with vocab.txt), sst_dev.tsv, ner_dev.conll, and what
 peft_python.sh made there with peft-train.
@@ -10,15 +13,16 @@ import json
 import os
 import sys
 
+import peft
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 from safetensors.torch import load_file
-from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification, BertTokenizer
+from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification, AutoTokenizer
 
 torch.set_grad_enabled(False)
 W = sys.argv[2]
-MODEL = os.path.join(W, "model")
-tok = BertTokenizer(os.path.join(MODEL, "vocab.txt"), do_lower_case=True)
+MODEL = os.path.join(W, "model") if sys.argv[1] != "compare" else sys.argv[2]
+tok = AutoTokenizer.from_pretrained(MODEL)  # vocab.txt alone gives the BERT WordPiece tokenizer
 failures = []
 
 
@@ -40,7 +44,7 @@ def sentence_probs(model, texts):
 def compare_sentences(model, labels, pred_file, what):
     """peft-train's predictions file: predicted label, its probability (6 digits), gold, text."""
     rows = read_tsv(pred_file)
-    probs = sentence_probs(model, [r[3] for r in rows])
+    probs = torch.cat([sentence_probs(model, [r[3] for r in rows[i:i + 64]]) for i in range(0, len(rows), 64)])
     agree = worst = 0
     for r, p in zip(rows, probs):
         k = int(torch.argmax(p))
@@ -140,6 +144,14 @@ def write_mode():
     model.save_pretrained(os.path.join(W, "py_adapter"))
 
 
+def compare_mode():
+    adapter, predictions = sys.argv[3], sys.argv[4]
+    labels = run_card(adapter)["labels"]
+    base = AutoModelForSequenceClassification.from_pretrained(MODEL, num_labels=len(labels))
+    model = PeftModel.from_pretrained(base, adapter).eval()
+    compare_sentences(model, labels, predictions, f"PEFT {peft.__version__} vs peft-train on {predictions}")
+
+
 if __name__ == "__main__":
-    {"check": check_mode, "write": write_mode}[sys.argv[1]]()
+    {"check": check_mode, "write": write_mode, "compare": compare_mode}[sys.argv[1]]()
     sys.exit(1 if failures else 0)
