@@ -36,8 +36,18 @@ char delimiter_of(const std::string& d) {
   throw peft::config_error("--delimiter must be tab or comma");
 }
 
-/// The run card of an adapter directory, or of a full model directory when there is no adapter.
+/// The run card of an adapter directory, or of a full model directory when there is no adapter; an
+/// adapter that Hugging Face PEFT wrote has none, and its card is derived from its files.
 run_card card_for(const fs::path& model_dir, const fs::path& adapter_dir) {
+  if (!adapter_dir.empty() && !fs::exists(adapter_dir / "peft_train.json") && fs::exists(adapter_dir / "adapter_config.json")) {
+    run_card c = run_card::from_peft_adapter(adapter_dir, model_dir);
+    std::string labels;
+    for (const auto& l : c.labels) labels += (labels.empty() ? "" : ",") + l;
+    std::cerr << "note: " << adapter_dir.string() << " has no peft_train.json; from its PEFT files: task " << c.task
+              << ", LoRA r=" << c.methods.lora.r << " alpha=" << c.methods.lora.alpha << " on " << c.lora_targets
+              << ", labels " << labels << "\n";
+    return c;
+  }
   return run_card::read(adapter_dir.empty() ? model_dir : adapter_dir);
 }
 

@@ -7,6 +7,9 @@
 #include <sstream>
 
 #include <peft/io/atomic_file.hpp>
+#include <peft/io/hf_config.hpp>
+#include <peft/io/peft_adapter.hpp>
+#include <peft/io/safetensors.hpp>
 
 namespace peft_train {
 
@@ -122,6 +125,52 @@ run_card run_card::read(const fs::path& dir) {
   } catch (const nlohmann::json::parse_error& e) {
     throw peft::io::io_error(path.string() + ": not valid JSON: " + e.what());
   }
+}
+
+run_card run_card::from_peft_adapter(const fs::path& adapter_dir, const fs::path& model_dir) {
+  const auto info = peft::io::read_peft_adapter_config(adapter_dir);
+  const std::string config_file = (adapter_dir / "adapter_config.json").string();
+  if (info.peft_type != "LORA")
+    throw peft::io::io_error("'" + adapter_dir.string() + "' has no peft_train.json, and only a PEFT LoRA adapter can do without one");
+  run_card c;
+  if (info.task_type == "SEQ_CLS") c.task = "sequence";
+  else if (info.task_type == "TOKEN_CLS") c.task = "token";
+  else
+    throw peft::io::io_error(config_file + ": task_type '" + info.task_type +
+                             "' is not one peft-train runs (SEQ_CLS, TOKEN_CLS)");
+  c.method = "lora";
+  c.methods.lora = info.lora;
+  c.lora_targets = info.target_modules.dump();
+  c.base_model = info.base_model_name_or_path;
+
+  // The head: PEFT saves modules_to_save under their plain names (in-memory names are accepted too).
+  const auto weights = peft::io::safetensors_file::open(adapter_dir / "adapter_model.safetensors");
+  std::size_t num_labels = 0;
+  for (const auto& t : weights.tensors())
+    for (const char* suffix : {"classifier.weight", "classifier.modules_to_save.weight", "classifier.modules_to_save.default.weight"})
+      if (t.name.ends_with(std::string(".") + suffix) && t.shape.size() == 2) num_labels = t.shape[0];
+  if (num_labels == 0)
+    throw peft::io::io_error(weights.source() + " has no classifier head (PEFT's modules_to_save: [\"classifier\"]); "
+                             "peft-train needs the trained head to evaluate or predict");
+
+  const auto config_path = model_dir / "config.json";
+  c.max_length = peft::io::read_hf_config(config_path).max_position_embeddings;
+  std::ifstream in(config_path);
+  const auto config = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
+  if (config.is_object() && config.contains("id2label") && config["id2label"].is_object() &&
+      config["id2label"].size() == num_labels) {
+    for (std::size_t i = 0; i < num_labels; ++i) {
+      const auto key = std::to_string(i);
+      if (!config["id2label"].contains(key) || !config["id2label"][key].is_string()) {
+        c.labels.clear();
+        break;
+      }
+      c.labels.push_back(config["id2label"][key].get<std::string>());
+    }
+  }
+  if (c.labels.empty())
+    for (std::size_t i = 0; i < num_labels; ++i) c.labels.push_back(std::to_string(i));
+  return c;
 }
 
 void run_card::write(const fs::path& dir) const { peft::io::write_text_atomically(dir / "peft_train.json", to_json().dump(2) + "\n"); }

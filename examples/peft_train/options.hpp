@@ -44,6 +44,12 @@ struct run_card {
   [[nodiscard]] nlohmann::json to_json() const;
   static run_card from_json(const nlohmann::json& j, const std::string& source);
   static run_card read(const fs::path& dir);  ///< dir/peft_train.json
+  /// The card of a LoRA adapter that Hugging Face PEFT wrote (no peft_train.json): task from
+  /// `task_type` (SEQ_CLS, TOKEN_CLS), LoRA settings from adapter_config.json, the number of labels
+  /// from the head saved in `modules_to_save`, their names from the base model's `id2label` when it
+  /// has that many (else "0", "1", ...), `cls` pooling as transformers' heads use. Throws `io_error`
+  /// naming the file when the adapter does not say what the tool needs.
+  static run_card from_peft_adapter(const fs::path& adapter_dir, const fs::path& model_dir);
   void write(const fs::path& dir) const;      ///< atomically
 };
 

@@ -142,6 +142,17 @@ def write_mode():
     with torch.no_grad():
         model.base_model.model.classifier.modules_to_save["default"].weight.normal_(0, 0.5)
     model.save_pretrained(os.path.join(W, "py_adapter"))
+    # Without modules_to_save the head stays the base model's (random here): peft-train must refuse it.
+    # (PEFT adds the classifier to modules_to_save by itself for SEQ_CLS, so write without a task type
+    # and say SEQ_CLS afterwards.)
+    base = AutoModelForSequenceClassification.from_pretrained(MODEL, num_labels=len(labels))
+    model = get_peft_model(base, LoraConfig(r=4, lora_alpha=12, target_modules=["query"], init_lora_weights=False))
+    out = os.path.join(W, "py_adapter_nohead")
+    model.save_pretrained(out)
+    config_file = os.path.join(out, "adapter_config.json")
+    config = json.load(open(config_file))
+    config["task_type"] = "SEQ_CLS"
+    json.dump(config, open(config_file, "w"))
 
 
 def compare_mode():

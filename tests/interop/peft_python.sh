@@ -27,15 +27,16 @@ quiet "$TRAIN" train "${common[@]}" --train "$W/ner_train.conll" --dev "$W/ner_d
   --rank 4 --alpha 8 --target all --rslora --epochs 4 --lr 1e-2
 quiet "$TRAIN" eval --model "$W/model" --adapter "$W/tok/adapter" --data "$W/ner_dev.conll" --predictions "$W/tok_pred.tsv"
 
-# The other way: PEFT writes a LoRA adapter; peft-train evaluates it, given a run card for the task.
+# The other way: PEFT writes LoRA adapters; peft-train evaluates one as it is (no run card: the task,
+# LoRA settings and labels come from its files) and refuses the one without a trained head.
 "$PY" "$SCRIPT" write "$W"
-"$PY" - "$W/seq/adapter/peft_train.json" "$W/py_adapter/peft_train.json" <<'PY'
-import json, sys
-card = json.load(open(sys.argv[1]))
-card["lora"].update(r=4, alpha=12.0, dropout=0.0, targets="query,key,attention_output,ffn_in,ffn_out",
-                    target_modules=r"(.*\.)?(query|key|intermediate\.dense|output\.dense)")
-json.dump(card, open(sys.argv[2], "w"), indent=2)
-PY
 quiet "$TRAIN" eval --model "$W/model" --adapter "$W/py_adapter" --data "$W/sst_dev.tsv" --predictions "$W/py_pred.tsv"
+grep -q "no peft_train.json; from its PEFT files: task sequence, LoRA r=4 alpha=12" "$W/last.log" ||
+  { echo "FAIL: no note on the derived run card"; cat "$W/last.log"; exit 1; }
+if "$TRAIN" eval --model "$W/model" --adapter "$W/py_adapter_nohead" --data "$W/sst_dev.tsv" >"$W/nohead.log" 2>&1 ||
+  ! grep -q "has no classifier head" "$W/nohead.log"; then
+  echo "FAIL: an adapter without its head was not refused clearly"; cat "$W/nohead.log"; exit 1
+fi
+echo "ok: a PEFT adapter without the trained head is refused: $(grep -o 'has no classifier head[^;]*' "$W/nohead.log")"
 
 "$PY" "$SCRIPT" check "$W"

@@ -57,6 +57,14 @@ head -5 "$W/sst_dev.tsv" | cut -f1 | "$TRAIN" predict --model "$M" --adapter "$W
 # The same texts, labelled by eval: predict must agree line by line.
 diff <(cut -f1 "$W/predict.out") <(head -5 "$W/lora_pred.tsv" | cut -f1) >/dev/null || fail "predict and eval disagree"
 pass "eval and predict"
+# Without peft_train.json (as Python PEFT writes it) the task, LoRA settings and labels come from the files.
+rm -rf "$W/lora_peft" && cp -r "$W/lora/adapter" "$W/lora_peft" && rm "$W/lora_peft/peft_train.json"
+"$TRAIN" eval --model "$M" --adapter "$W/lora_peft" --data "$W/sst_dev.tsv" >"$W/eval_peft.json" 2>"$W/eval_peft.err" ||
+  fail "eval of a PEFT adapter without run card: $(cat "$W/eval_peft.err")"
+grep -q "no peft_train.json; from its PEFT files: task sequence, LoRA r=4 alpha=8" "$W/eval_peft.err" || fail "no note on the derived card"
+cmp -s <(json "$W/eval.json" "d['accuracy'], d['loss']") <(json "$W/eval_peft.json" "d['accuracy'], d['loss']") ||
+  fail "the adapter scores differently without its run card"
+pass "eval of an adapter without run card"
 
 # ---- 3. merge: the merged model scores exactly as base + adapter ----------------------------------
 "$TRAIN" merge --model "$M" --adapter "$W/lora/adapter" -o "$W/merged" >"$W/merge.out" 2>"$W/merge.err" || fail "merge: $(cat "$W/merge.err")"
@@ -173,6 +181,9 @@ expect_error "unknown method" "method 'lorax' is not one of" "${bad_train[@]}" -
 expect_error "LoRA rank too large" "rank r = 64 must be in \[1, min" "${bad_train[@]}" --rank 64
 "$TRAIN" train "${common[@]}" --train "$W/sst_train.tsv" -o "$W/houlsby" --method houlsby --epochs 1 --no-plot >/dev/null 2>&1 ||
   fail "train houlsby"
+cp -r "$W/lora_peft" "$W/lora_causal" && sed -i 's/"SEQ_CLS"/"CAUSAL_LM"/' "$W/lora_causal/adapter_config.json"
+expect_error "a PEFT adapter of another task" "adapter_config.json: task_type 'CAUSAL_LM' is not one peft-train runs" \
+  eval --model "$M" --adapter "$W/lora_causal" --data "$W/sst_dev.tsv" --predictions "$W/bad"
 expect_error "merging a bottleneck adapter" "adapters are nonlinear and cannot be merged" merge --model "$M" --adapter "$W/houlsby/adapter" -o "$W/bad"
 cp -r "$W/lora/adapter" "$W/adapter_r2"
 python3 -c "import json,sys; p=sys.argv[1]; c=json.load(open(p)); c['lora']['r']=2; json.dump(c, open(p,'w'))" "$W/adapter_r2/peft_train.json"
