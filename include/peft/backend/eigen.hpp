@@ -18,47 +18,11 @@
 #include "peft/core/host_tensor.hpp"
 #include "peft/backend/eigen_gemm.hpp"
 #include "peft/backend/host_memory.hpp"
+#include "peft/backend/host_parallel.hpp"
 #include "peft/core/random.hpp"
 
 namespace peft::backend {
 
-namespace detail {
-// Every parallel region of the backend uses the same team size, Eigen's thread count (the context's
-// `threads`, else OpenMP's default): the OpenMP runtime keeps the last team and reuses it only for the
-// same size, and it allocates a fresh team for every serialised region, so small loops run outside
-// any region rather than through `if(false)`.
-
-/// Runs `f(i)` for i in [0, n), in parallel when the work (n times `cost` elements per call) is large
-/// enough to pay for threads.
-template <class F>
-void host_parallel_for(std::size_t n, F&& f, std::size_t cost = 1) {
-  const auto count = static_cast<std::int64_t>(n);
-#if defined(_OPENMP)
-  const int threads = Eigen::nbThreads();
-  if (n * cost > 32768 && threads > 1 && !omp_in_parallel()) {
-#pragma omp parallel for schedule(static) num_threads(threads)
-    for (std::int64_t i = 0; i < count; ++i) f(static_cast<std::size_t>(i));
-    return;
-  }
-#endif
-  for (std::int64_t i = 0; i < count; ++i) f(static_cast<std::size_t>(i));
-}
-/// Runs `f(i)` for i in [0, n) in parallel whenever there are two or more calls (each call is
-/// substantial work).
-template <class F>
-void host_parallel_for_always(std::size_t n, F&& f) {
-  const auto count = static_cast<std::int64_t>(n);
-#if defined(_OPENMP)
-  const int threads = Eigen::nbThreads();
-  if (n > 1 && threads > 1 && !omp_in_parallel()) {
-#pragma omp parallel for schedule(static) num_threads(threads)
-    for (std::int64_t i = 0; i < count; ++i) f(static_cast<std::size_t>(i));
-    return;
-  }
-#endif
-  for (std::int64_t i = 0; i < count; ++i) f(static_cast<std::size_t>(i));
-}
-}  // namespace detail
 
 /// Eigen policy. `T` is float or double. The context sets Eigen's thread count (0 keeps the default,
 /// which is OpenMP's) and owns the GEMM packing buffers, which grow to the largest product seen and
@@ -146,17 +110,9 @@ struct eigen : detail::host_memory<T> {
     if (k != kb || c.rows() != m || c.cols() != n)
       throw shape_error(peft::detail::concat("eigen::gemm: op(a) is ", m, "x", k, " (a ", a.shape(), "), op(b) is ",
                                              kb, "x", n, " (b ", b.shape(), "), c is ", c.shape()));
-#ifdef EIGEN_USE_BLAS
-    (void)ctx;
-    using cmap = Eigen::Map<const matrix, Eigen::Unaligned, Eigen::OuterStride<>>;
-    using map = Eigen::Map<matrix, Eigen::Unaligned, Eigen::OuterStride<>>;
-    eigen_product(ta, tb, alpha, cmap(a.data(), ta == op::n ? m : k, ta == op::n ? k : m, Eigen::OuterStride<>(a.cols())),
-                  cmap(b.data(), tb == op::n ? k : n, tb == op::n ? n : k, Eigen::OuterStride<>(b.cols())), beta,
-                  map(c.data(), m, n, Eigen::OuterStride<>(n)));
-#else
-    detail::blocked_gemm(ctx.gemm_buffers, operands(ta, tb, m, n, k, alpha, a.data(), a.cols(), b.data(), b.cols(), c.data(), n),
-                         beta, Eigen::nbThreads());
-#endif
+    product(ctx, {ta == op::t, tb == op::t, Eigen::Index(m), Eigen::Index(n), Eigen::Index(k), alpha, a.data(),
+                  Eigen::Index(a.cols()), b.data(), Eigen::Index(b.cols()), c.data(), Eigen::Index(n)},
+            beta, Eigen::nbThreads());
   }
   /// For every (o, i) of an outer_count x inner_count batch: c = alpha op(a) op(b) + beta c, with
   /// op(a) m x k, op(b) k x n, c m x n, addressed through `matrix_batch` strides. Parallel over the
@@ -164,58 +120,44 @@ struct eigen : detail::host_memory<T> {
   static void gemm_batched(context& ctx, op ta, op tb, std::size_t m, std::size_t n, std::size_t k, T alpha,
                            matrix_batch<const T*> a, matrix_batch<const T*> b, T beta, matrix_batch<T*> c,
                            std::size_t outer_count, std::size_t inner_count) {
-#ifdef EIGEN_USE_BLAS
-    (void)ctx;
-    using stride = Eigen::OuterStride<>;
-    using cmap = Eigen::Map<const matrix, Eigen::Unaligned, stride>;
-    using map = Eigen::Map<matrix, Eigen::Unaligned, stride>;
-    const auto ar = Eigen::Index(ta == op::n ? m : k), ac = Eigen::Index(ta == op::n ? k : m);
-    const auto br = Eigen::Index(tb == op::n ? k : n), bc = Eigen::Index(tb == op::n ? n : k);
+    ctx.gemm_buffers.reserve_threads(std::size_t(Eigen::nbThreads()));  // before the parallel region
     detail::host_parallel_for_always(outer_count * inner_count, [&](std::size_t idx) {
       const std::size_t o = idx / inner_count, i = idx % inner_count;
-      eigen_product(ta, tb, alpha, cmap(a.data + o * a.outer + i * a.inner, ar, ac, stride(Eigen::Index(a.ld))),
-                    cmap(b.data + o * b.outer + i * b.inner, br, bc, stride(Eigen::Index(b.ld))), beta,
-                    map(c.data + o * c.outer + i * c.inner, Eigen::Index(m), Eigen::Index(n), stride(Eigen::Index(c.ld))));
+      using I = Eigen::Index;
+      product(ctx, {ta == op::t, tb == op::t, I(m), I(n), I(k), alpha, a.data + o * a.outer + i * a.inner, I(a.ld),
+                    b.data + o * b.outer + i * b.inner, I(b.ld), c.data + o * c.outer + i * c.inner, I(c.ld)},
+              beta, 1);
     });
-#else
-#if defined(_OPENMP)
-    ctx.gemm_buffers.reserve_threads(std::size_t(Eigen::nbThreads()));
-#endif
-    detail::host_parallel_for_always(outer_count * inner_count, [&](std::size_t idx) {
-      const std::size_t o = idx / inner_count, i = idx % inner_count;
-      detail::blocked_gemm(ctx.gemm_buffers,
-                           operands(ta, tb, m, n, k, alpha, a.data + o * a.outer + i * a.inner, a.ld,
-                                    b.data + o * b.outer + i * b.inner, b.ld, c.data + o * c.outer + i * c.inner, c.ld),
-                           beta, 1);
-    });
-#endif
   }
 
  private:
-  static detail::gemm_operands<T> operands(op ta, op tb, std::size_t m, std::size_t n, std::size_t k, T alpha,
-                                           const T* a, std::size_t lda, const T* b, std::size_t ldb, T* c,
-                                           std::size_t ldc) {
-    using I = Eigen::Index;
-    return {ta == op::t, tb == op::t, I(m), I(n), I(k), alpha, a, I(lda), b, I(ldb), c, I(ldc)};
-  }
+  /// C = beta C + alpha op(A) op(B) on up to `threads` threads: Eigen's kernel on the context's
+  /// packing buffers, or, with `EIGEN_USE_BLAS`, Eigen's product expressions (which call BLAS).
+  static void product(context& ctx, const detail::gemm_operands<T>& g, T beta, int threads) {
 #ifdef EIGEN_USE_BLAS
-  /// c = alpha op(x) op(y) + beta c through Eigen's product expressions (which call BLAS).
-  template <class X, class Y, class C>
-  static void eigen_product(op ta, op tb, T alpha, const X& x, const Y& y, T beta, C&& c) {
+    (void)ctx;
+    (void)threads;
+    using cmap = Eigen::Map<const matrix, Eigen::Unaligned, Eigen::OuterStride<>>;
+    using map = Eigen::Map<matrix, Eigen::Unaligned, Eigen::OuterStride<>>;
+    const cmap x(g.a, g.ta ? g.k : g.m, g.ta ? g.m : g.k, Eigen::OuterStride<>(g.lda));
+    const cmap y(g.b, g.tb ? g.n : g.k, g.tb ? g.k : g.n, Eigen::OuterStride<>(g.ldb));
+    map c(g.c, g.m, g.n, Eigen::OuterStride<>(g.ldc));
     auto run = [&](const auto& l, const auto& r) {
       if (beta == T(0)) {
-        c.noalias() = alpha * l * r;
+        c.noalias() = g.alpha * l * r;
       } else {
         if (beta != T(1)) c *= beta;
-        c.noalias() += alpha * l * r;
+        c.noalias() += g.alpha * l * r;
       }
     };
-    if (ta == op::n && tb == op::n) run(x, y);
-    else if (ta == op::n) run(x, y.transpose());
-    else if (tb == op::n) run(x.transpose(), y);
+    if (!g.ta && !g.tb) run(x, y);
+    else if (!g.ta) run(x, y.transpose());
+    else if (!g.tb) run(x.transpose(), y);
     else run(x.transpose(), y.transpose());
-  }
+#else
+    detail::blocked_gemm(ctx.gemm_buffers, g, beta, threads);
 #endif
+  }
 
  public:
   /// y[r, :] += b for every row r.

@@ -14,13 +14,9 @@
 #include <Eigen/Core>
 #include <algorithm>
 #include <cstddef>
-#include <memory>
-#include <new>
 #include <vector>
 
-#if defined(_OPENMP)
-#include <omp.h>
-#endif
+#include "peft/backend/host_parallel.hpp"
 
 namespace peft::backend::detail {
 
@@ -57,7 +53,6 @@ class grow_only_buffer {
     }
     return data_;
   }
-  std::size_t capacity() const noexcept { return capacity_; }
 
  private:
   void release() noexcept {
@@ -157,10 +152,9 @@ inline std::size_t gemm_thread_index() {
 }
 
 /// C = beta C + alpha op(A) op(B) (beta == 0 ignores C's old contents, as BLAS does). Large products
-/// are split into bands of C over a team of `threads` OpenMP threads, each band packing into its own
-/// buffers; the team always has `threads` members (idle ones included) so that the runtime reuses it.
-/// Inside a parallel region the product runs on the calling thread's buffers, which the caller must
-/// have reserved with `ws.reserve_threads` beforehand.
+/// are split into up to `threads` bands of C over the backend's thread team (`host_loop`), each band
+/// packing into its own buffers. Inside a parallel region the product runs on the calling thread's
+/// buffers, which the caller must have reserved with `ws.reserve_threads` beforehand.
 template <class T>
 void blocked_gemm(gemm_workspace<T>& ws, const gemm_operands<T>& g, T beta, int threads) {
   using rows_map = Eigen::Map<Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>, Eigen::Unaligned,
@@ -194,13 +188,10 @@ void blocked_gemm(gemm_workspace<T>& ws, const gemm_operands<T>& g, T beta, int 
   }
   ws.reserve_threads(std::size_t(parts));
   const Eigen::Index step = ((extent + parts - 1) / parts + 7) / 8 * 8;
-#if defined(_OPENMP)
-#pragma omp parallel for schedule(static) num_threads(threads)
-#endif
-  for (Eigen::Index p = 0; p < parts; ++p) {
-    const Eigen::Index begin = std::min(extent, p * step), end = std::min(extent, begin + step);
-    if (begin < end) gemm_accumulate(gemm_band(g, split_rows, begin, end), ws.per_thread[std::size_t(p)]);
-  }
+  host_loop(std::size_t(parts), true, [&](std::size_t p) {
+    const Eigen::Index begin = std::min(extent, Eigen::Index(p) * step), end = std::min(extent, begin + step);
+    if (begin < end) gemm_accumulate(gemm_band(g, split_rows, begin, end), ws.per_thread[p]);
+  });
 }
 
 }  // namespace peft::backend::detail
