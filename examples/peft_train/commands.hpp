@@ -70,15 +70,13 @@ int commands<Plan>::train(const train_options& o) {
   const peft::data::batch_options train_batching{.batch_size = o.batch_size, .max_length = card.max_length,
                                                  .truncate = card.truncate, .shuffle = true, .seed = o.seed};
   peft::data::batch_stats train_stats, dev_stats;
-  auto epoch_batches = [&](std::size_t epoch) {
+  auto epoch_batches = [&](std::size_t epoch, peft::data::batch_stats* stats = nullptr) {
     auto bo = train_batching;
     bo.seed = peft::derive_seed(o.seed, 1000 + epoch);
-    return make_batches(md.tokenizer, train_set, card, bo);
+    return make_batches(md.tokenizer, train_set, card, bo, stats);
   };
   // Epoch 0's batches, made now so that every example is checked before anything is written.
-  auto first_epoch = make_batches(md.tokenizer, train_set, card,
-                                  [&] { auto bo = train_batching; bo.seed = peft::derive_seed(o.seed, 1000); return bo; }(),
-                                  &train_stats);
+  auto first_epoch = epoch_batches(0, &train_stats);
   const std::size_t steps_per_epoch = first_epoch.size();
   std::vector<peft::data::labeled_batch> dev_batches;
   if (dev_set) {  // label errors name the dev file and line: the label sets must agree

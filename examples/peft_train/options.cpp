@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <fstream>
+#include <iterator>
 #include <map>
 #include <set>
 #include <sstream>
@@ -143,22 +144,22 @@ run_card run_card::from_peft_adapter(const fs::path& adapter_dir, const fs::path
   c.lora_targets = info.target_modules.dump();
   c.base_model = info.base_model_name_or_path;
 
-  // The head: PEFT saves modules_to_save under their plain names (in-memory names are accepted too).
+  // The head: PEFT saves modules_to_save under their plain names, the same key load_peft_adapter reads.
   const auto weights = peft::io::safetensors_file::open(adapter_dir / "adapter_model.safetensors");
-  std::size_t num_labels = 0;
-  for (const auto& t : weights.tensors())
-    for (const char* suffix : {"classifier.weight", "classifier.modules_to_save.weight", "classifier.modules_to_save.default.weight"})
-      if (t.name.ends_with(std::string(".") + suffix) && t.shape.size() == 2) num_labels = t.shape[0];
-  if (num_labels == 0)
+  const auto* head = weights.find(std::string(peft::io::peft_key_prefix) + "classifier.weight");
+  if (!head || head->shape.size() != 2)
     throw peft::io::io_error(weights.source() + " has no classifier head (PEFT's modules_to_save: [\"classifier\"]); "
                              "peft-train needs the trained head to evaluate or predict");
+  const std::size_t num_labels = head->shape[0];
 
+  // Positions and label names from the base model's config.json, read once.
   const auto config_path = model_dir / "config.json";
-  c.max_length = peft::io::read_hf_config(config_path).max_position_embeddings;
   std::ifstream in(config_path);
-  const auto config = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
-  if (config.is_object() && config.contains("id2label") && config["id2label"].is_object() &&
-      config["id2label"].size() == num_labels) {
+  if (!in) throw peft::io::io_error("cannot open '" + config_path.string() + "'");
+  const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  c.max_length = peft::io::parse_hf_config(text, config_path.string()).max_position_embeddings;
+  const auto config = nlohmann::json::parse(text);  // valid: parse_hf_config accepted it
+  if (config.contains("id2label") && config["id2label"].is_object() && config["id2label"].size() == num_labels) {
     for (std::size_t i = 0; i < num_labels; ++i) {
       const auto key = std::to_string(i);
       if (!config["id2label"].contains(key) || !config["id2label"][key].is_string()) {
