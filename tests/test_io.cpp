@@ -9,7 +9,8 @@
 
 #include "bodies/scenarios.hpp"
 #include "peft/io/checkpoint.hpp"
-#include "peft/io/hf_config.hpp"
+#include "peft/io/json_config.hpp"
+#include "peft/models/bert/config.hpp"
 #include "peft/io/peft_adapter.hpp"
 #include "peft/io/safetensors.hpp"
 #include "peft/train/report.hpp"
@@ -175,14 +176,14 @@ BOOST_AUTO_TEST_CASE(config_json_round_trip_and_errors) {
   temp_dir dir;
   auto c = test::tiny_bert_config();
   c.hidden_act = activation::gelu_tanh;
-  io::write_hf_config(dir.path / "config.json", c, "BertForSequenceClassification", {"neg", "pos"});
-  const auto back = io::read_hf_config(dir.path / "config.json");
+  io::write_json_file(dir.path / "config.json", c.to_json("BertForSequenceClassification", {"neg", "pos"}));
+  const auto back = models::bert_config::read(dir.path / "config.json");
   BOOST_TEST(back.hidden_size == 16u);
   BOOST_TEST(back.num_attention_heads == 2u);
   BOOST_TEST((back.hidden_act == activation::gelu_tanh));
   auto expect = [](const std::string& text, const char* fragment) {
     try {
-      io::parse_hf_config(text, "cfg.json");
+      (void)models::bert_config::from_json(io::json_config::parse(text, "cfg.json"));
       BOOST_ERROR("accepted " << text);
     } catch (const io::io_error& e) {
       BOOST_TEST(std::string(e.what()).find(fragment) != std::string::npos, e.what());
@@ -191,7 +192,7 @@ BOOST_AUTO_TEST_CASE(config_json_round_trip_and_errors) {
   expect(R"({"hidden_size": "384"})", "'hidden_size' must be a non-negative integer, got \"384\"");
   expect(R"({"hidden_size": -1})", "'hidden_size'");
   expect(R"({"layer_norm_eps": "small"})", "'layer_norm_eps' must be a number");
-  expect(R"({"hidden_act": "swish"})", "unsupported hidden_act 'swish'");
+  expect(R"({"hidden_act": "mish"})", "unsupported hidden_act 'mish'");
   expect(R"({"model_type": "gpt2"})", "model_type 'gpt2'");
   expect(R"({"hidden_size": 10, "num_attention_heads": 3})", "not a multiple");
   expect("{", "not valid JSON");
@@ -448,10 +449,10 @@ BOOST_AUTO_TEST_CASE(merged_checkpoint_loads_as_a_plain_bert) {
   models::bert_for_sequence_classification<B, lora_bitfit> m(ctx, test::tiny_bert_config(), {.num_labels = 3}, cfg);
   test::randomize_parameters(ctx, m, 6, 0.3);
   const auto expected = logits_of(ctx, m);
-  io::save_merged_checkpoint(ctx, m, dir.path / "merged", test::tiny_bert_config(), "BertForSequenceClassification",
-                             {"a", "b", "c"});
+  io::save_merged_checkpoint(ctx, m, dir.path / "merged",
+                             test::tiny_bert_config().to_json("BertForSequenceClassification", {"a", "b", "c"}));
   expect_close(logits_of(ctx, m), expected, 1e-12);  // the model is unchanged (merge + unmerge, to rounding)
-  const auto c = io::read_hf_config(dir.path / "merged" / "config.json");
+  const auto c = models::bert_config::read(dir.path / "merged" / "config.json");
   models::bert_for_sequence_classification<B, plan<methods::full>> plain(ctx, c, {.num_labels = 3, .seed = 77});
   const auto r = io::load_checkpoint(ctx, plain, dir.path / "merged" / "model.safetensors");
   BOOST_TEST(r.missing.empty(), r.str());
@@ -460,7 +461,7 @@ BOOST_AUTO_TEST_CASE(merged_checkpoint_loads_as_a_plain_bert) {
   // Adapters cannot be merged: an error, and nothing is written.
   models::bert_for_sequence_classification<B, plan<methods::houlsby_adapter>> ad(ctx, test::tiny_bert_config(), {.num_labels = 3},
                                                                                 {.adapter = {.bottleneck = 2}});
-  BOOST_CHECK_THROW(io::save_merged_checkpoint(ctx, ad, dir.path / "nope", test::tiny_bert_config(), "BertForSequenceClassification"),
+  BOOST_CHECK_THROW(io::save_merged_checkpoint(ctx, ad, dir.path / "nope", test::tiny_bert_config().to_json("BertForSequenceClassification")),
                     config_error);
   BOOST_TEST(!fs::exists(dir.path / "nope"));
 }

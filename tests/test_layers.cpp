@@ -47,7 +47,7 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(frozen_linear_passes_input_gradient, B, cpu_double
 
 BOOST_AUTO_TEST_CASE_TEMPLATE(activations, B, cpu_double_backends) {
   typename B::context ctx;
-  for (activation a : {activation::identity, activation::relu, activation::gelu, activation::gelu_tanh, activation::tanh}) {
+  for (activation a : {activation::identity, activation::relu, activation::gelu, activation::gelu_tanh, activation::tanh, activation::silu}) {
     layers::activation_layer<B> l(a);
     // Keep inputs away from relu's kink at 0, where the derivative is undefined.
     auto x = test::random_tensor<B>(ctx, {3, 7}, 3, 3.0);

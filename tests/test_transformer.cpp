@@ -55,7 +55,7 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(attention_block_with_padding_and_dropout, B, cpu_d
   typename B::context ctx;
   ctx.training = true;
   auto c = test::tiny_bert_config();
-  layers::bert_attention<B, full_p> attn(ctx, c, tiny_cfg, "encoder.layer.0.attention", 1);
+  models::bert_attention<B, full_p> attn(ctx, c, tiny_cfg, "encoder.layer.0.attention", 1);
   test::randomize_parameters(ctx, attn, 2, 0.4);
   auto x = test::random_tensor<B>(ctx, {2, 5, 16}, 3);
   typename B::tensor mask;

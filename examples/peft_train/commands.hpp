@@ -216,8 +216,9 @@ int commands<Plan>::train(const train_options& o) {
     if (card.method == "full") {
       fs::create_directories(weights);
       peft::io::save_checkpoint(ctx, m, weights / "model.safetensors");
-      peft::io::write_hf_config(weights / "config.json", md.config,
-                                card.task == "token" ? "BertForTokenClassification" : "BertForSequenceClassification", card.labels);
+      peft::io::write_json_file(
+          weights / "config.json",
+          md.config.to_json(card.task == "token" ? "BertForTokenClassification" : "BertForSequenceClassification", card.labels));
       copy_tokenizer_files(o.model_dir, weights);
     } else {
       peft::io::save_peft_adapter(ctx, m, weights,
@@ -364,9 +365,9 @@ int commands<Plan>::merge(const merge_options& o, const run_card& card) {
   session<Plan> s(md, card, 0, 0);
   load_for_inference(s, md, o.adapter_dir);
   s.with_model([&](auto& m) {
-    peft::io::save_merged_checkpoint(s.ctx(), m, o.output_dir, md.config,
-                                     card.task == "token" ? "BertForTokenClassification" : "BertForSequenceClassification",
-                                     card.labels);
+    peft::io::save_merged_checkpoint(
+        s.ctx(), m, o.output_dir,
+        md.config.to_json(card.task == "token" ? "BertForTokenClassification" : "BertForSequenceClassification", card.labels));
   });
   copy_tokenizer_files(o.model_dir, o.output_dir);
   run_card merged = card;

@@ -9,7 +9,7 @@
 #include <sstream>
 
 #include <peft/io/atomic_file.hpp>
-#include <peft/io/hf_config.hpp>
+#include <peft/models/bert/config.hpp>
 #include <peft/io/safetensors.hpp>
 
 namespace peft_train {
@@ -22,7 +22,7 @@ model_dir open_model_dir(const fs::path& dir) {
     if (!fs::is_regular_file(dir / f))
       throw io_error("model directory '" + dir.string() + "' has no " + f +
                      " (a BERT checkpoint directory needs config.json, model.safetensors, and vocab.txt or tokenizer.json)");
-  auto config = peft::io::read_hf_config(dir / "config.json");
+  auto config = peft::models::bert_config::read(dir / "config.json");
   std::optional<peft::text::wordpiece_tokenizer> tok;
   std::string tok_file;
   if (fs::is_regular_file(dir / "tokenizer.json")) {

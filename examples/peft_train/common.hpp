@@ -11,7 +11,7 @@
 
 #include <peft/data/batching.hpp>
 #include <peft/data/readers.hpp>
-#include <peft/models/bert_config.hpp>
+#include <peft/models/bert/config.hpp>
 #include <peft/text/wordpiece.hpp>
 
 #include "options.hpp"

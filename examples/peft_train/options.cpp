@@ -8,7 +8,7 @@
 #include <sstream>
 
 #include <peft/io/atomic_file.hpp>
-#include <peft/io/hf_config.hpp>
+#include <peft/models/bert/config.hpp>
 #include <peft/io/peft_adapter.hpp>
 #include <peft/io/safetensors.hpp>
 
@@ -31,10 +31,8 @@ std::string choices() {
 }  // namespace
 
 peft::activation activation_named(const std::string& name) {
-  for (auto a : {peft::activation::relu, peft::activation::gelu, peft::activation::gelu_tanh, peft::activation::tanh,
-                 peft::activation::identity})
-    if (peft::to_string(a) == name) return a;
-  throw peft::config_error("activation '" + name + "' is not one of relu, gelu, gelu_new, tanh, linear");
+  if (const auto a = peft::activation_from_name(name)) return *a;
+  throw peft::config_error("activation '" + name + "' is not one of " + peft::supported_activation_names);
 }
 
 int method_index(const std::string& method) {
@@ -154,11 +152,9 @@ run_card run_card::from_peft_adapter(const fs::path& adapter_dir, const fs::path
 
   // Positions and label names from the base model's config.json, read once.
   const auto config_path = model_dir / "config.json";
-  std::ifstream in(config_path);
-  if (!in) throw peft::io::io_error("cannot open '" + config_path.string() + "'");
-  const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  c.max_length = peft::io::parse_hf_config(text, config_path.string()).max_position_embeddings;
-  const auto config = nlohmann::json::parse(text);  // valid: parse_hf_config accepted it
+  const auto file = peft::io::json_config::read(config_path);
+  c.max_length = peft::models::bert_config::from_json(file).max_position_embeddings;
+  const auto& config = file.json();
   if (config.contains("id2label") && config["id2label"].is_object() && config["id2label"].size() == num_labels) {
     for (std::size_t i = 0; i < num_labels; ++i) {
       const auto key = std::to_string(i);

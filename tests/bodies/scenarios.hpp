@@ -18,7 +18,7 @@
 #include "peft/methods/full.hpp"
 #include "peft/methods/lora.hpp"
 #include "peft/methods/plan.hpp"
-#include "peft/models/bert.hpp"
+#include "peft/models/bert/model.hpp"
 #include "peft/models/mlp.hpp"
 #include "peft/optim/adafactor.hpp"
 #include "peft/optim/adamw.hpp"

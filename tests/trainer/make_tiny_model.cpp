@@ -100,7 +100,7 @@ int main(int argc, char** argv) {
                                 return name.rfind("bert.", 0) == 0;
                               }),
                               {{"format", "pt"}});
-  peft::io::write_hf_config(dir / "model" / "config.json", c, "BertModel");
+  peft::io::write_json_file(dir / "model" / "config.json", c.to_json("BertModel"));
   std::cout << "tiny model (" << count << " tokens, hidden 32, 2 layers) and data in " << dir.string() << "\n";
   return 0;
 }

@@ -19,6 +19,7 @@
 #include "peft/backend/eigen_gemm.hpp"
 #include "peft/backend/host_memory.hpp"
 #include "peft/backend/host_parallel.hpp"
+#include "peft/backend/row_math.hpp"
 #include "peft/core/random.hpp"
 
 namespace peft::backend {
@@ -175,33 +176,19 @@ struct eigen : detail::host_memory<T> {
     else o = beta * o + mat(x).colwise().sum();
   }
 
-  // ---- transformer kernels -------------------------------------------------------------------------
-  /// probs[r, j] = softmax over unmasked j of scale * scores[r, j]; key j of row r is masked when
-  /// key_mask[r / rows_per_mask_row, j] == 0 and then gets probability 0 (a fully masked row is all 0).
-  static void masked_softmax(context&, const tensor& scores, const tensor& key_mask, std::size_t rows_per_mask_row,
-                             T scale, tensor& probs) {
-    if (key_mask.cols() != scores.cols() || key_mask.rows() * rows_per_mask_row != scores.rows())
-      throw shape_error(peft::detail::concat("eigen::masked_softmax: scores ", scores.shape(), " vs key mask ",
-                                             key_mask.shape(), " with ", rows_per_mask_row, " rows per mask row"));
+  // ---- transformer kernels (the per-row math is shared with CUDA: row_math.hpp) ------------------------
+  /// probs[r, :] = softmax of scale * scores[r, :] over the keys that `mask` lets row r see (see
+  /// `softmax_mask`); `key_mask` (one row per `mask.blocks_per_mask_row` score blocks) may be null.
+  static void masked_softmax(context&, const tensor& scores, const tensor* key_mask, const softmax_mask& mask, T scale,
+                             tensor& probs) {
+    peft::detail::check_softmax_shapes("eigen::masked_softmax", scores.shape(), key_mask ? &key_mask->shape() : nullptr, mask);
     probs.resize(scores.shape());
-    const std::size_t cols = scores.cols();
+    const std::size_t cols = scores.cols(), per_mask = mask.query_rows * mask.blocks_per_mask_row;
     const T* sp = scores.data();
-    const T* mp = key_mask.data();
+    const T* mp = key_mask ? key_mask->data() : nullptr;
     T* pp = probs.data();
     detail::host_parallel_for(scores.rows(), [&](std::size_t r) {
-      const T* z = sp + r * cols;
-      const T* mask = mp + (r / rows_per_mask_row) * cols;
-      T* p = pp + r * cols;
-      T mx = -std::numeric_limits<T>::infinity();
-      for (std::size_t j = 0; j < cols; ++j)
-        if (mask[j] != T(0)) mx = std::max(mx, scale * z[j]);
-      T sum = 0;
-      for (std::size_t j = 0; j < cols; ++j) {
-        p[j] = mask[j] != T(0) ? std::exp(scale * z[j] - mx) : T(0);
-        sum += p[j];
-      }
-      const T inv = sum > T(0) ? T(1) / sum : T(0);
-      for (std::size_t j = 0; j < cols; ++j) p[j] *= inv;
+      row_math::softmax_row(sp + r * cols, mp ? mp + (r / per_mask) * cols : nullptr, mask, r, cols, scale, pp + r * cols);
     }, cols);
   }
   /// dscores = scale * p * (dp - sum_j p dp) row by row (the softmax Jacobian-vector product).
@@ -210,12 +197,7 @@ struct eigen : detail::host_memory<T> {
     dscores.resize(probs.shape());
     const std::size_t cols = probs.cols();
     detail::host_parallel_for(probs.rows(), [&](std::size_t r) {
-      const T* p = probs.data() + r * cols;
-      const T* dp = dprobs.data() + r * cols;
-      T* ds = dscores.data() + r * cols;
-      T dot = 0;
-      for (std::size_t j = 0; j < cols; ++j) dot += p[j] * dp[j];
-      for (std::size_t j = 0; j < cols; ++j) ds[j] = scale * p[j] * (dp[j] - dot);
+      row_math::softmax_backward_row(probs.data() + r * cols, dprobs.data() + r * cols, cols, scale, dscores.data() + r * cols);
     }, cols);
   }
   /// y = gamma * (x - mean) * rstd + beta over the last dimension; keeps mean and rstd (one per row).
@@ -229,13 +211,7 @@ struct eigen : detail::host_memory<T> {
     mean.resize(shape{rows});
     rstd.resize(shape{rows});
     detail::host_parallel_for(rows, [&](std::size_t r) {
-      const auto xr = Eigen::Map<const array>(x.data() + r * cols, Eigen::Index(cols));
-      const T mu = xr.mean();
-      const T var = (xr - mu).square().mean();
-      const T rs = T(1) / std::sqrt(var + eps);
-      mean[r] = mu;
-      rstd[r] = rs;
-      Eigen::Map<array>(y.data() + r * cols, Eigen::Index(cols)) = (xr - mu) * rs * arr(gamma) + arr(beta);
+      row_math::layer_norm_row(x.data() + r * cols, gamma.data(), beta.data(), cols, eps, y.data() + r * cols, mean[r], rstd[r]);
     }, cols);
   }
   /// dx from dy through layer norm; dgamma += sum_rows(dy * xhat) and dbeta += sum_rows(dy) when given.
@@ -244,21 +220,9 @@ struct eigen : detail::host_memory<T> {
     peft::detail::require_same_shape("eigen::layer_norm_backward", x.shape(), dy.shape());
     const std::size_t rows = x.rows(), cols = x.cols();
     dx.resize(x.shape());
-    const T* g = gamma.data();
     detail::host_parallel_for(rows, [&](std::size_t r) {
-      const T* xr = x.data() + r * cols;
-      const T* dyr = dy.data() + r * cols;
-      T* dxr = dx.data() + r * cols;
-      const T mu = mean[r], rs = rstd[r];
-      T m1 = 0, m2 = 0;  // means of dxhat and dxhat * xhat; scalar loops keep the step allocation-free
-      for (std::size_t j = 0; j < cols; ++j) {
-        const T dxhat = dyr[j] * g[j];
-        m1 += dxhat;
-        m2 += dxhat * (xr[j] - mu) * rs;
-      }
-      m1 /= T(cols);
-      m2 /= T(cols);
-      for (std::size_t j = 0; j < cols; ++j) dxr[j] = rs * (dyr[j] * g[j] - m1 - (xr[j] - mu) * rs * m2);
+      row_math::layer_norm_backward_row(x.data() + r * cols, gamma.data(), mean[r], rstd[r], dy.data() + r * cols, cols,
+                                        dx.data() + r * cols);
     }, cols);
     if (dgamma || dbeta) {
       for (std::size_t r = 0; r < rows; ++r) {
@@ -268,6 +232,41 @@ struct eigen : detail::host_memory<T> {
         if (dbeta) arr(*dbeta) += dyr;
       }
     }
+  }
+  /// y = gamma * x * rstd over the last dimension, rstd = 1 / sqrt(mean(x^2) + eps) kept per row.
+  static void rms_norm_forward(context&, const tensor& x, const tensor& gamma, T eps, tensor& y, tensor& rstd) {
+    const std::size_t rows = x.rows(), cols = x.cols();
+    if (gamma.size() != cols)
+      throw shape_error(peft::detail::concat("eigen::rms_norm_forward: input ", x.shape(), " vs gamma ", gamma.shape()));
+    y.resize(x.shape());
+    rstd.resize(shape{rows});
+    detail::host_parallel_for(rows, [&](std::size_t r) {
+      row_math::rms_norm_row(x.data() + r * cols, gamma.data(), cols, eps, y.data() + r * cols, rstd[r]);
+    }, cols);
+  }
+  /// dx from dy through RMS norm; dgamma += sum_rows(dy * x * rstd) when given.
+  static void rms_norm_backward(context&, const tensor& x, const tensor& gamma, const tensor& rstd, const tensor& dy,
+                                tensor& dx, tensor* dgamma) {
+    peft::detail::require_same_shape("eigen::rms_norm_backward", x.shape(), dy.shape());
+    const std::size_t rows = x.rows(), cols = x.cols();
+    dx.resize(x.shape());
+    detail::host_parallel_for(rows, [&](std::size_t r) {
+      row_math::rms_norm_backward_row(x.data() + r * cols, gamma.data(), rstd[r], dy.data() + r * cols, cols,
+                                      dx.data() + r * cols);
+    }, cols);
+    if (dgamma)
+      for (std::size_t r = 0; r < rows; ++r)
+        arr(*dgamma) += Eigen::Map<const array>(dy.data() + r * cols, Eigen::Index(cols)) *
+                        Eigen::Map<const array>(x.data() + r * cols, Eigen::Index(cols)) * rstd[r];
+  }
+  /// y = rotary embedding of x (see `rotary_args`); y may be x.
+  static void rotary(context&, const tensor& x, const rotary_args& a, tensor& y) {
+    peft::detail::check_rotary_shapes("eigen::rotary", x.shape(), a);
+    if (&y != &x) y.resize(x.shape());
+    const std::size_t cols = x.cols();
+    detail::host_parallel_for(x.rows(), [&](std::size_t r) {
+      row_math::rotary_row(x.data() + r * cols, a, a.position_offset + r % a.seq_len, y.data() + r * cols);
+    }, cols);
   }
   /// out[i, :] = table[ids[i], :]; out must already have ids.size() rows of table.cols() columns.
   static void gather_rows(context&, const tensor& table, const index_tensor& ids, tensor& out) {
@@ -417,6 +416,7 @@ struct eigen : detail::host_memory<T> {
       case activation::gelu: f([] { return activation::gelu; }); break;
       case activation::gelu_tanh: f([] { return activation::gelu_tanh; }); break;
       case activation::tanh: f([] { return activation::tanh; }); break;
+      case activation::silu: f([] { return activation::silu; }); break;
     }
   }
 };

@@ -80,6 +80,7 @@ struct xtensor : detail::host_memory<T> {
         Y = T(0.5) * X * (T(1) + xt::tanh(std::sqrt(T(2) / T(M_PI)) * (X + T(0.044715) * xt::pow(X, 3))));
         break;
       case activation::tanh: Y = xt::tanh(X); break;
+      case activation::silu: Y = X / (T(1) + xt::exp(-X)); break;
     }
   }
   static void activation_backward(context&, activation a, const tensor& x, const tensor& y, const tensor& dy,
@@ -108,6 +109,12 @@ struct xtensor : detail::host_memory<T> {
         break;
       }
       case activation::tanh: DX = DY * (T(1) - Y * Y); break;
+      case activation::silu: {
+        // d/dx [x sigma(x)] = sigma(x) + x sigma(x) (1 - sigma(x))
+        auto sig = xt::eval(T(1) / (T(1) + xt::exp(-X)));
+        DX = DY * (sig + X * sig * (T(1) - sig));
+        break;
+      }
     }
   }
   static void dropout_mask(context&, T p, std::uint64_t seed, std::uint64_t offset, tensor& mask) {
@@ -167,17 +174,25 @@ struct xtensor : detail::host_memory<T> {
     else O = beta * O + xt::sum(view(x), {0});
   }
 
-  static void masked_softmax(context&, const tensor& scores, const tensor& key_mask, std::size_t rows_per_mask_row,
-                             T scale, tensor& probs) {
-    if (key_mask.cols() != scores.cols() || key_mask.rows() * rows_per_mask_row != scores.rows())
-      throw shape_error(peft::detail::concat("xtensor::masked_softmax: scores ", scores.shape(), " vs key mask ",
-                                             key_mask.shape(), " with ", rows_per_mask_row, " rows per mask row"));
+  /// Softmax over the keys each row may see, by the definition: a boolean visibility row from the
+  /// key mask and the causal rule, then exp(z - max) / sum over the visible keys.
+  static void masked_softmax(context&, const tensor& scores, const tensor* key_mask, const softmax_mask& mask, T scale,
+                             tensor& probs) {
+    peft::detail::check_softmax_shapes("xtensor::masked_softmax", scores.shape(), key_mask ? &key_mask->shape() : nullptr, mask);
     probs.resize(scores.shape());
     auto S = view(scores);
-    auto M = view(key_mask);
     auto P = view(probs);
+    const std::size_t cols = scores.cols();
     for (std::size_t r = 0; r < scores.rows(); ++r) {
-      auto keep = xt::eval(xt::not_equal(xt::view(M, r / rows_per_mask_row, xt::all()), T(0)));
+      xt::xtensor<bool, 1> keep = xt::ones<bool>({cols});
+      if (key_mask) {
+        auto M = view(*key_mask);
+        keep = xt::not_equal(xt::view(M, r / (mask.query_rows * mask.blocks_per_mask_row), xt::all()), T(0));
+      }
+      if (mask.causal) {
+        const std::size_t query_position = mask.query_offset + r % mask.query_rows;
+        for (std::size_t j = query_position + 1; j < cols; ++j) keep(j) = false;
+      }
       auto z = xt::eval(scale * xt::view(S, r, xt::all()));
       auto p = xt::view(P, r, xt::all());
       if (!xt::any(keep)) {
@@ -233,6 +248,54 @@ struct xtensor : detail::host_memory<T> {
     if (dbeta) {
       auto Bt = flat(*dbeta);
       Bt = Bt + xt::sum(DY, {0});
+    }
+  }
+  static void rms_norm_forward(context&, const tensor& x, const tensor& gamma, T eps, tensor& y, tensor& rstd) {
+    if (gamma.size() != x.cols())
+      throw shape_error(peft::detail::concat("xtensor::rms_norm_forward: input ", x.shape(), " vs gamma ", gamma.shape()));
+    y.resize(x.shape());
+    rstd.resize(shape{x.rows()});
+    auto X = view(x);
+    auto rs = xt::eval(T(1) / xt::sqrt(xt::mean(X * X, {1}) + eps));
+    flat(rstd) = rs;
+    view(y) = X * xt::view(rs, xt::all(), xt::newaxis()) * xt::view(flat(gamma), xt::newaxis(), xt::all());
+  }
+  static void rms_norm_backward(context&, const tensor& x, const tensor& gamma, const tensor& rstd, const tensor& dy,
+                                tensor& dx, tensor* dgamma) {
+    peft::detail::require_same_shape("xtensor::rms_norm_backward", x.shape(), dy.shape());
+    dx.resize(x.shape());
+    auto rs = xt::view(flat(rstd), xt::all(), xt::newaxis());
+    auto xhat = xt::eval(view(x) * rs);
+    auto DY = view(dy);
+    auto g = xt::eval(DY * xt::view(flat(gamma), xt::newaxis(), xt::all()));
+    auto m = xt::eval(xt::mean(g * xhat, {1}));
+    view(dx) = rs * (g - xhat * xt::view(m, xt::all(), xt::newaxis()));
+    if (dgamma) {
+      auto G = flat(*dgamma);
+      G = G + xt::sum(DY * xhat, {0});
+    }
+  }
+  /// Rotary embedding by the definition: for each token, head and pair, a 2x2 rotation.
+  static void rotary(context&, const tensor& x, const rotary_args& a, tensor& y) {
+    peft::detail::check_rotary_shapes("xtensor::rotary", x.shape(), a);
+    const tensor in = x;  // y may be x
+    y.resize(x.shape());
+    const std::size_t half = a.rotary_dims / 2, cols = x.cols();
+    for (std::size_t r = 0; r < x.rows(); ++r) {
+      const std::size_t pos = a.position_offset + r % a.seq_len;
+      for (std::size_t h = 0; h < a.heads; ++h) {
+        const T* u = in.data() + r * cols + h * a.head_dim;
+        T* v = y.data() + r * cols + h * a.head_dim;
+        for (std::size_t j = a.rotary_dims; j < a.head_dim; ++j) v[j] = u[j];
+        for (std::size_t i = 0; i < half; ++i) {
+          const T inv_freq = T(1) / std::pow(T(a.theta), T(2 * i) / T(a.rotary_dims));
+          const T angle = (a.inverse ? T(-1) : T(1)) * T(pos) * inv_freq;
+          const std::size_t p = a.pairing == rope_pairing::adjacent ? 2 * i : i;
+          const std::size_t q = a.pairing == rope_pairing::adjacent ? 2 * i + 1 : i + half;
+          v[p] = u[p] * std::cos(angle) - u[q] * std::sin(angle);
+          v[q] = u[p] * std::sin(angle) + u[q] * std::cos(angle);
+        }
+      }
     }
   }
   static void gather_rows(context&, const tensor& table, const index_tensor& ids, tensor& out) {

@@ -55,8 +55,10 @@ concept DenseTensor = std::default_initializable<Tn> && std::movable<Tn> &&
 ///   `dropout_mask`;
 /// - matrix: `gemm` (transposes, alpha, beta), `gemm_batched` (two-level strided batches),
 ///   `add_row_vector` (bias add), `sum_rows` (bias grad);
-/// - transformer kernels: `masked_softmax` and `softmax_backward` (attention), `layer_norm_forward`
-///   and `layer_norm_backward`, `gather_rows` and `scatter_add_rows` (embeddings, pooling);
+/// - transformer kernels: `masked_softmax` (key-padding and causal masks, `softmax_mask`) and
+///   `softmax_backward` (attention), `layer_norm_forward/backward`, `rms_norm_forward/backward`,
+///   `rotary` (rotary position embedding, `rotary_args`), `gather_rows` and `scatter_add_rows`
+///   (embeddings, pooling);
 /// - reductions and losses: `sum_squares`, `softmax_cross_entropy`, `mse`;
 /// - fused update rules: `sgd_update`, `adamw_update`, `adafactor_update`.
 /// Guarantees expected of an implementation: shapes are checked and a mismatch throws
@@ -86,10 +88,13 @@ concept Backend =
                       matrix_batch<const typename B::value_type*>{}, matrix_batch<const typename B::value_type*>{}, a,
                       matrix_batch<typename B::value_type*>{}, std::size_t{}, std::size_t{});
       B::add_row_vector(ctx, t, c);
-      B::masked_softmax(ctx, c, c, std::size_t{}, a, t);
+      B::masked_softmax(ctx, c, &c, softmax_mask{}, a, t);
       B::softmax_backward(ctx, c, c, a, t);
       B::layer_norm_forward(ctx, c, c, c, a, t, t, t);
       B::layer_norm_backward(ctx, c, c, c, c, c, t, &t, &t);
+      B::rms_norm_forward(ctx, c, c, a, t, t);
+      B::rms_norm_backward(ctx, c, c, c, c, t, &t);
+      B::rotary(ctx, c, rotary_args{}, t);
       B::gather_rows(ctx, c, static_cast<const typename B::index_tensor&>(labels), t);
       B::scatter_add_rows(ctx, c, static_cast<const typename B::index_tensor&>(labels), t);
       B::sum_rows(ctx, c, a, t);
@@ -108,6 +113,26 @@ namespace detail {
 /// Throws unless `a` and `b` have equal shapes; `what` names the kernel or layer.
 inline void require_same_shape(const char* what, const shape& a, const shape& b) {
   if (!(a == b)) throw shape_error(concat(what, ": shapes differ: ", a, " vs ", b));
+}
+/// The shape rules of `masked_softmax`, in one place for every backend: scores rows come in blocks
+/// of `query_rows`, and the key mask (when given) has one row of `cols` per `blocks_per_mask_row`
+/// blocks.
+inline void check_softmax_shapes(const char* what, const shape& scores, const shape* key_mask, const softmax_mask& m) {
+  const std::size_t rows = scores.rows();
+  if (m.query_rows == 0 || m.blocks_per_mask_row == 0 || rows % m.query_rows != 0)
+    throw shape_error(concat(what, ": scores ", scores, " are not blocks of ", m.query_rows, " query rows"));
+  if (key_mask && (key_mask->cols() != scores.cols() || key_mask->rows() * m.query_rows * m.blocks_per_mask_row != rows))
+    throw shape_error(concat(what, ": scores ", scores, " vs key mask ", *key_mask, " with ", m.blocks_per_mask_row,
+                             " blocks of ", m.query_rows, " rows per mask row"));
+}
+/// The shape rules of `rotary`: rows of heads * head_dim, an even rotary_dims <= head_dim, rows a
+/// multiple of seq_len.
+inline void check_rotary_shapes(const char* what, const shape& x, const rotary_args& a) {
+  const std::size_t cols = x.cols(), rows = x.rows();
+  if (a.heads == 0 || a.head_dim == 0 || cols != a.heads * a.head_dim || a.rotary_dims % 2 != 0 ||
+      a.rotary_dims > a.head_dim || a.seq_len == 0 || rows % a.seq_len != 0 || !(a.theta > 0))
+    throw shape_error(concat(what, ": input ", x, " vs ", a.heads, " heads of ", a.head_dim, " (rotating ", a.rotary_dims,
+                             ", sequences of ", a.seq_len, ", theta ", a.theta, ")"));
 }
 }  // namespace detail
 

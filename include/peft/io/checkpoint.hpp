@@ -45,22 +45,20 @@ struct load_report {
   }
 };
 
+/// A model that knows other names its parameters go by in checkpoints (a task head's encoder
+/// saved without its prefix, legacy names): `checkpoint_names(name)` lists the candidates, the model's
+/// own name first.
+template <class M>
+concept HasCheckpointNames = requires(const std::string& name) {
+  { M::checkpoint_names(name) } -> std::convertible_to<std::vector<std::string>>;
+};
+
 namespace detail {
-/// Names under which a model parameter may appear in a checkpoint: as is, with or without the
-/// `bert.` prefix (BertModel vs BertFor* checkpoints), and the legacy LayerNorm `gamma`/`beta`.
-inline std::vector<std::string> checkpoint_aliases(const std::string& name) {
-  std::vector<std::string> out{name};
-  const std::string prefix = "bert.";
-  if (name.rfind(prefix, 0) == 0) out.push_back(name.substr(prefix.size()));
-  else out.push_back(prefix + name);
-  const std::size_t n = out.size();
-  for (std::size_t i = 0; i < n; ++i) {
-    const std::string a = out[i];  // a copy: push_back below may reallocate
-    auto ends = [&](const std::string& s) { return a.size() >= s.size() && a.compare(a.size() - s.size(), s.size(), s) == 0; };
-    if (ends("LayerNorm.weight")) out.push_back(a.substr(0, a.size() - 6) + "gamma");
-    if (ends("LayerNorm.bias")) out.push_back(a.substr(0, a.size() - 4) + "beta");
-  }
-  return out;
+/// Names under which parameter `name` of `M` may appear in a checkpoint.
+template <class M>
+std::vector<std::string> checkpoint_aliases(const std::string& name) {
+  if constexpr (HasCheckpointNames<M>) return M::checkpoint_names(name);
+  else return {name};
 }
 inline std::string shape_str(const std::vector<std::size_t>& s) {
   std::string out = "[";
@@ -88,7 +86,7 @@ void assign(typename B::context& ctx, const safetensors_file& f, const tensor_in
 }
 }  // namespace detail
 
-/// Loads every base parameter of `model` found in `file` (see `checkpoint_aliases`). Method parameters
+/// Loads every base parameter of `model` found in `file`, by name (see `HasCheckpointNames`). Method parameters
 /// (LoRA, BitFit deltas, adapters) are left as initialised. Validates everything first: a tensor whose
 /// shape differs from the parameter's throws `shape_error` naming the key and both shapes, and then
 /// nothing has been modified.
@@ -103,7 +101,7 @@ load_report load_checkpoint(typename M::backend::context& ctx, M& model, const s
       ++r.method_parameters;
       return;
     }
-    for (const auto& alias : detail::checkpoint_aliases(name))
+    for (const auto& alias : detail::checkpoint_aliases<M>(name))
       if (const tensor_info* t = file.find(alias)) {
         if (!detail::same_shape(p.value.shape(), t->shape))
           throw shape_error(peft::detail::concat("checkpoint '", file.source(), "': tensor '", alias, "' has shape ",

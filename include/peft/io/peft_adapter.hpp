@@ -24,7 +24,7 @@
 #include "peft/core/layer.hpp"
 #include "peft/core/method_config.hpp"
 #include "peft/io/checkpoint.hpp"
-#include "peft/io/hf_config.hpp"
+#include "peft/io/json_config.hpp"
 #include "peft/methods/lora.hpp"
 
 namespace peft::io {
@@ -297,14 +297,14 @@ load_report load_peft_adapter(typename M::backend::context& ctx, M& model, const
   return r;
 }
 
-/// Writes a full merged checkpoint `dir/model.safetensors` + `dir/config.json` that loads as a plain
-/// `architecture` (e.g. BertForSequenceClassification): LoRA and BitFit are folded into the base
+/// Writes a full merged checkpoint `dir/model.safetensors` + `dir/config.json` (`config_json`, the
+/// model's own `config.json`, e.g. `bert_config::to_json("BertForSequenceClassification", labels)`),
+/// which then loads as that plain model: LoRA and BitFit are folded into the base
 /// weights for the write and taken out again afterwards, so `model` is unchanged. Bottleneck adapters
 /// cannot be merged (they are nonlinear): that is an error, and nothing is written.
 template <Module M>
 void save_merged_checkpoint(typename M::backend::context& ctx, M& model, const std::filesystem::path& dir,
-                            const models::bert_config& config, const std::string& architecture,
-                            const std::vector<std::string>& labels = {}) {
+                            const nlohmann::json& config_json) {
   bool adapters = false;
   model.visit_parameters("", [&](const std::string&, const auto& p) {
     adapters = adapters || std::remove_cvref_t<decltype(p)>::group::name == groups::adapter::name;
@@ -317,7 +317,7 @@ void save_merged_checkpoint(typename M::backend::context& ctx, M& model, const s
     write_safetensors(dir / "model.safetensors",
                       collect_tensors(ctx, model, [](const std::string&, std::string_view g) { return !is_method_group(g); }),
                       {{"format", "pt"}});
-    write_hf_config(dir / "config.json", config, architecture, labels);
+    write_json_file(dir / "config.json", config_json);
   } catch (...) {
     model.unmerge(ctx);
     throw;

@@ -1,9 +1,14 @@
 #pragma once
-/// \file `peft::layers::bert_attention`: BERT's multi-head self-attention sublayer with its output
-/// projection, dropout, residual connection and post-layer-norm (HF `BertAttention`).
+/// \file `peft::layers::multi_head_attention`: the attention sublayer of every transformer family
+/// here: bidirectional with a key-padding mask (BERT) or causal (Llama), grouped-query heads, optional
+/// rotary position embedding in either pairing, optional biases. It owns the four projections and
+/// returns O(attention(Q x, K x, V x)); the residual connection and the norms belong to the model's
+/// block, since families place them differently.
 
+#include <array>
 #include <cmath>
 #include <cstdint>
+#include <optional>
 #include <string>
 
 #include "peft/core/error.hpp"
@@ -13,27 +18,56 @@
 #include "peft/core/roles.hpp"
 #include "peft/layers/dropout.hpp"
 #include "peft/layers/linear.hpp"
-#include "peft/models/bert_config.hpp"
 
 namespace peft::layers {
 
-/// Options of a BERT linear layer: bias, N(0, initializer_range) weights and zero bias, as
-/// transformers initialises BERT.
-inline linear_options bert_linear(const models::bert_config& c, std::size_t in, std::size_t out, std::string name,
-                                  std::uint64_t seed) {
-  return {.in_features = in, .out_features = out, .bias = true, .name = std::move(name), .seed = seed,
-          .init = weight_init::normal, .init_std = c.initializer_range};
-}
+/// Rotary position embedding settings (RoPE, Su et al. 2021, arXiv:2104.09864).
+struct rotary_options {
+  rope_pairing pairing = rope_pairing::half_split;
+  double theta = 10000;
+  std::size_t rotary_dims = 0;  ///< dimensions rotated per head; 0 = the whole head
+};
 
-/// out = LayerNorm(x + dropout(O(attention(Q x, K x, V x)))), with
-/// attention = softmax(Q Kᵀ / sqrt(d) + mask) V per head. The four projections are the plan's layers
-/// for roles query, key, value and attention_output, so LoRA, BitFit and adapters reach them. Scores
-/// and context are computed by two-level batched GEMMs straight on the (batch, seq, heads * d) layout:
-/// no per-head loop and no transpose. Keys where `key_mask` is 0 get probability 0.
-/// Names (HF): `self.query.*`, `self.key.*`, `self.value.*`, `output.dense.*`, `output.LayerNorm.*`.
+/// Construction options of `multi_head_attention`. Sizes are run-time values; `module_names` are the
+/// model's names of the four projections under `name` (BERT: self.query, self.key, self.value,
+/// output.dense; Llama: q_proj, k_proj, v_proj, o_proj).
+struct attention_options {
+  std::size_t hidden = 0;    ///< model width: input and output features
+  std::size_t heads = 0;     ///< query heads
+  std::size_t kv_heads = 0;  ///< key/value heads, dividing `heads` (grouped-query attention); 0 = heads
+  std::size_t head_dim = 0;  ///< 0 = hidden / heads
+  bool causal = false;       ///< query i sees keys 0..i only (decoders)
+  bool qkv_bias = true;
+  bool output_bias = true;
+  double dropout = 0;        ///< on the attention probabilities
+  std::optional<rotary_options> rope{};
+  weight_init init = weight_init::normal;
+  double init_std = 0.02;
+  std::string name = "attention";  ///< module path of the sublayer
+  std::array<std::string, 4> module_names{"query", "key", "value", "output"};
+  std::uint64_t seed = 0;
+};
+
+/// Per-call inputs of the attention: an optional (batch, seq) key mask of 1 (token) / 0 (padding),
+/// and the absolute position of the first token, which sets the rotary angles (a KV cache passes the
+/// number of cached tokens).
+template <class Tensor>
+struct attention_inputs {
+  const Tensor* key_mask = nullptr;
+  std::size_t position_offset = 0;
+};
+
+/// out = O(concat_h softmax(mask(Q_h K_{g(h)}^T / sqrt(d))) V_{g(h)}), with query head h reading
+/// key/value head g(h) = h / (heads / kv_heads), as Hugging Face's `repeat_kv` pairs them. Q and K are
+/// rotated first when `rope` is set. The projections are the plan's layers for roles query, key,
+/// value and attention_output, so every method reaches them. Scores and context are two-level
+/// batched GEMMs on the (batch, seq, heads * d) layout, one call per query head of a group: no
+/// per-head loop over tokens and no transpose.
+/// Requirements: heads divisible by kv_heads; with rope, an even rotary_dims <= head_dim.
 template <Backend B, class Plan>
-class bert_attention : public visits_parameters<bert_attention<B, Plan>> {
-  friend visits_parameters<bert_attention>;
+class multi_head_attention : public visits_parameters<multi_head_attention<B, Plan>> {
+  friend visits_parameters<multi_head_attention>;
+
  public:
   using backend = B;
   using tensor = typename B::tensor;
@@ -42,76 +76,80 @@ class bert_attention : public visits_parameters<bert_attention<B, Plan>> {
   using key_layer = typename Plan::template linear<roles::key, B>;
   using value_layer = typename Plan::template linear<roles::value, B>;
   using output_layer = typename Plan::template linear<roles::attention_output, B>;
-  using norm_layer = typename Plan::template norm<B>;
 
-  bert_attention(typename B::context& ctx, const models::bert_config& c, const method_config& cfg, const std::string& name,
-                 std::uint64_t seed)
-      : heads_(c.num_attention_heads),
-        head_dim_(c.head_dim()),
-        q_(ctx, proj(c, name + ".self.query", derive_seed(seed, 1)), cfg),
-        k_(ctx, proj(c, name + ".self.key", derive_seed(seed, 2)), cfg),
-        v_(ctx, proj(c, name + ".self.value", derive_seed(seed, 3)), cfg),
-        attn_drop_(c.attention_probs_dropout_prob, name + ".self.dropout"),
-        o_(ctx, proj(c, name + ".output.dense", derive_seed(seed, 4)), cfg),
-        hidden_drop_(c.hidden_dropout_prob, name + ".output.dropout"),
-        norm_(ctx, c.hidden_size, c.layer_norm_eps, name + ".output.LayerNorm") {}
+  multi_head_attention(typename B::context& ctx, const attention_options& o, const method_config& cfg)
+      : opts_(validated(o)),
+        q_(ctx, projection(opts_, 0, opts_.hidden, opts_.heads * opts_.head_dim, opts_.qkv_bias), cfg),
+        k_(ctx, projection(opts_, 1, opts_.hidden, opts_.kv_heads * opts_.head_dim, opts_.qkv_bias), cfg),
+        v_(ctx, projection(opts_, 2, opts_.hidden, opts_.kv_heads * opts_.head_dim, opts_.qkv_bias), cfg),
+        drop_(opts_.dropout, opts_.name + ".dropout"),
+        o_(ctx, projection(opts_, 3, opts_.heads * opts_.head_dim, opts_.hidden, opts_.output_bias), cfg) {}
 
-  /// x: (batch, seq, hidden); key_mask: (batch, seq) of 1 (token) / 0 (padding).
-  const tensor& forward(typename B::context& ctx, const tensor& x, const tensor& key_mask) {
-    const std::size_t hidden = heads_ * head_dim_;
-    if (x.shape().rank() != 3 || x.cols() != hidden)
-      throw shape_error(peft::detail::concat("attention: input shape ", x.shape(), " is not (batch, seq, ", hidden, ")"));
+  /// x: (batch, seq, hidden). Returns (batch, seq, hidden).
+  const tensor& forward(typename B::context& ctx, const tensor& x, const attention_inputs<tensor>& in = {}) {
+    if (x.shape().rank() != 3 || x.cols() != opts_.hidden)
+      throw shape_error(peft::detail::concat("attention '", opts_.name, "': input shape ", x.shape(), " is not (batch, seq, ",
+                                             opts_.hidden, ")"));
     batch_ = x.shape()[0];
     seq_ = x.shape()[1];
-    if (!(key_mask.shape() == shape{batch_, seq_}))
-      throw shape_error(peft::detail::concat("attention: mask shape ", key_mask.shape(), " differs from (batch, seq) = [",
-                                             batch_, ", ", seq_, "]"));
-    x_ = &x;
-    const tensor& q = q_.forward(ctx, x);
-    const tensor& k = k_.forward(ctx, x);
-    const tensor& v = v_.forward(ctx, x);
-    q_out_ = &q;
-    k_out_ = &k;
-    v_out_ = &v;
-    scores_.resize(shape{batch_, heads_, seq_, seq_});
-    // scores[b, h] = Q[b, :, h] K[b, :, h]^T
-    B::gemm_batched(ctx, op::n, op::t, seq_, seq_, head_dim_, value_type(1), heads_view(q), heads_view(k), value_type(0),
-                    scores_view(scores_), batch_, heads_);
-    B::masked_softmax(ctx, scores_, key_mask, heads_ * seq_, value_type(1 / std::sqrt(double(head_dim_))), probs_);
-    const tensor& p = attn_drop_.forward(ctx, probs_);
-    dropped_probs_ = &p;
-    context_.resize(shape{batch_, seq_, hidden});
-    // context[b, :, h] = P[b, h] V[b, :, h]
-    B::gemm_batched(ctx, op::n, op::n, seq_, head_dim_, seq_, value_type(1), scores_cview(p), heads_view(v), value_type(0),
-                    heads_mview(context_), batch_, heads_);
-    const tensor& a = hidden_drop_.forward(ctx, o_.forward(ctx, context_));
-    B::copy(ctx, a, residual_);
-    B::axpy(ctx, value_type(1), x, residual_);
-    return norm_.forward(ctx, residual_);
+    if (in.key_mask && !(in.key_mask->shape() == shape{batch_, seq_}))
+      throw shape_error(peft::detail::concat("attention '", opts_.name, "': mask shape ", in.key_mask->shape(),
+                                             " differs from (batch, seq) = [", batch_, ", ", seq_, "]"));
+    offset_ = in.position_offset;
+    const tensor* q = &q_.forward(ctx, x);
+    const tensor* k = &k_.forward(ctx, x);
+    v_out_ = &v_.forward(ctx, x);
+    if (opts_.rope) {
+      B::rotary(ctx, *q, rotary(opts_.heads, false), q_rot_);
+      B::rotary(ctx, *k, rotary(opts_.kv_heads, false), k_rot_);
+      q = &q_rot_, k = &k_rot_;
+    }
+    q_out_ = q, k_out_ = k;
+    scores_.resize(shape{batch_, opts_.heads, seq_, seq_});
+    for (std::size_t g = 0; g < group(); ++g)  // scores[b, h] = Q[b, :, h] K[b, :, g(h)]^T
+      B::gemm_batched(ctx, op::n, op::t, seq_, seq_, d(), value_type(1), query_view(*q, g), kv_view(*k), value_type(0),
+                      scores_view(scores_, g), batch_, opts_.kv_heads);
+    // The keys are this call's own tokens, so query i sees keys 0..i; a KV cache, whose keys start
+    // at position 0, will pass the cached length as the query offset.
+    const softmax_mask mask{.query_rows = seq_, .blocks_per_mask_row = opts_.heads, .causal = opts_.causal,
+                            .query_offset = 0};
+    B::masked_softmax(ctx, scores_, in.key_mask, mask, scale(), probs_);
+    dropped_probs_ = &drop_.forward(ctx, probs_);
+    context_.resize(shape{batch_, seq_, opts_.heads * d()});
+    for (std::size_t g = 0; g < group(); ++g)  // context[b, :, h] = P[b, h] V[b, :, g(h)]
+      B::gemm_batched(ctx, op::n, op::n, seq_, d(), seq_, value_type(1), scores_view(*dropped_probs_, g), kv_view(*v_out_),
+                      value_type(0), query_view(context_, g), batch_, opts_.kv_heads);
+    return o_.forward(ctx, context_);
   }
 
+  /// dout: (batch, seq, hidden). Returns the gradient with respect to x.
   const tensor& backward(typename B::context& ctx, const tensor& dout) {
-    if (!x_) throw error("attention: backward called before forward");
-    const tensor& dres = norm_.backward(ctx, dout);
-    B::copy(ctx, dres, dx_);  // residual path
-    const tensor& dcontext = o_.backward(ctx, hidden_drop_.backward(ctx, dres));
+    if (!q_out_) throw error(peft::detail::concat("attention '", opts_.name, "': backward called before forward"));
+    const tensor& dcontext = o_.backward(ctx, dout);
     dprobs_.resize(scores_.shape());
-    // dP = dContext V^T ; dV = P^T dContext
-    B::gemm_batched(ctx, op::n, op::t, seq_, seq_, head_dim_, value_type(1), heads_view(dcontext), heads_view(*v_out_),
-                    value_type(0), scores_view(dprobs_), batch_, heads_);
-    dv_.resize(x_->shape());
-    B::gemm_batched(ctx, op::t, op::n, seq_, head_dim_, seq_, value_type(1), scores_cview(*dropped_probs_),
-                    heads_view(dcontext), value_type(0), heads_mview(dv_), batch_, heads_);
-    const tensor& dp = attn_drop_.backward(ctx, dprobs_);
-    B::softmax_backward(ctx, probs_, dp, value_type(1 / std::sqrt(double(head_dim_))), dscores_);
-    // dQ = dS K ; dK = dS^T Q
-    dq_.resize(x_->shape());
-    dk_.resize(x_->shape());
-    B::gemm_batched(ctx, op::n, op::n, seq_, head_dim_, seq_, value_type(1), scores_cview(dscores_), heads_view(*k_out_),
-                    value_type(0), heads_mview(dq_), batch_, heads_);
-    B::gemm_batched(ctx, op::t, op::n, seq_, head_dim_, seq_, value_type(1), scores_cview(dscores_), heads_view(*q_out_),
-                    value_type(0), heads_mview(dk_), batch_, heads_);
-    B::axpy(ctx, value_type(1), q_.backward(ctx, dq_), dx_);
+    dv_.resize(v_out_->shape());
+    for (std::size_t g = 0; g < group(); ++g) {
+      // dP = dContext V^T ; dV = sum over the group of P^T dContext
+      B::gemm_batched(ctx, op::n, op::t, seq_, seq_, d(), value_type(1), query_view(dcontext, g), kv_view(*v_out_),
+                      value_type(0), scores_view(dprobs_, g), batch_, opts_.kv_heads);
+      B::gemm_batched(ctx, op::t, op::n, seq_, d(), seq_, value_type(1), scores_view(*dropped_probs_, g),
+                      query_view(dcontext, g), value_type(g ? 1 : 0), kv_view(dv_), batch_, opts_.kv_heads);
+    }
+    B::softmax_backward(ctx, probs_, drop_.backward(ctx, dprobs_), scale(), dscores_);
+    dq_.resize(q_out_->shape());
+    dk_.resize(k_out_->shape());
+    for (std::size_t g = 0; g < group(); ++g) {
+      // dQ = dS K ; dK = sum over the group of dS^T Q
+      B::gemm_batched(ctx, op::n, op::n, seq_, d(), seq_, value_type(1), scores_view(dscores_, g), kv_view(*k_out_),
+                      value_type(0), query_view(dq_, g), batch_, opts_.kv_heads);
+      B::gemm_batched(ctx, op::t, op::n, seq_, d(), seq_, value_type(1), scores_view(dscores_, g), query_view(*q_out_, g),
+                      value_type(g ? 1 : 0), kv_view(dk_), batch_, opts_.kv_heads);
+    }
+    if (opts_.rope) {  // the rotation is orthogonal: its backward turns the other way
+      B::rotary(ctx, dq_, rotary(opts_.heads, true), dq_);
+      B::rotary(ctx, dk_, rotary(opts_.kv_heads, true), dk_);
+    }
+    B::copy(ctx, q_.backward(ctx, dq_), dx_);
     B::axpy(ctx, value_type(1), k_.backward(ctx, dk_), dx_);
     B::axpy(ctx, value_type(1), v_.backward(ctx, dv_), dx_);
     return dx_;
@@ -119,54 +157,90 @@ class bert_attention : public visits_parameters<bert_attention<B, Plan>> {
 
   void merge(typename B::context& ctx) {
     merge_if_possible(q_, ctx), merge_if_possible(k_, ctx), merge_if_possible(v_, ctx), merge_if_possible(o_, ctx);
-    merge_if_possible(norm_, ctx);
   }
   void unmerge(typename B::context& ctx) {
     unmerge_if_possible(q_, ctx), unmerge_if_possible(k_, ctx), unmerge_if_possible(v_, ctx), unmerge_if_possible(o_, ctx);
-    unmerge_if_possible(norm_, ctx);
   }
 
+  [[nodiscard]] const attention_options& options() const noexcept { return opts_; }
+  /// The (batch, heads, seq, seq) attention probabilities of the last forward (before dropout).
+  [[nodiscard]] const tensor& probabilities() const noexcept { return probs_; }
   query_layer& query() noexcept { return q_; }
   key_layer& key() noexcept { return k_; }
   value_layer& value() noexcept { return v_; }
   output_layer& output() noexcept { return o_; }
-  norm_layer& norm() noexcept { return norm_; }
 
  private:
-  static linear_options proj(const models::bert_config& c, std::string name, std::uint64_t seed) {
-    return bert_linear(c, c.hidden_size, c.hidden_size, std::move(name), seed);
+  static attention_options validated(attention_options o) {
+    if (o.kv_heads == 0) o.kv_heads = o.heads;
+    if (o.hidden == 0 || o.heads == 0)
+      throw config_error(peft::detail::concat("attention '", o.name, "': hidden (", o.hidden, ") and heads (", o.heads,
+                                              ") must be positive"));
+    if (o.head_dim == 0) {
+      if (o.hidden % o.heads != 0)
+        throw config_error(peft::detail::concat("attention '", o.name, "': hidden ", o.hidden,
+                                                " is not a multiple of the number of heads ", o.heads));
+      o.head_dim = o.hidden / o.heads;
+    }
+    if (o.heads % o.kv_heads != 0)
+      throw config_error(peft::detail::concat("attention '", o.name, "': ", o.heads, " query heads are not a multiple of ",
+                                              o.kv_heads, " key/value heads"));
+    if (o.rope) {
+      if (o.rope->rotary_dims == 0) o.rope->rotary_dims = o.head_dim;
+      if (o.rope->rotary_dims % 2 != 0 || o.rope->rotary_dims > o.head_dim || !(o.rope->theta > 0))
+        throw config_error(peft::detail::concat("attention '", o.name, "': rotary_dims ", o.rope->rotary_dims,
+                                                " must be even and at most head_dim ", o.head_dim, ", theta positive"));
+    }
+    return o;
   }
-  // Head h of sequence b inside a (batch, seq, heads * d) tensor.
-  matrix_batch<const value_type*> heads_view(const tensor& t) const {
-    return {t.data(), heads_ * head_dim_, head_dim_, seq_ * heads_ * head_dim_};
+  static linear_options projection(const attention_options& o, std::size_t which, std::size_t in, std::size_t out, bool bias) {
+    return {.in_features = in, .out_features = out, .bias = bias, .name = o.name + "." + o.module_names[which],
+            .seed = derive_seed(o.seed, which + 1), .init = o.init, .init_std = o.init_std};
   }
-  matrix_batch<value_type*> heads_mview(tensor& t) const {
-    return {t.data(), heads_ * head_dim_, head_dim_, seq_ * heads_ * head_dim_};
+  [[nodiscard]] std::size_t d() const noexcept { return opts_.head_dim; }
+  [[nodiscard]] std::size_t group() const noexcept { return opts_.heads / opts_.kv_heads; }
+  [[nodiscard]] value_type scale() const noexcept { return value_type(1 / std::sqrt(double(opts_.head_dim))); }
+  [[nodiscard]] rotary_args rotary(std::size_t heads, bool inverse) const {
+    return {.heads = heads, .head_dim = d(), .rotary_dims = opts_.rope->rotary_dims, .seq_len = seq_,
+            .position_offset = offset_, .theta = opts_.rope->theta, .pairing = opts_.rope->pairing, .inverse = inverse};
   }
-  // Matrix (b, h) of a (batch, heads, seq, seq) tensor.
-  matrix_batch<value_type*> scores_view(tensor& t) const { return {t.data(), seq_, seq_ * seq_, heads_ * seq_ * seq_}; }
-  matrix_batch<const value_type*> scores_cview(const tensor& t) const {
-    return {t.data(), seq_, seq_ * seq_, heads_ * seq_ * seq_};
+  // Query head h = j * group + g of sequence b inside a (batch, seq, heads * d) tensor, as matrix
+  // (b, j) of batch g: one call covers the g-th head of every group.
+  template <class Tn>
+  auto query_view(Tn& t, std::size_t g) const {
+    using P = decltype(t.data());
+    return matrix_batch<P>{t.data() + g * d(), opts_.heads * d(), group() * d(), seq_ * opts_.heads * d()};
+  }
+  // Key/value head j of sequence b inside a (batch, seq, kv_heads * d) tensor.
+  template <class Tn>
+  auto kv_view(Tn& t) const {
+    using P = decltype(t.data());
+    return matrix_batch<P>{t.data(), opts_.kv_heads * d(), d(), seq_ * opts_.kv_heads * d()};
+  }
+  // Score matrix (b, h = j * group + g) of a (batch, heads, seq, seq) tensor, as matrix (b, j) of batch g.
+  template <class Tn>
+  auto scores_view(Tn& t, std::size_t g) const {
+    using P = decltype(t.data());
+    return matrix_batch<P>{t.data() + g * seq_ * seq_, seq_, group() * seq_ * seq_, opts_.heads * seq_ * seq_};
   }
   template <class Self, class F>
   static void visit(Self& self, const std::string& prefix, F& f) {
-    self.q_.visit_parameters(prefix + "self.query.", f);
-    self.k_.visit_parameters(prefix + "self.key.", f);
-    self.v_.visit_parameters(prefix + "self.value.", f);
-    self.o_.visit_parameters(prefix + "output.dense.", f);
-    self.norm_.visit_parameters(prefix + "output.LayerNorm.", f);
+    const auto& n = self.opts_.module_names;
+    self.q_.visit_parameters(prefix + n[0] + ".", f);
+    self.k_.visit_parameters(prefix + n[1] + ".", f);
+    self.v_.visit_parameters(prefix + n[2] + ".", f);
+    self.o_.visit_parameters(prefix + n[3] + ".", f);
   }
 
-  std::size_t heads_, head_dim_, batch_ = 0, seq_ = 0;
+  attention_options opts_;
+  std::size_t batch_ = 0, seq_ = 0, offset_ = 0;
   query_layer q_;
   key_layer k_;
   value_layer v_;
-  dropout<B> attn_drop_;
+  dropout<B> drop_;
   output_layer o_;
-  dropout<B> hidden_drop_;
-  norm_layer norm_;
-  const tensor *x_ = nullptr, *q_out_ = nullptr, *k_out_ = nullptr, *v_out_ = nullptr, *dropped_probs_ = nullptr;
-  tensor scores_, probs_, context_, residual_, dprobs_, dscores_, dq_, dk_, dv_, dx_;
+  const tensor *q_out_ = nullptr, *k_out_ = nullptr, *v_out_ = nullptr, *dropped_probs_ = nullptr;
+  tensor q_rot_, k_rot_, scores_, probs_, context_, dprobs_, dscores_, dq_, dk_, dv_, dx_;
 };
 
 }  // namespace peft::layers

@@ -14,6 +14,7 @@
 #include "peft/layers/embedding.hpp"
 #include "peft/layers/layer_norm.hpp"
 #include "peft/layers/linear.hpp"
+#include "peft/layers/rms_norm.hpp"
 #include "peft/methods/method.hpp"
 
 namespace peft {
@@ -88,6 +89,11 @@ struct plan {
   /// `layer_norm` (full fine-tuning), and carries a bias delta when a method adds one (BitFit).
   template <Backend B>
   using norm = layers::layer_norm<B, trainable_groups<roles::layer_norm>, (detail::adds_bias_delta<Methods>() || ...)>;
+
+  /// The RMS norm type on backend `B`: trains when a method unfreezes group `norm` for role
+  /// `layer_norm` (full fine-tuning). It has no bias, so bias-delta methods leave it alone.
+  template <Backend B>
+  using rms_norm = layers::rms_norm<B, trainable_groups<roles::layer_norm>>;
 
   /// The embedding table type on backend `B`: trains only when a method unfreezes group `embedding`.
   template <Backend B>

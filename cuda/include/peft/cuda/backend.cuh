@@ -24,6 +24,7 @@
 #include <span>
 #include <vector>
 
+#include "peft/backend/row_math.hpp"
 #include "peft/core/backend.hpp"
 #include "peft/core/random.hpp"
 #include "peft/cuda/device_tensor.cuh"
@@ -242,30 +243,18 @@ struct cuda {
     });
   }
 
-  // ---- transformer kernels (one thread per row: rows are short, rows are many) ---------------------
-  static void masked_softmax(context& ctx, const tensor& scores, const tensor& key_mask, std::size_t rows_per_mask_row,
-                             T scale, tensor& probs) {
-    if (key_mask.cols() != scores.cols() || key_mask.rows() * rows_per_mask_row != scores.rows())
-      throw shape_error(peft::detail::concat("cuda::masked_softmax: scores ", scores.shape(), " vs key mask ",
-                                             key_mask.shape(), " with ", rows_per_mask_row, " rows per mask row"));
+  // ---- transformer kernels (one thread per row: rows are short, rows are many; the per-row math is
+  // shared with the eigen backend, peft/backend/row_math.hpp) ------------------------------------------
+  static void masked_softmax(context& ctx, const tensor& scores, const tensor* key_mask, const softmax_mask& mask, T scale,
+                             tensor& probs) {
+    peft::detail::check_softmax_shapes("cuda::masked_softmax", scores.shape(), key_mask ? &key_mask->shape() : nullptr, mask);
     probs.resize(scores.shape());
-    const std::size_t cols = scores.cols(), per = rows_per_mask_row;
-    const T *sp = scores.data(), *mp = key_mask.data();
+    const std::size_t cols = scores.cols(), per_mask = mask.query_rows * mask.blocks_per_mask_row;
+    const T *sp = scores.data(), *mp = key_mask ? key_mask->data() : nullptr;
     T* pp = probs.data();
+    const softmax_mask m = mask;
     peft::cuda::launch(ctx.stream, scores.rows(), [=] __device__(std::size_t r) {
-      const T* z = sp + r * cols;
-      const T* mask = mp + (r / per) * cols;
-      T* p = pp + r * cols;
-      T mx = -INFINITY;
-      for (std::size_t j = 0; j < cols; ++j)
-        if (mask[j] != T(0)) mx = fmax(mx, scale * z[j]);
-      T sum = 0;
-      for (std::size_t j = 0; j < cols; ++j) {
-        p[j] = mask[j] != T(0) ? exp(scale * z[j] - mx) : T(0);
-        sum += p[j];
-      }
-      const T inv = sum > T(0) ? T(1) / sum : T(0);
-      for (std::size_t j = 0; j < cols; ++j) p[j] *= inv;
+      row_math::softmax_row(sp + r * cols, mp ? mp + (r / per_mask) * cols : nullptr, m, r, cols, scale, pp + r * cols);
     });
   }
   static void softmax_backward(context& ctx, const tensor& probs, const tensor& dprobs, T scale, tensor& dscores) {
@@ -275,12 +264,7 @@ struct cuda {
     const T *pp = probs.data(), *dpp = dprobs.data();
     T* dsp = dscores.data();
     peft::cuda::launch(ctx.stream, probs.rows(), [=] __device__(std::size_t r) {
-      const T* p = pp + r * cols;
-      const T* dp = dpp + r * cols;
-      T* ds = dsp + r * cols;
-      T dot = 0;
-      for (std::size_t j = 0; j < cols; ++j) dot += p[j] * dp[j];
-      for (std::size_t j = 0; j < cols; ++j) ds[j] = scale * p[j] * (dp[j] - dot);
+      row_math::softmax_backward_row(pp + r * cols, dpp + r * cols, cols, scale, dsp + r * cols);
     });
   }
   static void layer_norm_forward(context& ctx, const tensor& x, const tensor& gamma, const tensor& beta, T eps, tensor& y,
@@ -295,17 +279,7 @@ struct cuda {
     const T *xp = x.data(), *g = gamma.data(), *bt = beta.data();
     T *yp = y.data(), *mp = mean.data(), *rp = rstd.data();
     peft::cuda::launch(ctx.stream, rows, [=] __device__(std::size_t r) {
-      const T* xr = xp + r * cols;
-      T mu = 0;
-      for (std::size_t j = 0; j < cols; ++j) mu += xr[j];
-      mu /= T(cols);
-      T var = 0;
-      for (std::size_t j = 0; j < cols; ++j) var += (xr[j] - mu) * (xr[j] - mu);
-      var /= T(cols);
-      const T rs = T(1) / sqrt(var + eps);
-      mp[r] = mu;
-      rp[r] = rs;
-      for (std::size_t j = 0; j < cols; ++j) yp[r * cols + j] = (xr[j] - mu) * rs * g[j] + bt[j];
+      row_math::layer_norm_row(xp + r * cols, g, bt, cols, eps, yp + r * cols, mp[r], rp[r]);
     });
   }
   static void layer_norm_backward(context& ctx, const tensor& x, const tensor& gamma, const tensor& mean,
@@ -316,18 +290,7 @@ struct cuda {
     const T *xp = x.data(), *g = gamma.data(), *mp = mean.data(), *rp = rstd.data(), *dyp = dy.data();
     T* dxp = dx.data();
     peft::cuda::launch(ctx.stream, rows, [=] __device__(std::size_t r) {
-      const T* xr = xp + r * cols;
-      const T* dyr = dyp + r * cols;
-      const T mu = mp[r], rs = rp[r];
-      T m1 = 0, m2 = 0;
-      for (std::size_t j = 0; j < cols; ++j) {
-        const T dxhat = dyr[j] * g[j];
-        m1 += dxhat;
-        m2 += dxhat * (xr[j] - mu) * rs;
-      }
-      m1 /= T(cols);
-      m2 /= T(cols);
-      for (std::size_t j = 0; j < cols; ++j) dxp[r * cols + j] = rs * (dyr[j] * g[j] - m1 - (xr[j] - mu) * rs * m2);
+      row_math::layer_norm_backward_row(xp + r * cols, g, mp[r], rp[r], dyp + r * cols, cols, dxp + r * cols);
     });
     T* dg = dgamma ? dgamma->data() : nullptr;
     T* db = dbeta ? dbeta->data() : nullptr;
@@ -341,6 +304,46 @@ struct cuda {
         if (dg) dg[j] += sg;
         if (db) db[j] += sb;
       });
+  }
+  static void rms_norm_forward(context& ctx, const tensor& x, const tensor& gamma, T eps, tensor& y, tensor& rstd) {
+    const std::size_t rows = x.rows(), cols = x.cols();
+    if (gamma.size() != cols)
+      throw shape_error(peft::detail::concat("cuda::rms_norm_forward: input ", x.shape(), " vs gamma ", gamma.shape()));
+    y.resize(x.shape());
+    rstd.resize(shape{rows});
+    const T *xp = x.data(), *g = gamma.data();
+    T *yp = y.data(), *rp = rstd.data();
+    peft::cuda::launch(ctx.stream, rows, [=] __device__(std::size_t r) {
+      row_math::rms_norm_row(xp + r * cols, g, cols, eps, yp + r * cols, rp[r]);
+    });
+  }
+  static void rms_norm_backward(context& ctx, const tensor& x, const tensor& gamma, const tensor& rstd, const tensor& dy,
+                                tensor& dx, tensor* dgamma) {
+    peft::detail::require_same_shape("cuda::rms_norm_backward", x.shape(), dy.shape());
+    const std::size_t rows = x.rows(), cols = x.cols();
+    dx.resize(x.shape());
+    const T *xp = x.data(), *g = gamma.data(), *rp = rstd.data(), *dyp = dy.data();
+    T* dxp = dx.data();
+    peft::cuda::launch(ctx.stream, rows, [=] __device__(std::size_t r) {
+      row_math::rms_norm_backward_row(xp + r * cols, g, rp[r], dyp + r * cols, cols, dxp + r * cols);
+    });
+    if (T* dg = dgamma ? dgamma->data() : nullptr)
+      peft::cuda::launch(ctx.stream, cols, [=] __device__(std::size_t j) {
+        T s = 0;
+        for (std::size_t r = 0; r < rows; ++r) s += dyp[r * cols + j] * xp[r * cols + j] * rp[r];
+        dg[j] += s;
+      });
+  }
+  static void rotary(context& ctx, const tensor& x, const rotary_args& a, tensor& y) {
+    peft::detail::check_rotary_shapes("cuda::rotary", x.shape(), a);
+    if (&y != &x) y.resize(x.shape());
+    const std::size_t cols = x.cols();
+    const T* xp = x.data();
+    T* yp = y.data();
+    const rotary_args args = a;
+    peft::cuda::launch(ctx.stream, x.rows(), [=] __device__(std::size_t r) {
+      row_math::rotary_row(xp + r * cols, args, args.position_offset + r % args.seq_len, yp + r * cols);
+    });
   }
   static void gather_rows(context& ctx, const tensor& table, const index_tensor& ids, tensor& out) {
     if (out.rows() != ids.size() || out.cols() != table.cols())

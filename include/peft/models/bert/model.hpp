@@ -1,6 +1,8 @@
 #pragma once
 /// \file BERT-family encoder and task heads, built from a plan (Hugging Face's `BertModel`,
-/// `BertForSequenceClassification`, `BertForTokenClassification`, with the same parameter names).
+/// `BertForSequenceClassification`, `BertForTokenClassification`, with the same parameter names), and
+/// assembled from the generic blocks of `layers/`: multi-head attention (bidirectional, key-padding
+/// mask) and a plain feed-forward, each followed by dropout, the residual and a post-layer-norm.
 
 #include <cstdint>
 #include <span>
@@ -16,9 +18,10 @@
 #include "peft/layers/attention.hpp"
 #include "peft/layers/dropout.hpp"
 #include "peft/layers/embedding.hpp"
+#include "peft/layers/feed_forward.hpp"
 #include "peft/layers/linear.hpp"
 #include "peft/methods/plan.hpp"
-#include "peft/models/bert_config.hpp"
+#include "peft/models/bert/config.hpp"
 #include "peft/models/encoder_batch.hpp"
 
 namespace peft::models {
@@ -86,30 +89,117 @@ class bert_embeddings : public visits_parameters<bert_embeddings<B, Plan>> {
   tensor sum_;
 };
 
+/// Names under which a BERT parameter may appear in a checkpoint: as is, with or without the `bert.`
+/// prefix (BertModel vs BertFor* checkpoints), and the legacy LayerNorm `gamma`/`beta`. The models of
+/// this header give it to `io::load_checkpoint` as their `checkpoint_names`.
+inline std::vector<std::string> bert_checkpoint_names(const std::string& name) {
+  std::vector<std::string> out{name};
+  const std::string prefix = "bert.";
+  if (name.rfind(prefix, 0) == 0) out.push_back(name.substr(prefix.size()));
+  else out.push_back(prefix + name);
+  const std::size_t n = out.size();
+  for (std::size_t i = 0; i < n; ++i) {
+    const std::string a = out[i];  // a copy: push_back below may reallocate
+    auto ends = [&](const std::string& s) { return a.size() >= s.size() && a.compare(a.size() - s.size(), s.size(), s) == 0; };
+    if (ends("LayerNorm.weight")) out.push_back(a.substr(0, a.size() - 6) + "gamma");
+    if (ends("LayerNorm.bias")) out.push_back(a.substr(0, a.size() - 4) + "beta");
+  }
+  return out;
+}
+
+/// Options of a BERT linear layer: bias, N(0, initializer_range) weights and zero bias, as
+/// transformers initialises BERT.
+inline layers::linear_options bert_linear(const bert_config& c, std::size_t in, std::size_t out, std::string name,
+                                          std::uint64_t seed) {
+  return {.in_features = in, .out_features = out, .bias = true, .name = std::move(name), .seed = seed,
+          .init = layers::weight_init::normal, .init_std = c.initializer_range};
+}
+
+/// Attention sublayer (HF `BertAttention`): LayerNorm(x + dropout(attention(x))), bidirectional with
+/// a key-padding mask. Names: `self.query.*`, `self.key.*`, `self.value.*`, `output.dense.*`,
+/// `output.LayerNorm.*`.
+template <Backend B, class Plan>
+class bert_attention : public visits_parameters<bert_attention<B, Plan>> {
+  friend visits_parameters<bert_attention>;
+
+ public:
+  using backend = B;
+  using tensor = typename B::tensor;
+  using attention_layer = layers::multi_head_attention<B, Plan>;
+  using norm_layer = typename Plan::template norm<B>;
+
+  /// `name` is the sublayer's module path (e.g. "bert.encoder.layer.0.attention").
+  bert_attention(typename B::context& ctx, const bert_config& c, const method_config& cfg, const std::string& name,
+                 std::uint64_t seed)
+      : attention_(ctx, options(c, name, seed), cfg),
+        drop_(c.hidden_dropout_prob, name + ".output.dropout"),
+        norm_(ctx, c.hidden_size, c.layer_norm_eps, name + ".output.LayerNorm") {}
+
+  /// x: (batch, seq, hidden); key_mask: (batch, seq) of 1 (token) / 0 (padding).
+  const tensor& forward(typename B::context& ctx, const tensor& x, const tensor& key_mask) {
+    const tensor& a = drop_.forward(ctx, attention_.forward(ctx, x, {.key_mask = &key_mask}));
+    B::copy(ctx, a, residual_);
+    B::axpy(ctx, typename B::value_type(1), x, residual_);
+    return norm_.forward(ctx, residual_);
+  }
+  const tensor& backward(typename B::context& ctx, const tensor& dy) {
+    const tensor& dres = norm_.backward(ctx, dy);
+    B::copy(ctx, attention_.backward(ctx, drop_.backward(ctx, dres)), dx_);
+    B::axpy(ctx, typename B::value_type(1), dres, dx_);  // residual path
+    return dx_;
+  }
+  void merge(typename B::context& ctx) { attention_.merge(ctx), merge_if_possible(norm_, ctx); }
+  void unmerge(typename B::context& ctx) { attention_.unmerge(ctx), unmerge_if_possible(norm_, ctx); }
+
+  attention_layer& attention() noexcept { return attention_; }
+  typename attention_layer::query_layer& query() noexcept { return attention_.query(); }
+  typename attention_layer::key_layer& key() noexcept { return attention_.key(); }
+  typename attention_layer::value_layer& value() noexcept { return attention_.value(); }
+  typename attention_layer::output_layer& output() noexcept { return attention_.output(); }
+  norm_layer& norm() noexcept { return norm_; }
+
+  /// The generic attention's options for BERT: bidirectional, biases, no rotary embedding.
+  static layers::attention_options options(const bert_config& c, const std::string& name, std::uint64_t seed) {
+    return {.hidden = c.hidden_size, .heads = c.num_attention_heads, .dropout = c.attention_probs_dropout_prob,
+            .init = layers::weight_init::normal, .init_std = c.initializer_range, .name = name,
+            .module_names = {"self.query", "self.key", "self.value", "output.dense"}, .seed = seed};
+  }
+
+ private:
+  template <class Self, class F>
+  static void visit(Self& self, const std::string& prefix, F& f) {
+    self.attention_.visit_parameters(prefix, f);
+    self.norm_.visit_parameters(prefix + "output.LayerNorm.", f);
+  }
+
+  attention_layer attention_;
+  layers::dropout<B> drop_;
+  norm_layer norm_;
+  tensor residual_, dx_;
+};
+
 /// Feed-forward sublayer: LayerNorm(x + dropout(Out(act(In(x))))) (HF `BertIntermediate` +
 /// `BertOutput`). Names: `intermediate.dense.*`, `output.dense.*`, `output.LayerNorm.*`.
 template <Backend B, class Plan>
 class bert_ffn : public visits_parameters<bert_ffn<B, Plan>> {
   friend visits_parameters<bert_ffn>;
+
  public:
   using backend = B;
   using tensor = typename B::tensor;
-  using in_layer = typename Plan::template linear<roles::ffn_in, B>;
-  using out_layer = typename Plan::template linear<roles::ffn_out, B>;
+  using ffn_layer = layers::feed_forward<B, Plan>;
+  using in_layer = typename ffn_layer::in_layer;
+  using out_layer = typename ffn_layer::out_layer;
   using norm_layer = typename Plan::template norm<B>;
 
   bert_ffn(typename B::context& ctx, const bert_config& c, const method_config& cfg, const std::string& name,
            std::uint64_t seed)
-      : in_(ctx, layers::bert_linear(c, c.hidden_size, c.intermediate_size, name + ".intermediate.dense", derive_seed(seed, 1)),
-            cfg),
-        act_(c.hidden_act),
-        out_(ctx, layers::bert_linear(c, c.intermediate_size, c.hidden_size, name + ".output.dense", derive_seed(seed, 2)),
-             cfg),
+      : ffn_(ctx, options(c, name, seed), cfg),
         drop_(c.hidden_dropout_prob, name + ".output.dropout"),
         norm_(ctx, c.hidden_size, c.layer_norm_eps, name + ".output.LayerNorm") {}
 
   const tensor& forward(typename B::context& ctx, const tensor& x) {
-    const tensor& o = drop_.forward(ctx, out_.forward(ctx, act_.forward(ctx, in_.forward(ctx, x))));
+    const tensor& o = drop_.forward(ctx, ffn_.forward(ctx, x));
     B::copy(ctx, o, residual_);
     B::axpy(ctx, typename B::value_type(1), x, residual_);
     return norm_.forward(ctx, residual_);
@@ -117,30 +207,29 @@ class bert_ffn : public visits_parameters<bert_ffn<B, Plan>> {
   const tensor& backward(typename B::context& ctx, const tensor& dy) {
     const tensor& dres = norm_.backward(ctx, dy);
     B::copy(ctx, dres, dx_);
-    B::axpy(ctx, typename B::value_type(1), in_.backward(ctx, act_.backward(ctx, out_.backward(ctx, drop_.backward(ctx, dres)))),
-            dx_);
+    B::axpy(ctx, typename B::value_type(1), ffn_.backward(ctx, drop_.backward(ctx, dres)), dx_);
     return dx_;
   }
-  void merge(typename B::context& ctx) {
-    merge_if_possible(in_, ctx), merge_if_possible(out_, ctx), merge_if_possible(norm_, ctx);
+  void merge(typename B::context& ctx) { ffn_.merge(ctx), merge_if_possible(norm_, ctx); }
+  void unmerge(typename B::context& ctx) { ffn_.unmerge(ctx), unmerge_if_possible(norm_, ctx); }
+  in_layer& intermediate() noexcept { return ffn_.input(); }
+  out_layer& output() noexcept { return ffn_.output(); }
+
+  /// The generic feed-forward's options for BERT: plain (not gated), biases, `hidden_act`.
+  static layers::feed_forward_options options(const bert_config& c, const std::string& name, std::uint64_t seed) {
+    return {.hidden = c.hidden_size, .intermediate = c.intermediate_size, .act = c.hidden_act, .gated = false, .bias = true,
+            .init = layers::weight_init::normal, .init_std = c.initializer_range, .name = name,
+            .module_names = {"intermediate.dense", "output.dense", "gate"}, .seed = seed};
   }
-  void unmerge(typename B::context& ctx) {
-    unmerge_if_possible(in_, ctx), unmerge_if_possible(out_, ctx), unmerge_if_possible(norm_, ctx);
-  }
-  in_layer& intermediate() noexcept { return in_; }
-  out_layer& output() noexcept { return out_; }
 
  private:
   template <class Self, class F>
   static void visit(Self& self, const std::string& prefix, F& f) {
-    self.in_.visit_parameters(prefix + "intermediate.dense.", f);
-    self.out_.visit_parameters(prefix + "output.dense.", f);
+    self.ffn_.visit_parameters(prefix, f);
     self.norm_.visit_parameters(prefix + "output.LayerNorm.", f);
   }
 
-  in_layer in_;
-  layers::activation_layer<B> act_;
-  out_layer out_;
+  ffn_layer ffn_;
   layers::dropout<B> drop_;
   norm_layer norm_;
   tensor residual_, dx_;
@@ -167,7 +256,7 @@ class bert_layer : public visits_parameters<bert_layer<B, Plan>> {
   }
   void merge(typename B::context& ctx) { attention_.merge(ctx), ffn_.merge(ctx); }
   void unmerge(typename B::context& ctx) { attention_.unmerge(ctx), ffn_.unmerge(ctx); }
-  layers::bert_attention<B, Plan>& attention() noexcept { return attention_; }
+  bert_attention<B, Plan>& attention() noexcept { return attention_; }
   bert_ffn<B, Plan>& ffn() noexcept { return ffn_; }
 
  private:
@@ -177,7 +266,7 @@ class bert_layer : public visits_parameters<bert_layer<B, Plan>> {
     self.ffn_.visit_parameters(prefix, f);
   }
 
-  layers::bert_attention<B, Plan> attention_;
+  bert_attention<B, Plan> attention_;
   bert_ffn<B, Plan> ffn_;
 };
 
@@ -189,6 +278,7 @@ template <Backend B, class Plan>
 class bert_encoder : public visits_parameters<bert_encoder<B, Plan>> {
   friend visits_parameters<bert_encoder>;
  public:
+  static std::vector<std::string> checkpoint_names(const std::string& name) { return bert_checkpoint_names(name); }
   using backend = B;
   using tensor = typename B::tensor;
   using value_type = typename B::value_type;
@@ -265,6 +355,7 @@ template <Backend B, class Plan>
 class bert_for_sequence_classification : public visits_parameters<bert_for_sequence_classification<B, Plan>> {
   friend visits_parameters<bert_for_sequence_classification>;
  public:
+  static std::vector<std::string> checkpoint_names(const std::string& name) { return bert_checkpoint_names(name); }
   using backend = B;
   using tensor = typename B::tensor;
   using value_type = typename B::value_type;
@@ -275,10 +366,10 @@ class bert_for_sequence_classification : public visits_parameters<bert_for_seque
                                    const method_config& cfg = {})
       : options_(h),
         encoder_(ctx, c, cfg, derive_seed(h.seed, 1), "bert."),
-        pooler_(ctx, layers::bert_linear(c, c.hidden_size, c.hidden_size, "bert.pooler.dense", derive_seed(h.seed, 2)), cfg),
+        pooler_(ctx, bert_linear(c, c.hidden_size, c.hidden_size, "bert.pooler.dense", derive_seed(h.seed, 2)), cfg),
         pool_act_(activation::tanh),
         drop_(c.hidden_dropout_prob, "dropout"),
-        classifier_(ctx, layers::bert_linear(c, c.hidden_size, h.num_labels, "classifier", derive_seed(h.seed, 3)), cfg) {}
+        classifier_(ctx, bert_linear(c, c.hidden_size, h.num_labels, "classifier", derive_seed(h.seed, 3)), cfg) {}
 
   const tensor& forward(typename B::context& ctx, const encoder_batch& batch) {
     const tensor& hs = encoder_.forward(ctx, batch);
@@ -364,6 +455,7 @@ template <Backend B, class Plan>
 class bert_for_token_classification : public visits_parameters<bert_for_token_classification<B, Plan>> {
   friend visits_parameters<bert_for_token_classification>;
  public:
+  static std::vector<std::string> checkpoint_names(const std::string& name) { return bert_checkpoint_names(name); }
   using backend = B;
   using tensor = typename B::tensor;
   using classifier_layer = typename Plan::template linear<roles::classifier, B>;
@@ -372,7 +464,7 @@ class bert_for_token_classification : public visits_parameters<bert_for_token_cl
                                 const method_config& cfg = {})
       : encoder_(ctx, c, cfg, derive_seed(h.seed, 1), "bert."),
         drop_(c.hidden_dropout_prob, "dropout"),
-        classifier_(ctx, layers::bert_linear(c, c.hidden_size, h.num_labels, "classifier", derive_seed(h.seed, 3)), cfg) {}
+        classifier_(ctx, bert_linear(c, c.hidden_size, h.num_labels, "classifier", derive_seed(h.seed, 3)), cfg) {}
 
   const tensor& forward(typename B::context& ctx, const encoder_batch& batch) {
     return classifier_.forward(ctx, drop_.forward(ctx, encoder_.forward(ctx, batch)));

@@ -14,7 +14,7 @@
 #include "peft/methods/adapter.hpp"
 #include "peft/methods/bitfit.hpp"
 #include "peft/methods/lora.hpp"
-#include "peft/models/bert.hpp"
+#include "peft/models/bert/model.hpp"
 #include "peft/train/report.hpp"
 
 namespace peft::models {
@@ -97,7 +97,7 @@ memory_report estimate_memory(const bert_for_sequence_classification<B, Plan>& m
        detail::dropout_elements(c.hidden_dropout_prob, rows * H, training) + rows;
   for (std::size_t i = 0; i < c.num_hidden_layers; ++i) {
     const std::string pre = "bert.encoder.layer." + std::to_string(i);
-    using att = layers::bert_attention<B, Plan>;
+    using att = typename bert_attention<B, Plan>::attention_layer;
     using ffn = bert_ffn<B, Plan>;
     e += detail::layer_elements<typename att::query_layer>(rows, H, H, pre + ".attention.self.query", cfg, training);
     e += detail::layer_elements<typename att::key_layer>(rows, H, H, pre + ".attention.self.key", cfg, training);
