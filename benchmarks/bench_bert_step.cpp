@@ -41,7 +41,7 @@ void step(benchmark::State& state, models::bert_config config, std::size_t batch
   const double baseline = current_rss_mb();
   B::context ctx;
   ctx.training = true;
-  const method_config cfg{.lora = {.r = 8, .alpha = 16, .dropout = 0.1}, .adapter = {.bottleneck = 64}};
+  const method_config cfg{lora_config{.r = 8, .alpha = 16, .dropout = 0.1}, adapter_config{.bottleneck = 64}};
   models::bert_for_sequence_classification<B, Plan> m(ctx, config, {.num_labels = 2}, cfg);
   optim::optimizer opt(m, optim::adamw{.lr = 1e-4});
   loss::softmax_cross_entropy<B> ce;

@@ -14,7 +14,7 @@ void training_step(benchmark::State& state) {
   B::context ctx;
   ctx.training = true;
   peft::models::mlp_classifier<B, Plan> m(ctx, {.input_dim = input, .hidden = {width, width, width}, .num_labels = classes},
-                                          {.lora = {.r = 8, .alpha = 16}, .adapter = {.bottleneck = 64}});
+                                          {peft::lora_config{.r = 8, .alpha = 16}, peft::adapter_config{.bottleneck = 64}});
   peft::optim::optimizer opt(m, peft::optim::adamw{.lr = 1e-4});
   peft::loss::softmax_cross_entropy<B> ce;
   B::tensor x;

@@ -112,7 +112,7 @@ int main() {
   // 5. Build the LoRA model (r = 8, alpha = 16: scaling alpha / r = 2) and load the pretrained
   //    weights into it by parameter name. LoRA's B starts at zero, so the model starts out
   //    computing exactly what the pretrained one does.
-  peft::models::mlp_classifier<B, lora_plan> model(ctx, shape, {.lora = {.r = 8, .alpha = 16, .dropout = 0.0}});
+  peft::models::mlp_classifier<B, lora_plan> model(ctx, shape, {peft::lora_config{.r = 8, .alpha = 16, .dropout = 0.0}});
   const auto transfer = peft::copy_parameters<B>(ctx, base, model);
   std::printf("loaded %zu pretrained tensors; %zu new (LoRA) tensors start fresh\n", transfer.copied, transfer.missing.size());
   std::printf("LoRA model before tuning: accuracy %.3f on task B\n", accuracy(ctx, model, task_b));

@@ -339,7 +339,7 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(feed_forward_gradients_plain_and_gated, B, cpu_dou
         ctx,
         {.hidden = 6, .intermediate = 10, .act = gated ? activation::silu : activation::gelu, .gated = gated, .bias = !gated,
          .name = "mlp", .module_names = {"up_proj", "down_proj", "gate_proj"}},
-        {.lora = {.r = 2, .alpha = 4, .dropout = 0.1}});
+        {lora_config{.r = 2, .alpha = 4, .dropout = 0.1}});
     test::randomize_parameters(ctx, ffn, 2, 0.4);
     const auto err = test::check_gradients(ctx, ffn, test::random_tensor<B>(ctx, {2, 3, 6}, 3));
     BOOST_TEST(err.empty(), (gated ? "gated: " : "plain: ") << err);

@@ -88,7 +88,7 @@ BOOST_AUTO_TEST_CASE(report_matches_hf_peft_wording) {
   eigen_f::context ctx;
   // hidden.0: 4x3 + 3 frozen, lora A 2x4 + B 3x2 trainable; classifier 2x3 + 2 trainable.
   models::mlp_classifier<eigen_f, plan<methods::lora<roles::hidden>>> m(ctx, {.input_dim = 4, .hidden = {3}, .num_labels = 2},
-                                                                         {.lora = {.r = 2, .alpha = 4}});
+                                                                         {lora_config{.r = 2, .alpha = 4}});
   const auto c = count_parameters(m);
   BOOST_TEST(c.total == 15u + 14u + 8u);
   BOOST_TEST(c.trainable == 14u + 8u);
@@ -99,7 +99,7 @@ BOOST_AUTO_TEST_CASE(report_matches_hf_peft_wording) {
 BOOST_AUTO_TEST_CASE(parameter_names_follow_module_paths) {
   eigen_f::context ctx;
   models::mlp_classifier<eigen_f, plan<methods::lora<roles::hidden>, methods::bitfit, methods::adapter<roles::hidden>>> m(
-      ctx, {.input_dim = 4, .hidden = {6}, .num_labels = 2}, {.lora = {.r = 2}, .adapter = {.bottleneck = 2}});
+      ctx, {.input_dim = 4, .hidden = {6}, .num_labels = 2}, {lora_config{.r = 2}, adapter_config{.bottleneck = 2}});
   std::vector<std::string> names;
   m.visit_parameters("", [&](const std::string& n, const auto&) { names.push_back(n); });
   const std::vector<std::string> expected{"hidden.0.weight", "hidden.0.bias", "hidden.0.lora_A.weight",

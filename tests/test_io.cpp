@@ -219,7 +219,7 @@ BOOST_AUTO_TEST_CASE(prefixes_legacy_names_and_mismatches) {
   B::context ctx;
   models::bert_for_sequence_classification<B, plan<methods::full>> m(ctx, test::tiny_bert_config(), {.num_labels = 2});
   // A BertModel-style file: no "bert." prefix, legacy LayerNorm gamma/beta, an extra MLM head tensor.
-  auto tensors = io::collect_tensors(ctx, m, [](const std::string& n, std::string_view) { return n.rfind("bert.", 0) == 0; });
+  auto tensors = io::collect_tensors(ctx, m, [](const std::string& n, const auto&) { return n.rfind("bert.", 0) == 0; });
   for (auto& t : tensors) {
     t.name = t.name.substr(5);
     if (t.name == "embeddings.LayerNorm.weight") t.name = "embeddings.LayerNorm.gamma";
@@ -253,10 +253,10 @@ BOOST_AUTO_TEST_SUITE(peft_adapters)
 BOOST_AUTO_TEST_CASE(lora_adapter_in_hf_peft_layout_round_trips) {
   temp_dir dir;
   B::context ctx;
-  method_config cfg{.lora = {.r = 4, .alpha = 8, .dropout = 0.05, .rank_pattern = {{"value", 2}}}};
+  method_config cfg{lora_config{.r = 4, .alpha = 8, .dropout = 0.05, .rank_pattern = {{"value", 2}}}};
   models::bert_for_sequence_classification<B, lora_qv> m(ctx, test::tiny_bert_config(), {.num_labels = 3, .seed = 1}, cfg);
   test::randomize_parameters(ctx, m, 4, 0.3);
-  io::save_peft_adapter(ctx, m, dir.path, {.base_model_name_or_path = "tiny-bert", .task_type = "SEQ_CLS", .lora = cfg.lora});
+  io::save_peft_adapter(ctx, m, dir.path, {.base_model_name_or_path = "tiny-bert", .task_type = "SEQ_CLS", .methods = cfg});
 
   std::ifstream in(dir.path / "adapter_config.json");
   const auto j = nlohmann::json::parse(in);
@@ -284,11 +284,11 @@ BOOST_AUTO_TEST_CASE(lora_adapter_in_hf_peft_layout_round_trips) {
   BOOST_TEST(f.find("base_model.model.classifier.weight"));
 
   // Read it back into a model built from the directory's configuration.
-  const auto info = io::read_peft_adapter_config(dir.path);
-  BOOST_TEST(info.lora.r == 4u);
-  BOOST_TEST(info.lora.rank_pattern.size() == 1u);
+  const auto info = io::read_peft_adapter_config<lora_qv>(dir.path);
+  BOOST_TEST(info.options.get<lora_config>().r == 4u);
+  BOOST_TEST(info.options.get<lora_config>().rank_pattern.size() == 1u);
   models::bert_for_sequence_classification<B, lora_qv> n(ctx, test::tiny_bert_config(), {.num_labels = 3, .seed = 1},
-                                                         {.lora = info.lora});
+                                                         info.options);
   // Same base weights (same seed), adapter from the file.
   copy_parameters<B>(ctx, m, n);  // base and adapter...
   test::randomize_parameters(ctx, n, 99, 0.3);  // ...then scramble everything,
@@ -304,10 +304,10 @@ BOOST_AUTO_TEST_CASE(lora_adapter_in_hf_peft_layout_round_trips) {
 BOOST_AUTO_TEST_CASE(rslora_alpha_pattern_and_in_memory_key_names) {
   temp_dir dir;
   B::context ctx;
-  method_config cfg{.lora = {.r = 4, .alpha = 8, .use_rslora = true, .alpha_pattern = {{"value", 2}}}};
+  method_config cfg{lora_config{.r = 4, .alpha = 8, .use_rslora = true, .alpha_pattern = {{"value", 2}}}};
   models::bert_for_sequence_classification<B, lora_qv> m(ctx, test::tiny_bert_config(), {.num_labels = 3, .seed = 1}, cfg);
   test::randomize_parameters(ctx, m, 8, 0.3);
-  io::save_peft_adapter(ctx, m, dir.path, {.lora = cfg.lora});
+  io::save_peft_adapter(ctx, m, dir.path, {.methods = cfg});
   // Rewrite the tensor names as PEFT's in-memory state dict spells them (".lora_A.default.weight").
   const auto f = io::safetensors_file::open(dir.path / "adapter_model.safetensors");
   std::vector<io::tensor_to_write> renamed;
@@ -319,11 +319,11 @@ BOOST_AUTO_TEST_CASE(rslora_alpha_pattern_and_in_memory_key_names) {
   BOOST_TEST(std::count_if(renamed.begin(), renamed.end(),
                            [](const auto& t) { return t.name.find(".default.weight") != std::string::npos; }) == 8);
   io::write_safetensors(dir.path / "adapter_model.safetensors", renamed, {{"format", "pt"}});
-  const auto info = io::read_peft_adapter_config(dir.path);
-  BOOST_TEST(info.lora.use_rslora);
-  BOOST_REQUIRE(info.lora.alpha_pattern.size() == 1u);
+  const auto info = io::read_peft_adapter_config<lora_qv>(dir.path);
+  BOOST_TEST(info.options.get<lora_config>().use_rslora);
+  BOOST_REQUIRE(info.options.get<lora_config>().alpha_pattern.size() == 1u);
   models::bert_for_sequence_classification<B, lora_qv> n(ctx, test::tiny_bert_config(), {.num_labels = 3, .seed = 1},
-                                                         {.lora = info.lora});
+                                                         info.options);
   auto& att = n.encoder().layer(0).attention();
   BOOST_TEST(att.query().scaling() == 4.0);  // rsLoRA: 8 / sqrt(4)
   BOOST_TEST(att.value().scaling() == 1.0);  // alpha_pattern: 2 / sqrt(4)
@@ -340,7 +340,7 @@ BOOST_AUTO_TEST_CASE(run_time_target_modules_narrow_the_roles_and_round_trip) {
   using lora_qkv = plan<methods::lora<roles::query, roles::key, roles::value>>;
   temp_dir dir;
   B::context ctx;
-  method_config cfg{.lora = {.r = 2, .alpha = 4, .target_modules = R"(.*\.attention\.self\.(query|value))"}};
+  method_config cfg{lora_config{.r = 2, .alpha = 4, .target_modules = R"(.*\.attention\.self\.(query|value))"}};
   models::bert_for_sequence_classification<B, lora_qkv> m(ctx, test::tiny_bert_config(), {.num_labels = 2, .seed = 5}, cfg);
   test::randomize_parameters(ctx, m, 6, 0.3);
   std::vector<std::string> lora_names;
@@ -350,22 +350,22 @@ BOOST_AUTO_TEST_CASE(run_time_target_modules_narrow_the_roles_and_round_trip) {
   BOOST_TEST(lora_names.size() == 4u);  // 2 layers x {query, value}
   for (const auto& n : lora_names) BOOST_TEST(n.find(".key.") == std::string::npos, n);
 
-  io::save_peft_adapter(ctx, m, dir.path, {.lora = cfg.lora});
-  const auto info = io::read_peft_adapter_config(dir.path);
-  BOOST_TEST((info.target_modules == nlohmann::json::array({"query", "value"})));
-  BOOST_TEST(info.lora.target_modules == R"((.*\.)?(query|value))");
+  io::save_peft_adapter(ctx, m, dir.path, {.methods = cfg});
+  const auto info = io::read_peft_adapter_config<lora_qkv>(dir.path);
+  BOOST_TEST((info.json["target_modules"] == nlohmann::json::array({"query", "value"})));
+  BOOST_TEST(info.options.get<lora_config>().target_modules == R"((.*\.)?(query|value))");
   models::bert_for_sequence_classification<B, lora_qkv> n(ctx, test::tiny_bert_config(), {.num_labels = 2, .seed = 5},
-                                                          {.lora = info.lora});
+                                                          info.options);
   io::save_checkpoint(ctx, m, dir.path / "base.safetensors");  // the same (randomised) base weights
   io::load_checkpoint(ctx, n, dir.path / "base.safetensors");
   BOOST_TEST(io::load_peft_adapter(ctx, n, dir.path).loaded == 4u * 2u + 2u);
   expect_close(logits_of(ctx, m), logits_of(ctx, n));
 
   // A regular expression that selects nothing leaves no LoRA; a malformed one is a clear error.
-  method_config none{.lora = {.r = 2, .target_modules = "nothing"}};
+  method_config none{lora_config{.r = 2, .target_modules = "nothing"}};
   models::bert_for_sequence_classification<B, lora_qkv> plain(ctx, test::tiny_bert_config(), {.num_labels = 2}, none);
   BOOST_TEST(count_parameters(plain).trainable == 16u * 2u + 2u);  // the classifier only
-  method_config broken{.lora = {.r = 2, .target_modules = "(query"}};
+  method_config broken{lora_config{.r = 2, .target_modules = "(query"}};
   BOOST_CHECK_EXCEPTION((models::bert_for_sequence_classification<B, lora_qkv>(ctx, test::tiny_bert_config(), {}, broken)),
                         config_error, [](const config_error& e) {
                           return std::string(e.what()).find("target_modules '(query' is not a valid regular expression") !=
@@ -374,7 +374,7 @@ BOOST_AUTO_TEST_CASE(run_time_target_modules_narrow_the_roles_and_round_trip) {
 }
 
 BOOST_AUTO_TEST_CASE(target_modules_are_exact) {
-  using namespace io::detail;
+  using methods::detail::target_modules_for;
   const std::set<std::string> linears{"encoder.layer.0.attention.output.dense", "encoder.layer.0.output.dense",
                                       "encoder.layer.1.attention.output.dense", "encoder.layer.1.output.dense",
                                       "encoder.layer.0.attention.self.query", "encoder.layer.1.attention.self.query"};
@@ -391,12 +391,12 @@ BOOST_AUTO_TEST_CASE(target_modules_are_exact) {
 BOOST_AUTO_TEST_CASE(bad_adapter_directories) {
   temp_dir dir;
   B::context ctx;
-  method_config cfg{.lora = {.r = 4, .alpha = 8}};
+  method_config cfg{lora_config{.r = 4, .alpha = 8}};
   models::bert_for_sequence_classification<B, lora_qv> m(ctx, test::tiny_bert_config(), {.num_labels = 3}, cfg);
-  io::save_peft_adapter(ctx, m, dir.path, {.lora = cfg.lora});
+  io::save_peft_adapter(ctx, m, dir.path, {.methods = cfg});
   // A model built with another rank: the message names the key and both shapes.
   models::bert_for_sequence_classification<B, lora_qv> other(ctx, test::tiny_bert_config(), {.num_labels = 3},
-                                                             {.lora = {.r = 2, .alpha = 8}});
+                                                             {lora_config{.r = 2, .alpha = 8}});
   try {
     io::load_peft_adapter(ctx, other, dir.path);
     BOOST_ERROR("no error for a rank mismatch");
@@ -410,13 +410,13 @@ BOOST_AUTO_TEST_CASE(bad_adapter_directories) {
   // Wrong JSON types in the config.
   io::write_text_atomically(dir.path / "adapter_config.json", R"({"peft_type": "LORA", "r": "8"})");
   try {
-    io::read_peft_adapter_config(dir.path);
+    io::read_peft_adapter_config<lora_qv>(dir.path);
     BOOST_ERROR("no error for r as a string");
   } catch (const io::io_error& e) {
     BOOST_TEST(std::string(e.what()).find("'r' must be a positive integer") != std::string::npos, e.what());
   }
   io::write_text_atomically(dir.path / "adapter_config.json", R"({"peft_type": "PREFIX_TUNING", "r": 8})");
-  BOOST_CHECK_THROW(io::read_peft_adapter_config(dir.path), io::io_error);
+  BOOST_CHECK_THROW(io::read_peft_adapter_config<lora_qv>(dir.path), io::io_error);
   // Full fine-tuning is not an adapter.
   models::bert_for_sequence_classification<B, plan<methods::full>> full(ctx, test::tiny_bert_config(), {.num_labels = 3});
   BOOST_CHECK_THROW(io::save_peft_adapter(ctx, full, dir.path / "full", {}), config_error);
@@ -425,11 +425,11 @@ BOOST_AUTO_TEST_CASE(bad_adapter_directories) {
 BOOST_AUTO_TEST_CASE(bitfit_and_adapters_use_our_documented_layout) {
   temp_dir dir;
   B::context ctx;
-  const method_config cfg{.lora = {.r = 2, .alpha = 4}, .adapter = {.bottleneck = 4}};
+  const method_config cfg{lora_config{.r = 2, .alpha = 4}, adapter_config{.bottleneck = 4}};
   using p = plan<methods::lora<roles::query>, methods::bitfit, methods::pfeiffer_adapter>;
   models::bert_for_sequence_classification<B, p> m(ctx, test::tiny_bert_config(), {.num_labels = 2}, cfg);
   test::randomize_parameters(ctx, m, 5, 0.3);
-  io::save_peft_adapter(ctx, m, dir.path, {.lora = cfg.lora});
+  io::save_peft_adapter(ctx, m, dir.path, {.methods = cfg});
   std::ifstream in(dir.path / "adapter_config.json");
   BOOST_TEST(nlohmann::json::parse(in)["peft_type"] == "PEFT_CPP");
   const auto f = io::safetensors_file::open(dir.path / "adapter_model.safetensors");
@@ -445,7 +445,7 @@ BOOST_AUTO_TEST_CASE(bitfit_and_adapters_use_our_documented_layout) {
 BOOST_AUTO_TEST_CASE(merged_checkpoint_loads_as_a_plain_bert) {
   temp_dir dir;
   B::context ctx;
-  const method_config cfg{.lora = {.r = 4, .alpha = 8}};
+  const method_config cfg{lora_config{.r = 4, .alpha = 8}};
   models::bert_for_sequence_classification<B, lora_bitfit> m(ctx, test::tiny_bert_config(), {.num_labels = 3}, cfg);
   test::randomize_parameters(ctx, m, 6, 0.3);
   const auto expected = logits_of(ctx, m);
@@ -460,7 +460,7 @@ BOOST_AUTO_TEST_CASE(merged_checkpoint_loads_as_a_plain_bert) {
   expect_close(logits_of(ctx, plain), expected);  // equal up to the file's float32 rounding
   // Adapters cannot be merged: an error, and nothing is written.
   models::bert_for_sequence_classification<B, plan<methods::houlsby_adapter>> ad(ctx, test::tiny_bert_config(), {.num_labels = 3},
-                                                                                {.adapter = {.bottleneck = 2}});
+                                                                                {adapter_config{.bottleneck = 2}});
   BOOST_CHECK_THROW(io::save_merged_checkpoint(ctx, ad, dir.path / "nope", test::tiny_bert_config().to_json("BertForSequenceClassification")),
                     config_error);
   BOOST_TEST(!fs::exists(dir.path / "nope"));

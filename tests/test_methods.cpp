@@ -18,7 +18,7 @@ using all_plan = plan<methods::lora<roles::hidden>, methods::bitfit, methods::ad
 using full_lora_plan = plan<methods::full, methods::lora<roles::hidden>>;
 
 const layers::linear_options opts{.in_features = 7, .out_features = 5, .bias = true, .name = "h", .seed = 9};
-const method_config cfg{.lora = {.r = 3, .alpha = 5, .dropout = 0.3}, .adapter = {.bottleneck = 2, .nonlinearity = activation::gelu}};
+const method_config cfg{lora_config{.r = 3, .alpha = 5, .dropout = 0.3}, adapter_config{.bottleneck = 2, .nonlinearity = activation::gelu}};
 
 template <class B, class Plan>
 std::string gradient_check_for_plan() {
@@ -54,12 +54,12 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(every_method_and_composition, B, cpu_double_backen
 BOOST_AUTO_TEST_CASE_TEMPLATE(rslora_scaling, B, cpu_double_backends) {
   typename B::context ctx;
   method_config c = cfg;
-  c.lora.use_rslora = true;
-  c.lora.r = 4;
-  c.lora.alpha = 8;
+  c.get<lora_config>().use_rslora = true;
+  c.get<lora_config>().r = 4;
+  c.get<lora_config>().alpha = 8;
   typename lora_plan::template linear<roles::hidden, B> l(ctx, opts, c);
   BOOST_TEST(l.scaling() == 4.0);
-  c.lora.use_rslora = false;
+  c.get<lora_config>().use_rslora = false;
   typename lora_plan::template linear<roles::hidden, B> l2(ctx, opts, c);
   BOOST_TEST(l2.scaling() == 2.0);
 }
@@ -154,21 +154,21 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(bad_configuration_names_the_layer, B, cpu_double_b
     }
   };
   method_config c = cfg;
-  c.lora.r = 0;
+  c.get<lora_config>().r = 0;
   expect(c, "r = 0");
-  c.lora.r = 6;
+  c.get<lora_config>().r = 6;
   expect(c, "min(in_features = 7, out_features = 5) = 5");
   c = cfg;
-  c.lora.alpha = 0;
+  c.get<lora_config>().alpha = 0;
   expect(c, "lora_alpha = 0");
-  c.lora.alpha = -2;
+  c.get<lora_config>().alpha = -2;
   expect(c, "lora_alpha = -2");
   c = cfg;
-  c.lora.dropout = 1.0;
+  c.get<lora_config>().dropout = 1.0;
   expect(c, "lora_dropout = 1");
   c = cfg;
-  c.adapter.reduction_factor = 0.5;
-  c.adapter.bottleneck = 0;
+  c.get<adapter_config>().reduction_factor = 0.5;
+  c.get<adapter_config>().bottleneck = 0;
   expect(c, "reduction_factor");
 }
 

@@ -6,6 +6,7 @@
 
 #include "peft/optim/adafactor.hpp"
 #include "peft/optim/adamw.hpp"
+#include "peft/methods/lora.hpp"
 #include "peft/optim/optimizer.hpp"
 #include "peft/optim/schedule.hpp"
 #include "peft/optim/sgd.hpp"

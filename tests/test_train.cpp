@@ -19,7 +19,7 @@ namespace {
 using F = backend::eigen<float>;  // the state file stores F32, so float runs resume bitwise
 using P = plan<methods::lora<roles::query, roles::value>, methods::bitfit>;
 using model_t = models::bert_for_sequence_classification<F, P>;
-const method_config cfg{.lora = {.r = 4, .alpha = 8, .dropout = 0.2}};
+const method_config cfg{lora_config{.r = 4, .alpha = 8, .dropout = 0.2}};
 
 struct run {
   F::context ctx;

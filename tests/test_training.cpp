@@ -100,7 +100,7 @@ run_result train(int epochs = 40, double lr = 1e-2) {
   ctx.seed = 7;
   const task data(256, 99);
   models::mlp_classifier<B, Plan> m(ctx, {.input_dim = data.dim, .hidden = {32, 32}, .num_labels = 3, .dropout = 0.0, .seed = 5},
-                                    {.lora = {.r = 4, .alpha = 8}, .adapter = {.bottleneck = 8}});
+                                    {lora_config{.r = 4, .alpha = 8}, adapter_config{.bottleneck = 8}});
   // Snapshot every frozen parameter.
   std::vector<std::vector<T>> frozen;
   m.visit_parameters("", [&](const std::string&, const auto& p) {
@@ -228,7 +228,7 @@ long mlp_step_allocations(Rule rule) {
   B::context ctx;  // OpenMP's thread count
   ctx.training = true;
   models::mlp_classifier<B, lora_bitfit_p> m(ctx, {.input_dim = 128, .hidden = {256, 256}, .num_labels = 4, .dropout = 0.1},
-                                              {.lora = {.r = 8, .alpha = 16, .dropout = 0.1}});
+                                              {lora_config{.r = 8, .alpha = 16, .dropout = 0.1}});
   optim::optimizer opt(m, rule, optim::cosine_schedule{.warmup_steps = 2, .total_steps = 10});
   loss::softmax_cross_entropy<B> ce;
   B::tensor x;
@@ -277,7 +277,7 @@ BOOST_AUTO_TEST_CASE(steady_state_step_allocates_nothing) {
                               .intermediate_size = 128, .max_position_embeddings = 40, .type_vocab_size = 2};
   models::bert_for_sequence_classification<B, plan<methods::lora<roles::query, roles::value>, methods::bitfit,
                                                    methods::houlsby_adapter>>
-      bert(ctx, c, {.num_labels = 3}, {.lora = {.r = 4, .alpha = 8, .dropout = 0.1}, .adapter = {.bottleneck = 8}});
+      bert(ctx, c, {.num_labels = 3}, {lora_config{.r = 4, .alpha = 8, .dropout = 0.1}, adapter_config{.bottleneck = 8}});
   models::encoder_batch batch{.batch_size = 4, .seq_len = 32};
   for (std::size_t i = 0; i < 4 * 32; ++i) {
     batch.input_ids.push_back(std::int32_t(i * 7 % 50));

@@ -15,8 +15,8 @@ using models::bert_config;
 using models::encoder_batch;
 
 namespace {
-const method_config tiny_cfg{.lora = {.r = 3, .alpha = 6, .dropout = 0.1},
-                             .adapter = {.bottleneck = 4, .nonlinearity = activation::gelu}};
+const method_config tiny_cfg{lora_config{.r = 3, .alpha = 6, .dropout = 0.1},
+                             adapter_config{.bottleneck = 4, .nonlinearity = activation::gelu}};
 
 using full_p = plan<methods::full>;
 using lora_p = plan<methods::lora<roles::query, roles::value>>;
@@ -45,7 +45,7 @@ BOOST_AUTO_TEST_SUITE(transformer_gradients)
 
 BOOST_AUTO_TEST_CASE_TEMPLATE(layer_norm_with_trainable_scale_shift_and_delta, B, cpu_double_backends) {
   typename B::context ctx;
-  layers::layer_norm<B, group_set<groups::norm>, true> ln(ctx, 7, 1e-5);
+  methods::bitfit_norm<layers::layer_norm<B, group_set<groups::norm>>> ln(ctx, 7, 1e-5, "LayerNorm", {});
   test::randomize_parameters(ctx, ln, 1);
   const auto err = test::check_gradients(ctx, ln, test::random_tensor<B>(ctx, {2, 3, 7}, 2, 2.0));
   BOOST_TEST(err.empty(), err);
@@ -222,9 +222,9 @@ BOOST_AUTO_TEST_CASE(method_placement_and_trainability) {
   {
     // layers_to_transform and rank/alpha patterns, as PEFT's LoraConfig.
     method_config cfg = tiny_cfg;
-    cfg.lora.layers_to_transform = {1};
-    cfg.lora.rank_pattern = {{"value", 2}};
-    cfg.lora.alpha_pattern = {{"layer\\.1\\.attention\\.self\\.query", 12}};
+    cfg.get<lora_config>().layers_to_transform = {1};
+    cfg.get<lora_config>().rank_pattern = {{"value", 2}};
+    cfg.get<lora_config>().alpha_pattern = {{"layer\\.1\\.attention\\.self\\.query", 12}};
     models::bert_for_sequence_classification<B, lora_p> m(ctx, c, {}, cfg);
     const auto t = names_of(m);
     BOOST_TEST(!has(t, "bert.encoder.layer.0.attention.self.query.lora_A.weight"));

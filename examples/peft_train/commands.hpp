@@ -29,12 +29,12 @@ inline std::string method_description(const run_card& c) {
   std::ostringstream os;
   os << c.method;
   if (c.method.find("lora") != std::string::npos)
-    os << " (r=" << c.methods.lora.r << ", alpha=" << c.methods.lora.alpha << ", dropout=" << c.methods.lora.dropout
-       << ", targets " << c.lora_targets << (c.methods.lora.use_rslora ? ", rsLoRA" : "") << ")";
+    os << " (r=" << c.methods.get<peft::lora_config>().r << ", alpha=" << c.methods.get<peft::lora_config>().alpha << ", dropout=" << c.methods.get<peft::lora_config>().dropout
+       << ", targets " << c.lora_targets << (c.methods.get<peft::lora_config>().use_rslora ? ", rsLoRA" : "") << ")";
   if (c.method.find("houlsby") != std::string::npos || c.method.find("pfeiffer") != std::string::npos)
-    os << " (bottleneck " << (c.methods.adapter.bottleneck ? std::to_string(c.methods.adapter.bottleneck)
-                                                            : "hidden/" + std::to_string(int(c.methods.adapter.reduction_factor)))
-       << ", " << peft::to_string(c.methods.adapter.nonlinearity) << ")";
+    os << " (bottleneck " << (c.methods.get<peft::adapter_config>().bottleneck ? std::to_string(c.methods.get<peft::adapter_config>().bottleneck)
+                                                            : "hidden/" + std::to_string(int(c.methods.get<peft::adapter_config>().reduction_factor)))
+       << ", " << peft::to_string(c.methods.get<peft::adapter_config>().nonlinearity) << ")";
   return os.str();
 }
 /// Where the trained weights go: an adapter in PEFT's layout, or a full model for full fine-tuning.
@@ -224,7 +224,7 @@ int commands<Plan>::train(const train_options& o) {
       peft::io::save_peft_adapter(ctx, m, weights,
                                   {.base_model_name_or_path = card.base_model,
                                    .task_type = card.task == "token" ? "TOKEN_CLS" : "SEQ_CLS",
-                                   .lora = card.methods.lora});
+                                   .methods = card.methods});
     }
     card.write(weights);
     const nlohmann::json summary = {

@@ -44,7 +44,7 @@ run_card card_for(const fs::path& model_dir, const fs::path& adapter_dir) {
     std::string labels;
     for (const auto& l : c.labels) labels += (labels.empty() ? "" : ",") + l;
     std::cerr << "note: " << adapter_dir.string() << " has no peft_train.json; from its PEFT files: task " << c.task
-              << ", LoRA r=" << c.methods.lora.r << " alpha=" << c.methods.lora.alpha << " on " << c.lora_targets
+              << ", LoRA r=" << c.methods.get<peft::lora_config>().r << " alpha=" << c.methods.get<peft::lora_config>().alpha << " on " << c.lora_targets
               << ", labels " << labels << "\n";
     return c;
   }
@@ -73,19 +73,19 @@ int main(int argc, char** argv) {
   train->add_option("--method", method,
                     "full, lora, bitfit, houlsby, pfeiffer, or a combination joined by '+' (e.g. lora+bitfit)")
       ->capture_default_str();
-  train->add_option("--rank,-r", t.card.methods.lora.r, "LoRA rank")->capture_default_str();
-  t.card.methods.lora.alpha = 16;
-  t.card.methods.lora.dropout = 0.1;
-  train->add_option("--alpha", t.card.methods.lora.alpha, "LoRA alpha (scaling alpha/r)")->capture_default_str();
-  train->add_option("--lora-dropout", t.card.methods.lora.dropout, "dropout on the LoRA input")->capture_default_str();
+  train->add_option("--rank,-r", t.card.methods.get<peft::lora_config>().r, "LoRA rank")->capture_default_str();
+  t.card.methods.get<peft::lora_config>().alpha = 16;
+  t.card.methods.get<peft::lora_config>().dropout = 0.1;
+  train->add_option("--alpha", t.card.methods.get<peft::lora_config>().alpha, "LoRA alpha (scaling alpha/r)")->capture_default_str();
+  train->add_option("--lora-dropout", t.card.methods.get<peft::lora_config>().dropout, "dropout on the LoRA input")->capture_default_str();
   train->add_option("--target", t.card.lora_targets,
                     "LoRA roles, comma-separated: query, key, value, attention_output, ffn_in, ffn_out, or all")
       ->capture_default_str();
-  train->add_flag("--rslora", t.card.methods.lora.use_rslora, "scale by alpha/sqrt(r) (rsLoRA)");
-  train->add_option("--adapter-size", t.card.methods.adapter.bottleneck,
+  train->add_flag("--rslora", t.card.methods.get<peft::lora_config>().use_rslora, "scale by alpha/sqrt(r) (rsLoRA)");
+  train->add_option("--adapter-size", t.card.methods.get<peft::adapter_config>().bottleneck,
                     "adapter bottleneck width (0: hidden size / --reduction-factor)")
       ->capture_default_str();
-  train->add_option("--reduction-factor", t.card.methods.adapter.reduction_factor, "adapter reduction factor")
+  train->add_option("--reduction-factor", t.card.methods.get<peft::adapter_config>().reduction_factor, "adapter reduction factor")
       ->capture_default_str();
   train->add_option("--adapter-activation", activation,
                     "adapter nonlinearity: relu, gelu, gelu_new, tanh (default: gelu for houlsby, relu for pfeiffer, as "
@@ -158,10 +158,10 @@ int main(int argc, char** argv) {
     if (train->parsed()) {
       t.card.task = task.empty() ? task_from_extension(t.train_file) : task;
       t.card.method = method_names[std::size_t(method_index(method))];
-      t.card.methods.lora.target_modules = lora_target_regex(t.card.lora_targets);
+      t.card.methods.get<peft::lora_config>().target_modules = lora_target_regex(t.card.lora_targets);
       // Houlsby's adapter after the attention output collapsed with ReLU on WNUT-17 (docs/results.md).
       if (activation.empty()) activation = t.card.method.find("houlsby") != std::string::npos ? "gelu" : "relu";
-      t.card.methods.adapter.nonlinearity = activation_named(activation);
+      t.card.methods.get<peft::adapter_config>().nonlinearity = activation_named(activation);
       t.delimiter = delimiter_of(delimiter);
       set_threads(t.threads);
       return commands_of(method_index(t.card.method)).train(t);

@@ -11,6 +11,7 @@
 #include <peft/models/bert/config.hpp>
 #include <peft/io/peft_adapter.hpp>
 #include <peft/io/safetensors.hpp>
+#include <peft/methods/plan.hpp>
 
 namespace peft_train {
 
@@ -67,7 +68,8 @@ std::string lora_target_regex(const std::string& roles) {
 }
 
 nlohmann::json run_card::to_json() const {
-  const auto& l = methods.lora;
+  const auto& l = methods.get<peft::lora_config>();
+  const auto& a = methods.get<peft::adapter_config>();
   return {{"format", "peft-train run card 1"},
           {"method", method},
           {"task", task},
@@ -77,8 +79,8 @@ nlohmann::json run_card::to_json() const {
           {"truncate", truncate},
           {"lora", {{"r", l.r}, {"alpha", l.alpha}, {"dropout", l.dropout}, {"use_rslora", l.use_rslora},
                     {"targets", lora_targets}, {"target_modules", l.target_modules}}},
-          {"adapter", {{"bottleneck", methods.adapter.bottleneck}, {"reduction_factor", methods.adapter.reduction_factor},
-                       {"nonlinearity", std::string(peft::to_string(methods.adapter.nonlinearity))}}},
+          {"adapter", {{"bottleneck", a.bottleneck}, {"reduction_factor", a.reduction_factor},
+                       {"nonlinearity", std::string(peft::to_string(a.nonlinearity))}}},
           {"base_model", base_model}};
 }
 
@@ -95,16 +97,16 @@ run_card run_card::from_json(const nlohmann::json& j, const std::string& source)
     c.max_length = j.at("max_length").get<std::size_t>();
     c.truncate = j.at("truncate").get<bool>();
     const auto& l = j.at("lora");
-    c.methods.lora.r = l.at("r").get<std::size_t>();
-    c.methods.lora.alpha = l.at("alpha").get<double>();
-    c.methods.lora.dropout = l.at("dropout").get<double>();
-    c.methods.lora.use_rslora = l.at("use_rslora").get<bool>();
+    c.methods.get<peft::lora_config>().r = l.at("r").get<std::size_t>();
+    c.methods.get<peft::lora_config>().alpha = l.at("alpha").get<double>();
+    c.methods.get<peft::lora_config>().dropout = l.at("dropout").get<double>();
+    c.methods.get<peft::lora_config>().use_rslora = l.at("use_rslora").get<bool>();
     c.lora_targets = l.at("targets").get<std::string>();
-    c.methods.lora.target_modules = l.at("target_modules").get<std::string>();
+    c.methods.get<peft::lora_config>().target_modules = l.at("target_modules").get<std::string>();
     const auto& a = j.at("adapter");
-    c.methods.adapter.bottleneck = a.at("bottleneck").get<std::size_t>();
-    c.methods.adapter.reduction_factor = a.at("reduction_factor").get<double>();
-    c.methods.adapter.nonlinearity = activation_named(a.at("nonlinearity").get<std::string>());
+    c.methods.get<peft::adapter_config>().bottleneck = a.at("bottleneck").get<std::size_t>();
+    c.methods.get<peft::adapter_config>().reduction_factor = a.at("reduction_factor").get<double>();
+    c.methods.get<peft::adapter_config>().nonlinearity = activation_named(a.at("nonlinearity").get<std::string>());
     c.base_model = j.value("base_model", "");
   } catch (const nlohmann::json::exception& e) {
     throw peft::io::io_error(source + ": malformed run card: " + e.what());
@@ -127,7 +129,7 @@ run_card run_card::read(const fs::path& dir) {
 }
 
 run_card run_card::from_peft_adapter(const fs::path& adapter_dir, const fs::path& model_dir) {
-  const auto info = peft::io::read_peft_adapter_config(adapter_dir);
+  const auto info = peft::io::read_peft_adapter_config<peft::plan<peft::methods::lora<peft::roles::query>>>(adapter_dir);
   const std::string config_file = (adapter_dir / "adapter_config.json").string();
   if (info.peft_type != "LORA")
     throw peft::io::io_error("'" + adapter_dir.string() + "' has no peft_train.json, and only a PEFT LoRA adapter can do without one");
@@ -138,8 +140,8 @@ run_card run_card::from_peft_adapter(const fs::path& adapter_dir, const fs::path
     throw peft::io::io_error(config_file + ": task_type '" + info.task_type +
                              "' is not one peft-train runs (SEQ_CLS, TOKEN_CLS)");
   c.method = "lora";
-  c.methods.lora = info.lora;
-  c.lora_targets = info.target_modules.dump();
+  c.methods.get<peft::lora_config>() = info.options.get<peft::lora_config>();
+  c.lora_targets = info.json.value("target_modules", nlohmann::json()).dump();
   c.base_model = info.base_model_name_or_path;
 
   // The head: PEFT saves modules_to_save under their plain names, the same key load_peft_adapter reads.

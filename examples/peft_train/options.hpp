@@ -13,6 +13,9 @@
 
 #include <peft/core/error.hpp>
 #include <peft/core/method_config.hpp>
+#include <peft/methods/adapter.hpp>
+#include <peft/methods/bitfit.hpp>
+#include <peft/methods/lora.hpp>
 
 namespace peft_train {
 

@@ -104,7 +104,7 @@ results method_scenario() {
   ctx.seed = 5;
   results r;
   using layer_t = typename Plan::template linear<roles::hidden, B>;
-  method_config cfg{.lora = {.r = 3, .alpha = 6, .dropout = 0.2}, .adapter = {.bottleneck = 4}};
+  method_config cfg{lora_config{.r = 3, .alpha = 6, .dropout = 0.2}, adapter_config{.bottleneck = 4}};
   layer_t l(ctx, {.in_features = 9, .out_features = 6, .bias = true, .name = "h", .seed = 7}, cfg);
   randomize_parameters(ctx, l, 8);
   const auto x = random_tensor<B>(ctx, {5, 9}, 41);
@@ -148,7 +148,7 @@ results training_scenario(Rule rule, int steps = 6) {
   ctx.seed = 1;
   results r;
   models::mlp_classifier<B, Plan> m(ctx, {.input_dim = 10, .hidden = {12, 8}, .num_labels = 3, .dropout = 0.1, .seed = 2},
-                                    {.lora = {.r = 2, .alpha = 4}, .adapter = {.bottleneck = 3}});
+                                    {lora_config{.r = 2, .alpha = 4}, adapter_config{.bottleneck = 3}});
   optim::optimizer opt(m, rule, optim::linear_schedule{.warmup_steps = 2, .total_steps = steps + 2});
   opt.template set_group_options<groups::lora_b>({.lr_multiplier = 4});
   const auto x = random_tensor<B>(ctx, {16, 10}, 61);
@@ -189,8 +189,8 @@ results bert_scenario(models::pooling pool = models::pooling::first_token) {
   ctx.seed = 11;
   results r;
   models::bert_for_sequence_classification<B, Plan> m(ctx, tiny_bert_config(), {.num_labels = 3, .pool = pool, .seed = 4},
-                                                      {.lora = {.r = 4, .alpha = 8, .dropout = 0.1},
-                                                       .adapter = {.bottleneck = 4, .nonlinearity = activation::gelu}});
+                                                      {lora_config{.r = 4, .alpha = 8, .dropout = 0.1},
+                                                       adapter_config{.bottleneck = 4, .nonlinearity = activation::gelu}});
   randomize_parameters(ctx, m, 5, 0.3);
   const auto batch = tiny_batch();
   const std::vector<std::int32_t> labels{2, 0};

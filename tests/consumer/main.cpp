@@ -7,7 +7,7 @@ int main() {
   using B = peft::backend::eigen<float>;
   B::context ctx;
   peft::models::mlp_classifier<B, peft::plan<peft::lora<peft::roles::hidden>>> m(
-      ctx, {.input_dim = 8, .hidden = {16}, .num_labels = 2}, {.lora = {.r = 4, .alpha = 8}});
+      ctx, {.input_dim = 8, .hidden = {16}, .num_labels = 2}, {peft::lora_config{.r = 4, .alpha = 8}});
   peft::optim::optimizer opt(m, peft::optim::adamw{.lr = 1e-2});
   peft::loss::softmax_cross_entropy<B> ce;
   B::tensor x;

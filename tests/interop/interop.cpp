@@ -22,7 +22,7 @@ int main(int argc, char** argv) {
       using B = backend::eigen<float>;
       B::context ctx;
       models::bert_for_sequence_classification<B, plan<methods::lora<roles::query, roles::value>>> m(
-          ctx, test::tiny_bert_config(), {.num_labels = 2}, {.lora = {.r = 2, .alpha = 4}});
+          ctx, test::tiny_bert_config(), {.num_labels = 2}, {lora_config{.r = 2, .alpha = 4}});
       test::randomize_parameters(ctx, m, 1, 0.5);
       io::save_checkpoint(ctx, m, dir + "/from_cpp.safetensors");
       nlohmann::json expected = {{"metadata", {{"format", "pt"}}}, {"tensors", nlohmann::json::object()}};

@@ -96,7 +96,7 @@ int main(int argc, char** argv) {
   // Encoder and pooler under BERT's own names ("bert.*"), without a classifier: a pretrained checkpoint.
   peft::models::bert_for_sequence_classification<B, peft::plan<peft::methods::full>> model(ctx, c, {.num_labels = 2, .seed = 2024});
   peft::io::write_safetensors(dir / "model" / "model.safetensors",
-                              peft::io::collect_tensors(ctx, model, [](const std::string& name, std::string_view) {
+                              peft::io::collect_tensors(ctx, model, [](const std::string& name, const auto&) {
                                 return name.rfind("bert.", 0) == 0;
                               }),
                               {{"format", "pt"}});

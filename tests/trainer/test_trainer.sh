@@ -184,7 +184,7 @@ expect_error "LoRA rank too large" "rank r = 64 must be in \[1, min" "${bad_trai
 cp -r "$W/lora_peft" "$W/lora_causal" && sed -i 's/"SEQ_CLS"/"CAUSAL_LM"/' "$W/lora_causal/adapter_config.json"
 expect_error "a PEFT adapter of another task" "adapter_config.json: task_type 'CAUSAL_LM' is not one peft-train runs" \
   eval --model "$M" --adapter "$W/lora_causal" --data "$W/sst_dev.tsv" --predictions "$W/bad"
-expect_error "merging a bottleneck adapter" "adapters are nonlinear and cannot be merged" merge --model "$M" --adapter "$W/houlsby/adapter" -o "$W/bad"
+expect_error "merging a bottleneck adapter" "cannot be merged into the base weights .bottleneck adapters are nonlinear" merge --model "$M" --adapter "$W/houlsby/adapter" -o "$W/bad"
 cp -r "$W/lora/adapter" "$W/adapter_r2"
 python3 -c "import json,sys; p=sys.argv[1]; c=json.load(open(p)); c['lora']['r']=2; json.dump(c, open(p,'w'))" "$W/adapter_r2/peft_train.json"
 expect_error "adapter that does not fit the model" "lora_A.weight' has shape \[4, 32\] but the model's .* has shape \[2, 32\]" \

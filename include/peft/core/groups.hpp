@@ -1,5 +1,6 @@
 #pragma once
-/// \file Parameter groups: tag types that classify every parameter (weight, bias, lora_a, ...).
+/// \file Parameter groups: tag types that classify every parameter (weight, bias, a method's own
+/// groups, ...).
 ///
 /// A plan decides at compile time which groups of a layer are trainable (`group_set`); the optimizer
 /// applies run-time per-group options (learning-rate multiplier, weight decay) by group name.
@@ -19,12 +20,16 @@ concept Group = std::is_empty_v<G> && requires {
 struct weight { static constexpr std::string_view name = "weight"; };          ///< base weight matrices
 struct bias { static constexpr std::string_view name = "bias"; };              ///< base biases
 struct embedding { static constexpr std::string_view name = "embedding"; };    ///< embedding tables
-struct norm { static constexpr std::string_view name = "norm"; };              ///< layer-norm scale/shift
+struct norm { static constexpr std::string_view name = "norm"; };              ///< norm scales and shifts
 struct head { static constexpr std::string_view name = "head"; };              ///< task head (classifier)
-struct lora_a { static constexpr std::string_view name = "lora_a"; };          ///< LoRA down-projection A
-struct lora_b { static constexpr std::string_view name = "lora_b"; };          ///< LoRA up-projection B
-struct bias_delta { static constexpr std::string_view name = "bias_delta"; };  ///< BitFit bias deltas
-struct adapter { static constexpr std::string_view name = "adapter"; };        ///< bottleneck adapters
+
+/// A group whose parameters a PEFT method adds (never present in a base checkpoint): its tag also
+/// declares `static constexpr bool method_group = true`. Methods define their groups in their own
+/// headers (`lora_a` and `lora_b` in methods/lora.hpp, ...), so this header names none of them.
+template <class G>
+concept MethodGroup = Group<G> && requires {
+  requires G::method_group;
+};
 
 }  // namespace peft::groups
 

@@ -1,51 +1,66 @@
 #pragma once
-/// \file Run-time configuration of the PEFT methods: ranks, scalings, sizes. Which methods apply to
+/// \file `peft::method_config`: the run-time options of a plan's methods. Which methods apply to
 /// which roles is compile-time (`peft::plan`); how big they are is decided here, at run time.
+///
+/// Core knows no method: each method declares its own options type in its header (`lora_config` in
+/// methods/lora.hpp, `adapter_config` in methods/adapter.hpp, ...), and this is a bag that holds one
+/// options object per type.
 
-#include <cstddef>
-#include <cstdint>
-#include <string>
+#include <any>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
-#include "peft/core/kernel_args.hpp"
-
 namespace peft {
 
-/// LoRA (Hu et al. 2021): `W x + s * B A dropout(x)` with `s = alpha / r`, or `alpha / sqrt(r)` when
-/// `use_rslora` (Kalajdzievski 2023). Requirements: 1 <= r <= min(in, out), alpha > 0,
-/// 0 <= dropout < 1. Defaults follow Hugging Face PEFT's `LoraConfig`.
-/// Run-time layer selection and per-module overrides follow PEFT's `LoraConfig`:
-/// `layers_to_transform` (empty = all) keeps LoRA only on modules whose name contains
-/// `layer.<i>.` with i listed; `rank_pattern` / `alpha_pattern` map a regular expression to a rank /
-/// alpha for the modules whose name matches `(.*\.)?<key>` in full (first matching key wins);
-/// `target_modules` (empty = every module of the plan's LoRA roles) is a regular expression that a
-/// module name must match in full, as PEFT's string form of `target_modules`: it narrows the
-/// compile-time roles at run time (a command-line tool builds LoRA on all roles and picks here).
-struct lora_config {
-  std::size_t r = 8;
-  double alpha = 8;
-  double dropout = 0;
-  bool use_rslora = false;
-  std::vector<int> layers_to_transform{};
-  std::vector<std::pair<std::string, std::size_t>> rank_pattern{};
-  std::vector<std::pair<std::string, double>> alpha_pattern{};
-  std::string target_modules{};
-};
+/// One options object per method family, looked up by its type. Value semantics: copying a
+/// `method_config` copies the options. Build one from any options objects:
+/// `method_config{lora_config{.r = 8, .alpha = 16}, adapter_config{.bottleneck = 64}}`.
+/// Guarantees: a method whose options are absent sees its options type's defaults.
+class method_config {
+ public:
+  method_config() = default;
+  template <class... Options>
+    requires(sizeof...(Options) > 0 && (!std::is_same_v<std::remove_cvref_t<Options>, method_config> && ...))
+  method_config(Options&&... options) {  // NOLINT: implicit, so `{lora_config{...}}` reads naturally
+    (set(std::forward<Options>(options)), ...);
+  }
 
-/// Bottleneck adapter (Houlsby et al. 2019): `h + up(act(down(h)))`. The bottleneck is `bottleneck`
-/// when non-zero, else `max(1, width / reduction_factor)` (AdapterHub's convention; Pfeiffer uses 16).
-struct adapter_config {
-  std::size_t bottleneck = 0;
-  double reduction_factor = 16;
-  activation nonlinearity = activation::relu;
-};
+  /// Stores `o`, replacing options of the same type.
+  template <class O>
+  method_config& set(O&& o) {
+    get<std::remove_cvref_t<O>>() = std::forward<O>(o);
+    return *this;
+  }
+  /// The options of type `O`: the stored ones, or `O{}` when none are stored.
+  template <class O>
+  [[nodiscard]] const O& get() const {
+    if (const O* o = find<O>()) return *o;
+    static const O defaults{};
+    return defaults;
+  }
+  /// Mutable options of type `O`, stored as `O{}` first when absent.
+  template <class O>
+  O& get() {
+    if (O* o = const_cast<O*>(find<O>())) return *o;
+    items_.emplace_back(O{});
+    return *std::any_cast<O>(&items_.back());
+  }
+  /// Whether options of type `O` are stored.
+  template <class O>
+  [[nodiscard]] bool has() const noexcept {
+    return find<O>() != nullptr;
+  }
 
-/// The run-time part of a plan: one configuration per method family. Methods absent from the plan
-/// ignore their entry.
-struct method_config {
-  lora_config lora{};
-  adapter_config adapter{};
+ private:
+  template <class O>
+  const O* find() const noexcept {
+    for (const auto& item : items_)
+      if (const O* o = std::any_cast<O>(&item)) return o;
+    return nullptr;
+  }
+
+  std::vector<std::any> items_;
 };
 
 }  // namespace peft

@@ -17,10 +17,10 @@
 
 namespace peft::io {
 
-/// True for the groups PEFT methods add (never present in a base checkpoint).
-constexpr bool is_method_group(std::string_view group) noexcept {
-  return group == groups::lora_a::name || group == groups::lora_b::name || group == groups::bias_delta::name ||
-         group == groups::adapter::name;
+/// True for parameters that a PEFT method adds (never present in a base checkpoint).
+template <class P>
+constexpr bool is_method_parameter(const P&) noexcept {
+  return groups::MethodGroup<typename P::group>;
 }
 
 /// What `load_checkpoint` matched.
@@ -28,7 +28,7 @@ struct load_report {
   std::size_t loaded = 0;
   std::vector<std::string> missing;     ///< base parameters of the model absent from the file
   std::vector<std::string> unexpected;  ///< file tensors that no parameter took
-  std::size_t method_parameters = 0;    ///< LoRA/BitFit/adapter parameters (not in base checkpoints)
+  std::size_t method_parameters = 0;    ///< parameters PEFT methods add (not in base checkpoints)
 
   [[nodiscard]] std::string str() const {
     std::ostringstream os;
@@ -97,7 +97,7 @@ load_report load_checkpoint(typename M::backend::context& ctx, M& model, const s
   std::set<std::string> used;
   std::vector<std::pair<typename B::tensor*, const tensor_info*>> plan;
   model.visit_parameters("", [&](const std::string& name, auto& p) {
-    if (is_method_group(std::remove_cvref_t<decltype(p)>::group::name)) {
+    if (is_method_parameter(p)) {
       ++r.method_parameters;
       return;
     }
@@ -126,14 +126,14 @@ load_report load_checkpoint(typename M::backend::context& ctx, M& model, const s
   return load_checkpoint(ctx, model, safetensors_file::open(path));
 }
 
-/// The parameters of `model` selected by `keep(name, group)` as F32 tensors named `prefix + name`.
+/// The parameters of `model` selected by `keep(name, parameter)` as F32 tensors named `prefix + name`.
 template <Module M, class Keep>
 std::vector<tensor_to_write> collect_tensors(typename M::backend::context& ctx, const M& model, Keep&& keep,
                                              const std::string& prefix = "") {
   using B = typename M::backend;
   std::vector<tensor_to_write> out;
   model.visit_parameters("", [&](const std::string& name, const auto& p) {
-    if (!keep(name, std::remove_cvref_t<decltype(p)>::group::name)) return;
+    if (!keep(name, p)) return;
     const auto host = B::copy_to_host(ctx, p.value);
     std::vector<std::size_t> shape;
     for (std::size_t i = 0; i < p.value.shape().rank(); ++i) shape.push_back(p.value.shape()[i]);
@@ -146,7 +146,7 @@ std::vector<tensor_to_write> collect_tensors(typename M::backend::context& ctx, 
 /// metadata {"format": "pt"}.
 template <Module M>
 void save_checkpoint(typename M::backend::context& ctx, const M& model, const std::filesystem::path& path) {
-  write_safetensors(path, collect_tensors(ctx, model, [](const std::string&, std::string_view) { return true; }),
+  write_safetensors(path, collect_tensors(ctx, model, [](const std::string&, const auto&) { return true; }),
                     {{"format", "pt"}});
 }
 

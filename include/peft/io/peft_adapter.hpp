@@ -2,13 +2,13 @@
 /// \file Hugging Face PEFT adapter directories (`adapter_config.json` + `adapter_model.safetensors`),
 /// both ways, and merged full checkpoints for deployment.
 ///
-/// A LoRA adapter is written exactly as PEFT's `save_pretrained` does: sorted JSON config with
-/// `peft_type` "LORA", tensors `base_model.model.<module>.lora_A.weight` (r x in) and `.lora_B.weight`
-/// (out x r) with no adapter name, the trainable head (`modules_to_save`) under
-/// `base_model.model.<module>.<param>`, and metadata {"format": "pt"}. BitFit deltas and bottleneck
-/// adapters have no PEFT equivalent; they go in the same file pair under
-/// `base_model.model.<module>.bias_delta` and `base_model.model.<module>.adapter.{down,up}.{weight,bias}`,
-/// and the config then says `peft_type` "PEFT_CPP" (see docs/formats.md).
+/// Generic over models and methods: tensors are the methods' parameters under their own names
+/// (`base_model.model.<parameter name>`, no adapter name), the trainable head (`modules_to_save`)
+/// under `base_model.model.<module>.<param>`, metadata {"format": "pt"}, and a sorted JSON config.
+/// Each method of the model's plan says how it is spelt (`peft_format`, io/peft_format.hpp): a LoRA
+/// adapter comes out exactly as PEFT's `save_pretrained` writes it. Methods without a PEFT equivalent
+/// (BitFit deltas, bottleneck adapters) go in the same file pair, and the config then says
+/// `peft_type` "PEFT_CPP" and lists the methods (see docs/formats.md).
 
 #include <algorithm>
 #include <filesystem>
@@ -19,13 +19,16 @@
 #include <set>
 #include <sstream>
 #include <string>
+#include <string_view>
+#include <tuple>
+#include <type_traits>
 #include <vector>
 
 #include "peft/core/layer.hpp"
 #include "peft/core/method_config.hpp"
 #include "peft/io/checkpoint.hpp"
 #include "peft/io/json_config.hpp"
-#include "peft/methods/lora.hpp"
+#include "peft/io/peft_format.hpp"
 
 namespace peft::io {
 
@@ -34,225 +37,183 @@ inline constexpr const char* peft_key_prefix = "base_model.model.";
 /// What goes into `adapter_config.json` besides what the model itself tells.
 struct adapter_save_options {
   std::string base_model_name_or_path;
-  std::string task_type = "SEQ_CLS";  ///< "SEQ_CLS" or "TOKEN_CLS"
-  lora_config lora{};                 ///< the configuration the model was built with
+  std::string task_type = "SEQ_CLS";  ///< PEFT's task type: "SEQ_CLS", "TOKEN_CLS", "CAUSAL_LM", ...
+  method_config methods{};            ///< the options the model was built with
+  /// Modules that train fully and are saved whole (PEFT's `modules_to_save`), by their last name
+  /// component or full name. Any other trainable base parameter means full fine-tuning: an error.
+  std::vector<std::string> modules_to_save{"classifier"};
 };
 
-/// An adapter directory's configuration as read back.
+/// An adapter directory's configuration as read back: the common keys, each method's options (read
+/// by the methods of the plan it was read for), and the whole JSON for anything else.
 struct adapter_config_info {
   std::string peft_type;
   std::string task_type;
   std::string base_model_name_or_path;
-  lora_config lora{};
-  nlohmann::json target_modules;
   std::vector<std::string> modules_to_save;
+  std::vector<std::string> methods;  ///< the plan methods the file carries
+  method_config options{};
+  nlohmann::json json;
 };
 
-namespace detail {
-inline std::string strip_suffix(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0
-             ? s.substr(0, s.size() - suffix.size())
-             : s;
-}
-inline bool ends_with_module(const std::string& name, const std::string& suffix) {
-  return name == suffix || (name.size() > suffix.size() && name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0 &&
-                            name[name.size() - suffix.size() - 1] == '.');
-}
-inline std::string regex_escape(const std::string& s) {
-  static const std::regex special(R"([.^$|()\[\]{}*+?\\])");
-  return std::regex_replace(s, special, R"(\$&)");
-}
+/// A model type that names its plan (`using plan = ...`), as the models of this library do; adapter
+/// files need the plan's methods to know how each one is spelt.
+template <class M>
+concept PlannedModule = Module<M> && requires { typename M::plan::methods; };
 
-/// PEFT `target_modules` that select exactly `lora` among `linears` (module names): the shortest
-/// dotted suffixes when they select nothing else (honouring layers_to_transform, as PEFT does for
-/// lists), else a regular expression that PEFT full-matches against each module name.
-inline nlohmann::json target_modules_for(const std::set<std::string>& lora, const std::set<std::string>& linears,
-                                         const std::vector<int>& layers) {
-  auto in_scope = [&](const std::string& m) {
-    if (layers.empty()) return true;
-    const int i = methods::detail::layer_index(m + ".");
-    return std::find(layers.begin(), layers.end(), i) != layers.end();
-  };
-  std::set<std::string> suffixes;
-  bool clean = true;
-  for (const auto& m : lora) {
-    std::string chosen;
-    std::size_t pos = m.size();
-    while (chosen.empty()) {
-      pos = m.rfind('.', pos == m.size() ? std::string::npos : pos - 1);
-      const std::string s = pos == std::string::npos ? m : m.substr(pos + 1);
-      bool selects_only_lora = true;
-      for (const auto& other : linears)
-        if (!lora.count(other) && in_scope(other) && ends_with_module(other, s)) selects_only_lora = false;
-      if (selects_only_lora) chosen = s;
-      if (pos == std::string::npos || pos == 0) break;
-    }
-    if (chosen.empty()) clean = false;
-    else suffixes.insert(chosen);
-  }
-  if (clean) return nlohmann::json(std::vector<std::string>(suffixes.begin(), suffixes.end()));
-  std::string re;
-  for (const auto& m : lora) re += (re.empty() ? "" : "|") + regex_escape(m);
-  return "(" + re + ")";
+namespace detail {
+template <class M>
+concept has_peft_format = requires { typename M::peft_format; };
+template <class M>
+constexpr bool is_mergeable() {
+  if constexpr (requires { M::mergeable; }) return M::mergeable;
+  else return true;
+}
+/// Calls `f(type_identity<Method>)` for each method of `Plan`.
+template <class Plan, class F>
+void for_each_method(F&& f) {
+  std::apply([&](auto... m) { (f(std::type_identity<decltype(m)>{}), ...); }, typename Plan::methods{});
+}
+/// The name of the method of `Plan` that owns parameter type `P` (empty for base parameters).
+template <class Plan, class P>
+std::string_view owner_of() {
+  std::string_view owner;
+  for_each_method<Plan>([&](auto m) {
+    using Me = typename decltype(m)::type;
+    if (Me::groups::template contains<typename P::group>) owner = Me::name;
+  });
+  return owner;
+}
+inline std::string module_of(const std::string& parameter) {
+  const auto dot = parameter.rfind('.');
+  return dot == std::string::npos ? parameter : parameter.substr(0, dot);
 }
 }  // namespace detail
 
 /// Writes `dir/adapter_config.json` and `dir/adapter_model.safetensors` (both atomically) for the
-/// trainable parameters of `model`: LoRA matrices, the trainable head, BitFit deltas and adapters.
-/// Throws `config_error` when the model trains base weights beyond a head (save a full checkpoint).
-template <Module M>
+/// trainable parameters of `model`: the methods' parameters and the `modules_to_save`. A file that
+/// carries exactly one method with a PEFT type (LoRA) is Hugging Face PEFT's own format; anything
+/// else says `peft_type` "PEFT_CPP" and lists its methods under `peft_cpp` (docs/formats.md). Each
+/// method with a `peft_format` writes its keys. Throws `config_error` when the model trains base
+/// weights outside `modules_to_save` (that is full fine-tuning: save a full checkpoint).
+template <PlannedModule M>
 void save_peft_adapter(typename M::backend::context& ctx, const M& model, const std::filesystem::path& dir,
                        const adapter_save_options& opts) {
-  std::set<std::string> lora_modules, linears, head_modules;
-  bool ours = false;
+  using Plan = typename M::plan;
+  std::map<std::string_view, adapter_contents> by_method;
+  std::set<std::string> linears, head_modules;
   model.visit_parameters("", [&](const std::string& name, const auto& p) {
     using P = std::remove_cvref_t<decltype(p)>;
-    const std::string_view g = P::group::name;
-    const std::string module = name.substr(0, name.rfind('.'));
-    if (g == groups::lora_a::name) lora_modules.insert(detail::strip_suffix(module, ".lora_A"));
-    if (g == groups::bias_delta::name || g == groups::adapter::name) ours = true;
-    if (g == groups::weight::name && p.value.shape().rank() == 2) linears.insert(module);
-    if constexpr (P::trainable)
-      if (!is_method_group(g)) head_modules.insert(module);
+    const std::string module = detail::module_of(name);
+    if (is_method_parameter(p)) {
+      by_method[detail::owner_of<Plan, P>()].parameters.push_back(name);
+      return;
+    }
+    if (p.value.shape().rank() == 2 && std::string_view(P::group::name) == groups::weight::name) linears.insert(module);
+    if constexpr (P::trainable) {
+      const std::string last = module.substr(module.rfind('.') == std::string::npos ? 0 : module.rfind('.') + 1);
+      if (std::find(opts.modules_to_save.begin(), opts.modules_to_save.end(), last) == opts.modules_to_save.end() &&
+          std::find(opts.modules_to_save.begin(), opts.modules_to_save.end(), module) == opts.modules_to_save.end())
+        throw config_error("save_peft_adapter: the model trains base weights ('" + module +
+                           "') outside modules_to_save; this is full fine-tuning, save a full checkpoint with save_checkpoint");
+      head_modules.insert(module);
+    }
   });
-  for (const auto& m : head_modules)
-    if (m.find("encoder.layer.") != std::string::npos || m.find("embeddings") != std::string::npos)
-      throw config_error("save_peft_adapter: the model trains base weights ('" + m +
-                         "'); this is full fine-tuning, save a full checkpoint with save_checkpoint");
   // modules_to_save by their last component ("classifier"), as PEFT names them.
   std::set<std::string> to_save;
   for (const auto& m : head_modules) to_save.insert(m.substr(m.rfind('.') == std::string::npos ? 0 : m.rfind('.') + 1));
 
+  std::vector<std::string> present;
+  std::string_view single_type;
+  detail::for_each_method<Plan>([&](auto m) {
+    using Me = typename decltype(m)::type;
+    if (!by_method.count(Me::name)) return;
+    present.emplace_back(Me::name);
+    if constexpr (detail::has_peft_format<Me>) single_type = Me::peft_format::peft_type;
+  });
+  const bool native = present.size() == 1 && !single_type.empty();
   nlohmann::json cfg = {
-      {"alpha_pattern", nlohmann::json::object()},
       {"auto_mapping", nullptr},
       {"base_model_name_or_path", opts.base_model_name_or_path},
-      {"bias", "none"},
-      {"fan_in_fan_out", false},
       {"inference_mode", true},
-      {"init_lora_weights", true},
-      {"layers_pattern", nullptr},
-      {"layers_to_transform", nullptr},
-      {"lora_alpha", opts.lora.alpha},
-      {"lora_dropout", opts.lora.dropout},
       {"modules_to_save", to_save.empty() ? nlohmann::json(nullptr) : nlohmann::json(std::vector<std::string>(to_save.begin(), to_save.end()))},
-      {"peft_type", ours ? "PEFT_CPP" : "LORA"},
-      {"r", opts.lora.r},
-      {"rank_pattern", nlohmann::json::object()},
+      {"peft_type", native ? std::string(single_type) : std::string("PEFT_CPP")},
       {"revision", nullptr},
-      {"target_modules", lora_modules.empty() ? nlohmann::json(nullptr)
-                                              : detail::target_modules_for(lora_modules, linears, opts.lora.layers_to_transform)},
-      {"task_type", opts.task_type},
-      {"use_dora", false},
-      {"use_rslora", opts.lora.use_rslora}};
-  // lora_alpha is an integer in PEFT's configs when it is one.
-  if (opts.lora.alpha == double(std::int64_t(opts.lora.alpha))) cfg["lora_alpha"] = std::int64_t(opts.lora.alpha);
-  if (!opts.lora.layers_to_transform.empty() && cfg["target_modules"].is_array())
-    cfg["layers_to_transform"] = opts.lora.layers_to_transform;
-  for (const auto& [k, r] : opts.lora.rank_pattern) cfg["rank_pattern"][k] = r;
-  for (const auto& [k, a] : opts.lora.alpha_pattern) cfg["alpha_pattern"][k] = a;
-  if (ours)
-    cfg["peft_cpp"] = {{"layout", "bias_delta and adapter.{down,up} tensors next to the LoRA tensors; see docs/formats.md"}};
+      {"task_type", opts.task_type}};
+  detail::for_each_method<Plan>([&](auto m) {
+    using Me = typename decltype(m)::type;
+    if constexpr (detail::has_peft_format<Me>) {
+      auto it = by_method.find(Me::name);
+      if (it == by_method.end()) return;
+      it->second.linear_modules = linears;
+      Me::peft_format::write_config(cfg, opts.methods.get<typename Me::options>(), it->second);
+    }
+  });
+  if (!native)
+    cfg["peft_cpp"] = {{"methods", present},
+                       {"layout", "each method's tensors under its parameter names, next to each other; see docs/formats.md"}};
 
   const auto tensors = collect_tensors(
       ctx, model,
-      [&](const std::string& name, std::string_view g) {
-        return is_method_group(g) || head_modules.count(name.substr(0, name.rfind('.')));
-      },
+      [&](const std::string& name, const auto& p) { return is_method_parameter(p) || head_modules.count(detail::module_of(name)); },
       peft_key_prefix);
   std::filesystem::create_directories(dir);
   write_safetensors(dir / "adapter_model.safetensors", tensors, {{"format", "pt"}});
   write_text_atomically(dir / "adapter_config.json", cfg.dump(2) + "\n");
 }
 
-/// Reads `dir/adapter_config.json`. LoRA settings (r, lora_alpha, lora_dropout, use_rslora,
-/// layers_to_transform, rank_pattern, alpha_pattern, target_modules) come back as a `lora_config` to
-/// build the model with. Wrong JSON types are errors naming the key.
-inline adapter_config_info read_peft_adapter_config(const std::filesystem::path& dir) {
-  const auto path = dir / "adapter_config.json";
-  std::ifstream in(path);
-  if (!in) throw io_error("cannot open '" + path.string() + "'");
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(in);
-  } catch (const nlohmann::json::exception& e) {
-    throw io_error(path.string() + ": not valid JSON: " + e.what());
-  }
-  auto fail = [&](const std::string& key, const char* want) {
-    throw io_error(peft::detail::concat(path.string(), ": '", key, "' must be ", want, ", got ", j[key].dump()));
-  };
+/// Reads `dir/adapter_config.json` for a model of `Plan`: the common keys, then each of the plan's
+/// methods that the file carries reads its options (with its `peft_format`). The file's `peft_type`
+/// must be one of the plan's methods' PEFT types or PEFT_CPP; wrong JSON types are errors naming the
+/// key.
+template <class Plan>
+adapter_config_info read_peft_adapter_config(const std::filesystem::path& dir) {
+  const auto f = json_config::read(dir / "adapter_config.json");
+  const auto& j = f.json();
   adapter_config_info info;
-  if (!j.is_object()) throw io_error(path.string() + ": not a JSON object");
-  if (!j.contains("peft_type") || !j["peft_type"].is_string()) fail("peft_type", "a string");
+  info.json = j;
+  if (!j.contains("peft_type") || !j["peft_type"].is_string())
+    f.fail("'peft_type' must be a string, got " + (j.contains("peft_type") ? j["peft_type"].dump() : std::string("nothing")));
   info.peft_type = j["peft_type"].get<std::string>();
-  if (info.peft_type != "LORA" && info.peft_type != "PEFT_CPP")
-    throw io_error(path.string() + ": peft_type '" + info.peft_type + "' is not supported (LORA, PEFT_CPP)");
-  if (j.contains("task_type") && j["task_type"].is_string()) info.task_type = j["task_type"].get<std::string>();
-  if (j.contains("base_model_name_or_path") && j["base_model_name_or_path"].is_string())
-    info.base_model_name_or_path = j["base_model_name_or_path"].get<std::string>();
-  if (!j.contains("r") || !j["r"].is_number_unsigned()) fail("r", "a positive integer");
-  info.lora.r = j["r"].get<std::size_t>();
-  if (j.contains("lora_alpha")) {
-    if (!j["lora_alpha"].is_number()) fail("lora_alpha", "a number");
-    info.lora.alpha = j["lora_alpha"].get<double>();
-  } else {
-    info.lora.alpha = 8;  // PEFT's default
-  }
-  if (j.contains("lora_dropout")) {
-    if (!j["lora_dropout"].is_number()) fail("lora_dropout", "a number");
-    info.lora.dropout = j["lora_dropout"].get<double>();
-  }
-  if (j.contains("use_rslora")) {
-    if (!j["use_rslora"].is_boolean()) fail("use_rslora", "a boolean");
-    info.lora.use_rslora = j["use_rslora"].get<bool>();
-  }
-  if (j.contains("use_dora") && j["use_dora"].is_boolean() && j["use_dora"].get<bool>())
-    throw io_error(path.string() + ": DoRA adapters (use_dora: true) are not supported yet");
-  if (j.contains("layers_to_transform") && !j["layers_to_transform"].is_null()) {
-    const auto& l = j["layers_to_transform"];
-    if (l.is_number_integer()) info.lora.layers_to_transform = {l.get<int>()};
-    else if (l.is_array() && std::all_of(l.begin(), l.end(), [](const auto& v) { return v.is_number_integer(); }))
-      info.lora.layers_to_transform = l.get<std::vector<int>>();
-    else fail("layers_to_transform", "an integer or a list of integers");
-  }
-  for (const char* key : {"rank_pattern", "alpha_pattern"}) {
-    if (!j.contains(key) || j[key].is_null()) continue;
-    if (!j[key].is_object()) fail(key, "an object");
-    for (auto it = j[key].begin(); it != j[key].end(); ++it) {
-      if (std::string(key) == "rank_pattern") {
-        if (!it.value().is_number_unsigned()) fail(key, "an object of positive integers");
-        info.lora.rank_pattern.emplace_back(it.key(), it.value().get<std::size_t>());
-      } else {
-        if (!it.value().is_number()) fail(key, "an object of numbers");
-        info.lora.alpha_pattern.emplace_back(it.key(), it.value().get<double>());
-      }
-    }
-  }
-  if (j.contains("target_modules") && !j["target_modules"].is_null()) {
-    // PEFT's two forms: a list of module-name suffixes, or one regular expression (full match).
-    const auto& t = j["target_modules"];
-    info.target_modules = t;
-    if (t.is_string()) {
-      info.lora.target_modules = t.get<std::string>();
-    } else if (t.is_array() && !t.empty() && std::all_of(t.begin(), t.end(), [](const auto& v) { return v.is_string(); })) {
-      std::string alternatives;
-      for (const auto& v : t) alternatives += (alternatives.empty() ? "" : "|") + detail::regex_escape(v.get<std::string>());
-      info.lora.target_modules = "(.*\\.)?(" + alternatives + ")";
-    } else {
-      fail("target_modules", "a string or a non-empty list of strings");
-    }
-  }
+  if (const auto t = f.string("task_type")) info.task_type = *t;
+  if (const auto b = f.string("base_model_name_or_path")) info.base_model_name_or_path = *b;
   if (j.contains("modules_to_save") && j["modules_to_save"].is_array())
     for (const auto& m : j["modules_to_save"])
       if (m.is_string()) info.modules_to_save.push_back(m.get<std::string>());
+  // Which methods the file carries: PEFT's own type names one; PEFT_CPP lists them (files written
+  // before the list existed carry every method of the plan).
+  std::vector<std::string> listed;
+  bool every = false;
+  if (info.peft_type == "PEFT_CPP") {
+    if (j.contains("peft_cpp") && j["peft_cpp"].is_object() && j["peft_cpp"].contains("methods")) {
+      if (!j["peft_cpp"]["methods"].is_array()) f.fail("'peft_cpp.methods' must be a list of method names");
+      for (const auto& m : j["peft_cpp"]["methods"])
+        if (m.is_string()) listed.push_back(m.get<std::string>());
+    } else {
+      every = true;
+    }
+  }
+  std::string supported = "PEFT_CPP";
+  bool known = info.peft_type == "PEFT_CPP";
+  detail::for_each_method<Plan>([&](auto m) {
+    using Me = typename decltype(m)::type;
+    bool carried = every || std::find(listed.begin(), listed.end(), std::string(Me::name)) != listed.end();
+    if constexpr (detail::has_peft_format<Me>) {
+      supported += ", " + std::string(Me::peft_format::peft_type);
+      if (info.peft_type == Me::peft_format::peft_type) carried = known = true;
+      if (carried) Me::peft_format::read_config(f, info.options.template get<typename Me::options>());
+    }
+    if (carried) info.methods.emplace_back(Me::name);
+  });
+  if (!known) f.fail("peft_type '" + info.peft_type + "' is not supported (" + supported + ")");
   return info;
 }
 
 /// Loads `dir/adapter_model.safetensors` into the trainable parameters of `model`, which must have been
-/// built with the directory's LoRA configuration (see `read_peft_adapter_config`). Every tensor must
-/// find its parameter and every method parameter must be in the file; shapes must match (the message
-/// names the key and both shapes). Nothing is modified unless all checks pass.
-template <Module M>
+/// built with the directory's configuration (see `read_peft_adapter_config`). Every tensor must find
+/// its parameter and every method parameter must be in the file; shapes must match (the message names
+/// the key and both shapes). Nothing is modified unless all checks pass.
+template <PlannedModule M>
 load_report load_peft_adapter(typename M::backend::context& ctx, M& model, const std::filesystem::path& dir) {
   using B = typename M::backend;
   const auto file = safetensors_file::open(dir / "adapter_model.safetensors");
@@ -261,9 +222,11 @@ load_report load_peft_adapter(typename M::backend::context& ctx, M& model, const
   for (const auto& t : file.tensors()) {
     std::string name = t.name;
     if (name.rfind(prefix, 0) == 0) name = name.substr(prefix.size());
-    // PEFT's in-memory names carry the adapter name ("lora_A.default.weight"); saved files do not,
-    // but accept both.
-    name = std::regex_replace(name, std::regex(R"(\.(lora_[AB])\.default\.)"), ".$1.");
+    detail::for_each_method<typename M::plan>([&](auto m) {
+      using Me = typename decltype(m)::type;
+      if constexpr (detail::has_peft_format<Me>)
+        if constexpr (requires { Me::peft_format::parameter_name(name); }) name = Me::peft_format::parameter_name(name);
+    });
     by_name[name] = &t;
   }
   load_report r;
@@ -274,7 +237,7 @@ load_report load_peft_adapter(typename M::backend::context& ctx, M& model, const
     if constexpr (P::trainable) {
       const auto it = by_name.find(name);
       if (it == by_name.end()) {
-        if (is_method_group(P::group::name))
+        if (is_method_parameter(p))
           throw io_error("adapter '" + dir.string() + "': parameter '" + name +
                          "' is not in adapter_model.safetensors (was the model built with the adapter's configuration?)");
         r.missing.push_back(name);
@@ -299,23 +262,33 @@ load_report load_peft_adapter(typename M::backend::context& ctx, M& model, const
 
 /// Writes a full merged checkpoint `dir/model.safetensors` + `dir/config.json` (`config_json`, the
 /// model's own `config.json`, e.g. `bert_config::to_json("BertForSequenceClassification", labels)`),
-/// which then loads as that plain model: LoRA and BitFit are folded into the base
-/// weights for the write and taken out again afterwards, so `model` is unchanged. Bottleneck adapters
-/// cannot be merged (they are nonlinear): that is an error, and nothing is written.
-template <Module M>
+/// which then loads as that plain model: the mergeable methods are folded into the base weights for
+/// the write and taken out again afterwards, so `model` is unchanged. A method that cannot be merged
+/// (bottleneck adapters are nonlinear) with parameters in the model is an error, and nothing is
+/// written.
+template <PlannedModule M>
 void save_merged_checkpoint(typename M::backend::context& ctx, M& model, const std::filesystem::path& dir,
                             const nlohmann::json& config_json) {
-  bool adapters = false;
+  std::string unmergeable;
   model.visit_parameters("", [&](const std::string&, const auto& p) {
-    adapters = adapters || std::remove_cvref_t<decltype(p)>::group::name == groups::adapter::name;
+    using P = std::remove_cvref_t<decltype(p)>;
+    detail::for_each_method<typename M::plan>([&](auto m) {
+      using Me = typename decltype(m)::type;
+      if constexpr (!detail::is_mergeable<Me>())
+        if (Me::groups::template contains<typename P::group>) {
+          unmergeable = "method '" + std::string(Me::name) + "' cannot be merged into the base weights";
+          if constexpr (requires { Me::not_mergeable_because; })
+            unmergeable += " (" + std::string(Me::not_mergeable_because) + ")";
+        }
+    });
   });
-  if (adapters)
-    throw config_error("save_merged_checkpoint: bottleneck adapters are nonlinear and cannot be merged into the base weights");
+  if (!unmergeable.empty())
+    throw config_error("save_merged_checkpoint: " + unmergeable);
   model.merge(ctx);
   try {
     std::filesystem::create_directories(dir);
     write_safetensors(dir / "model.safetensors",
-                      collect_tensors(ctx, model, [](const std::string&, std::string_view g) { return !is_method_group(g); }),
+                      collect_tensors(ctx, model, [](const std::string&, const auto& p) { return !is_method_parameter(p); }),
                       {{"format", "pt"}});
     write_json_file(dir / "config.json", config_json);
   } catch (...) {

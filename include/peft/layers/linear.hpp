@@ -33,6 +33,18 @@ struct linear_options {
   double init_std = 0.02;  ///< for weight_init::normal
 };
 
+/// The work of one linear layer in a step, for memory estimates: rows of input, its sizes and bias,
+/// its module name, the run-time method options, and whether dropout is active. Every layer a plan
+/// builds for a linear role reports `static std::uint64_t activation_elements(const linear_site&)`:
+/// the elements of the buffers it keeps between forward and backward and reuses across steps.
+struct linear_site {
+  std::size_t rows, in, out;
+  bool bias;
+  const std::string& name;
+  const method_config& cfg;
+  bool training;
+};
+
 namespace detail {
 /// Uploads `n` values drawn by `draw()` as a tensor of shape `s`.
 template <class B, class Draw>
@@ -119,6 +131,8 @@ class linear : public visits_parameters<linear<B, Trainable, WG, BG>> {
   const weight_parameter& weight() const noexcept { return weight_; }
   bias_parameter& bias() noexcept { return bias_; }
   const bias_parameter& bias() const noexcept { return bias_; }
+  /// Output and input gradient.
+  static std::uint64_t activation_elements(const linear_site& s) { return std::uint64_t(s.rows) * (s.in + s.out); }
   /// The innermost plain linear layer (this one); wrappers forward to it.
   linear& base_linear() noexcept { return *this; }
   const linear& base_linear() const noexcept { return *this; }

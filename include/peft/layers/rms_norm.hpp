@@ -7,6 +7,7 @@
 #include "peft/core/error.hpp"
 #include "peft/core/groups.hpp"
 #include "peft/core/layer.hpp"
+#include "peft/core/method_config.hpp"
 #include "peft/layers/linear.hpp"
 
 namespace peft::layers {
@@ -31,6 +32,10 @@ class rms_norm : public visits_parameters<rms_norm<B, Trainable>> {
     detail::init_tensor<B>(ctx, shape{width}, gamma_.value, [] { return 1.0; });
     gamma_.allocate_grad(ctx);
   }
+
+  /// Constructor used by plans: a plain norm ignores the method configuration.
+  rms_norm(typename B::context& ctx, std::size_t width, double eps, std::string name, const method_config&)
+      : rms_norm(ctx, width, eps, std::move(name)) {}
 
   const tensor& forward(typename B::context& ctx, const tensor& x) {
     if (x.cols() != width())

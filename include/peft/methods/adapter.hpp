@@ -3,8 +3,10 @@
 /// arXiv:2005.00247): h + up(act(down(h))) applied to the output h of the wrapped layer.
 
 #include <algorithm>
+#include <cstdint>
 #include <cmath>
 #include <string>
+#include <string_view>
 
 #include "peft/core/groups.hpp"
 #include "peft/core/layer.hpp"
@@ -14,6 +16,26 @@
 #include "peft/layers/activation.hpp"
 #include "peft/layers/linear.hpp"
 #include "peft/methods/wrapper.hpp"
+
+namespace peft {
+
+/// Bottleneck adapter (Houlsby et al. 2019): `h + up(act(down(h)))`. The bottleneck is `bottleneck`
+/// when non-zero, else `max(1, width / reduction_factor)` (AdapterHub's convention; Pfeiffer uses 16).
+struct adapter_config {
+  std::size_t bottleneck = 0;
+  double reduction_factor = 16;
+  activation nonlinearity = activation::relu;
+};
+
+namespace groups {
+/// The parameters of bottleneck adapters.
+struct adapter {
+  static constexpr std::string_view name = "adapter";
+  static constexpr bool method_group = true;
+};
+}  // namespace groups
+
+}  // namespace peft
 
 namespace peft::methods {
 
@@ -45,12 +67,12 @@ class bottleneck_adapter : public linear_wrapper<Inner>, public visits_parameter
   bottleneck_adapter(typename B::context& ctx, const layers::linear_options& o, const method_config& cfg)
       : linear_wrapper<Inner>(ctx, o, cfg),
         down_(ctx, {.in_features = o.out_features,
-                    .out_features = adapter_bottleneck(cfg.adapter, o.out_features, o.name),
+                    .out_features = adapter_bottleneck(cfg.get<adapter_config>(), o.out_features, o.name),
                     .bias = true,
                     .name = o.name + ".adapter.down",
                     .seed = derive_seed(o.seed, 0xADA),
                     .init = layers::weight_init::kaiming_uniform}),
-        act_(cfg.adapter.nonlinearity),
+        act_(cfg.get<adapter_config>().nonlinearity),
         up_(ctx, {.in_features = down_.out_features(),
                   .out_features = o.out_features,
                   .bias = true,
@@ -80,6 +102,13 @@ class bottleneck_adapter : public linear_wrapper<Inner>, public visits_parameter
     else return false;
   }
 
+  /// Activation elements kept for a step: the inner layer's, then down, activation, up, the sum and
+  /// the input gradient.
+  static std::uint64_t activation_elements(const layers::linear_site& s) {
+    const std::uint64_t m = adapter_bottleneck(s.cfg.get<adapter_config>(), s.out, s.name), rows = s.rows;
+    return Inner::activation_elements(s) + rows * (s.out + m) + 2 * rows * m + rows * (m + s.out) + 2 * rows * s.out;
+  }
+
   [[nodiscard]] std::size_t bottleneck() const noexcept { return down_.out_features(); }
   projection& down() noexcept { return down_; }
   projection& up() noexcept { return up_; }
@@ -105,6 +134,11 @@ struct adapter {
   static_assert(sizeof...(Targets) > 0, "peft::adapter<Roles...>: name at least one role to place adapters after");
   static constexpr std::string_view name = "adapter";
   static constexpr int stage = 2;
+  using options = adapter_config;
+  using groups = group_set<peft::groups::adapter>;
+  /// Nonlinear: it cannot be folded into the base weights.
+  static constexpr bool mergeable = false;
+  static constexpr std::string_view not_mergeable_because = "bottleneck adapters are nonlinear";
   template <class Role>
   static constexpr bool targets = (std::is_same_v<Role, Targets> || ...);
   template <class Role>

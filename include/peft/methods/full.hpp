@@ -12,6 +12,7 @@ namespace peft::methods {
 struct full {
   static constexpr std::string_view name = "full";
   static constexpr int stage = 0;
+  using groups = group_set<>;
   template <class Role>
   static constexpr bool targets = false;
   template <class Role>

@@ -5,10 +5,17 @@
 /// s = alpha / r (or alpha / sqrt(r) with rsLoRA) -- Hugging Face PEFT's `LoraLayer` defaults.
 
 #include <algorithm>
+#include <cstdint>
 #include <cmath>
 #include <optional>
 #include <regex>
 #include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+#include <set>
 
 #include "peft/core/error.hpp"
 #include "peft/core/groups.hpp"
@@ -16,16 +23,58 @@
 #include "peft/core/method_config.hpp"
 #include "peft/core/random.hpp"
 #include "peft/core/roles.hpp"
+#include "peft/io/peft_format.hpp"
 #include "peft/layers/dropout.hpp"
 #include "peft/layers/linear.hpp"
 #include "peft/methods/wrapper.hpp"
 
+namespace peft {
+
+/// LoRA (Hu et al. 2021): `W x + s * B A dropout(x)` with `s = alpha / r`, or `alpha / sqrt(r)` when
+/// `use_rslora` (Kalajdzievski 2023). Requirements: 1 <= r <= min(in, out), alpha > 0,
+/// 0 <= dropout < 1. Defaults follow Hugging Face PEFT's `LoraConfig`.
+/// Run-time layer selection and per-module overrides follow PEFT's `LoraConfig`:
+/// `layers_to_transform` (empty = all) keeps LoRA only on modules whose layer index (the number in
+/// the last `<name>.<i>.` segment of the module path, PEFT's default `layers_pattern`) is listed;
+/// `rank_pattern` / `alpha_pattern` map a regular expression to a rank / alpha for the modules whose
+/// name matches `(.*\.)?<key>` in full (first matching key wins); `target_modules` (empty = every
+/// module of the plan's LoRA roles) is a regular expression that a module name must match in full, as
+/// PEFT's string form of `target_modules`: it narrows the compile-time roles at run time (a
+/// command-line tool builds LoRA on all roles and picks here).
+struct lora_config {
+  std::size_t r = 8;
+  double alpha = 8;
+  double dropout = 0;
+  bool use_rslora = false;
+  std::vector<int> layers_to_transform{};
+  std::vector<std::pair<std::string, std::size_t>> rank_pattern{};
+  std::vector<std::pair<std::string, double>> alpha_pattern{};
+  std::string target_modules{};
+};
+
+namespace groups {
+/// LoRA's down-projection A (r x in).
+struct lora_a {
+  static constexpr std::string_view name = "lora_a";
+  static constexpr bool method_group = true;
+};
+/// LoRA's up-projection B (out x r).
+struct lora_b {
+  static constexpr std::string_view name = "lora_b";
+  static constexpr bool method_group = true;
+};
+}  // namespace groups
+
+}  // namespace peft
+
 namespace peft::methods {
 
 namespace detail {
-/// Index i of the first `layer.<i>.` segment of a module name (PEFT's `layers_pattern`), or -1.
+/// The layer index of a module name as PEFT finds it without a `layers_pattern`: the number of the
+/// last `<name>.<i>.` segment (`bert.encoder.layer.3.attention...` and `model.layers.3.mlp...` are
+/// both 3), or -1.
 inline int layer_index(const std::string& name) {
-  static const std::regex pattern(R"((?:^|.*\.)layer\.(\d+)\.)");
+  static const std::regex pattern(R"(.*\.[^.]*\.(\d+)\.)");
   std::smatch m;
   return std::regex_search(name, m, pattern) ? std::stoi(m[1].str()) : -1;
 }
@@ -101,7 +150,7 @@ class lora_linear : public linear_wrapper<Inner>, public visits_parameters<lora_
   using b_layer = layers::linear<B, group_set<groups::lora_b>, groups::lora_b, groups::lora_b>;
 
   lora_linear(typename B::context& ctx, const layers::linear_options& o, const method_config& cfg)
-      : lora_linear(ctx, o, cfg, lora_config_for(cfg.lora, o.name)) {}
+      : lora_linear(ctx, o, cfg, lora_config_for(cfg.get<lora_config>(), o.name)) {}
 
   const tensor& forward(typename B::context& ctx, const tensor& x) {
     const tensor& base = inner_.forward(ctx, x);
@@ -144,6 +193,17 @@ class lora_linear : public linear_wrapper<Inner>, public visits_parameters<lora_
   }
   [[nodiscard]] bool merged() const noexcept { return merged_; }
 
+  /// Activation elements kept for a step: the inner layer's, the dropout mask and output, A's and
+  /// B's buffers, the output, the scaled gradient and the input gradient.
+  static std::uint64_t activation_elements(const layers::linear_site& s) {
+    const std::uint64_t inner = Inner::activation_elements(s);
+    const auto selected = lora_config_for(s.cfg.get<lora_config>(), s.name);
+    if (!selected) return inner;
+    const std::uint64_t rows = s.rows, r = selected->r;
+    const std::uint64_t dropout = s.training && selected->dropout > 0 ? 3 * rows * s.in : 0;
+    return inner + dropout + rows * (s.in + r) + rows * (r + s.out) + rows * (2 * s.out + s.in);
+  }
+
   [[nodiscard]] double scaling() const noexcept { return scaling_; }
   /// The rank of this module (after rank_pattern); 0 when layers_to_transform leaves it out.
   [[nodiscard]] std::size_t rank() const noexcept { return a_ ? a_->out_features() : 0; }
@@ -184,6 +244,131 @@ class lora_linear : public linear_wrapper<Inner>, public visits_parameters<lora_
   tensor y_, scaled_dy_, dx_;
 };
 
+namespace detail {
+/// PEFT `target_modules` that select exactly the LoRA modules `lora` among `linears`: the shortest
+/// dotted suffixes when they select nothing else (honouring layers_to_transform, as PEFT does for
+/// lists), else a regular expression that PEFT full-matches against each module name.
+inline nlohmann::json target_modules_for(const std::set<std::string>& lora, const std::set<std::string>& linears,
+                                         const std::vector<int>& layers) {
+  using io::detail::ends_with_module;
+  auto in_scope = [&](const std::string& m) {
+    if (layers.empty()) return true;
+    return std::find(layers.begin(), layers.end(), layer_index(m + ".")) != layers.end();
+  };
+  std::set<std::string> suffixes;
+  bool clean = true;
+  for (const auto& m : lora) {
+    std::string chosen;
+    std::size_t pos = m.size();
+    while (chosen.empty()) {
+      pos = m.rfind('.', pos == m.size() ? std::string::npos : pos - 1);
+      const std::string s = pos == std::string::npos ? m : m.substr(pos + 1);
+      bool selects_only_lora = true;
+      for (const auto& other : linears)
+        if (!lora.count(other) && in_scope(other) && ends_with_module(other, s)) selects_only_lora = false;
+      if (selects_only_lora) chosen = s;
+      if (pos == std::string::npos || pos == 0) break;
+    }
+    if (chosen.empty()) clean = false;
+    else suffixes.insert(chosen);
+  }
+  if (clean) return nlohmann::json(std::vector<std::string>(suffixes.begin(), suffixes.end()));
+  std::string re;
+  for (const auto& m : lora) re += (re.empty() ? "" : "|") + io::detail::regex_escape(m);
+  return "(" + re + ")";
+}
+
+/// LoRA in Hugging Face PEFT's files: `peft_type` LORA, `LoraConfig`'s keys, tensors
+/// `<module>.lora_A.weight` / `.lora_B.weight` (the parameter names themselves).
+struct lora_peft_format {
+  static constexpr std::string_view peft_type = "LORA";
+
+  static void write_config(nlohmann::json& j, const lora_config& c, const io::adapter_contents& contents) {
+    std::set<std::string> modules;
+    const std::string a_suffix = ".lora_A.weight";
+    for (const auto& p : contents.parameters)
+      if (const auto m = io::detail::strip_suffix(p, a_suffix); m.size() < p.size()) modules.insert(m);
+    j.update({{"alpha_pattern", nlohmann::json::object()},
+              {"bias", "none"},
+              {"fan_in_fan_out", false},
+              {"init_lora_weights", true},
+              {"layers_pattern", nullptr},
+              {"layers_to_transform", nullptr},
+              {"lora_alpha", c.alpha},
+              {"lora_dropout", c.dropout},
+              {"r", c.r},
+              {"rank_pattern", nlohmann::json::object()},
+              {"target_modules", modules.empty() ? nlohmann::json(nullptr)
+                                                 : target_modules_for(modules, contents.linear_modules, c.layers_to_transform)},
+              {"use_dora", false},
+              {"use_rslora", c.use_rslora}});
+    // lora_alpha is an integer in PEFT's configs when it is one.
+    if (c.alpha == double(std::int64_t(c.alpha))) j["lora_alpha"] = std::int64_t(c.alpha);
+    if (!c.layers_to_transform.empty() && j["target_modules"].is_array()) j["layers_to_transform"] = c.layers_to_transform;
+    for (const auto& [k, r] : c.rank_pattern) j["rank_pattern"][k] = r;
+    for (const auto& [k, a] : c.alpha_pattern) j["alpha_pattern"][k] = a;
+  }
+
+  /// r, lora_alpha (PEFT's default 8), lora_dropout, use_rslora, layers_to_transform, rank_pattern,
+  /// alpha_pattern and target_modules (PEFT's two forms: a list of module-name suffixes, or one
+  /// regular expression matched in full). DoRA is refused with a clear message.
+  static void read_config(const io::json_config& f, lora_config& c) {
+    const auto& j = f.json();
+    auto fail = [&](const std::string& key, const char* want) {
+      f.fail(peft::detail::concat("'", key, "' must be ", want, ", got ", j.contains(key) ? j[key].dump() : "nothing"));
+    };
+    if (!j.contains("r") || !j["r"].is_number_unsigned()) fail("r", "a positive integer");
+    c.r = j["r"].get<std::size_t>();
+    c.alpha = 8;
+    f.read("lora_alpha", c.alpha);
+    f.read("lora_dropout", c.dropout);
+    f.read("use_rslora", c.use_rslora);
+    bool dora = false;
+    if (j.contains("use_dora") && j["use_dora"].is_boolean()) dora = j["use_dora"].get<bool>();
+    if (dora) f.fail("DoRA adapters (use_dora: true) are not supported yet");
+    if (f.has("layers_to_transform")) {
+      const auto& l = j["layers_to_transform"];
+      if (l.is_number_integer()) c.layers_to_transform = {l.get<int>()};
+      else if (l.is_array() && std::all_of(l.begin(), l.end(), [](const auto& v) { return v.is_number_integer(); }))
+        c.layers_to_transform = l.get<std::vector<int>>();
+      else fail("layers_to_transform", "an integer or a list of integers");
+    }
+    for (const char* key : {"rank_pattern", "alpha_pattern"}) {
+      if (!f.has(key)) continue;
+      if (!j[key].is_object()) fail(key, "an object");
+      for (auto it = j[key].begin(); it != j[key].end(); ++it) {
+        if (std::string(key) == "rank_pattern") {
+          if (!it.value().is_number_unsigned()) fail(key, "an object of positive integers");
+          c.rank_pattern.emplace_back(it.key(), it.value().get<std::size_t>());
+        } else {
+          if (!it.value().is_number()) fail(key, "an object of numbers");
+          c.alpha_pattern.emplace_back(it.key(), it.value().get<double>());
+        }
+      }
+    }
+    if (f.has("target_modules")) {
+      const auto& t = j["target_modules"];
+      if (t.is_string()) {
+        c.target_modules = t.get<std::string>();
+      } else if (t.is_array() && !t.empty() && std::all_of(t.begin(), t.end(), [](const auto& v) { return v.is_string(); })) {
+        std::string alternatives;
+        for (const auto& v : t) alternatives += (alternatives.empty() ? "" : "|") + io::detail::regex_escape(v.get<std::string>());
+        c.target_modules = "(.*\\.)?(" + alternatives + ")";
+      } else {
+        fail("target_modules", "a string or a non-empty list of strings");
+      }
+    }
+  }
+
+  /// PEFT's in-memory names carry the adapter name (`lora_A.default.weight`); saved files do not,
+  /// but both are accepted.
+  static std::string parameter_name(std::string key) {
+    static const std::regex adapter_name(R"(\.(lora_[AB])\.default\.)");
+    return std::regex_replace(key, adapter_name, ".$1.");
+  }
+};
+}  // namespace detail
+
 /// PEFT method: LoRA on the linear layers of the listed roles (at least one). Stage 0: innermost, so
 /// it sees the plain base weight whatever else the plan adds.
 template <roles::Role... Targets>
@@ -191,6 +376,9 @@ struct lora {
   static_assert(sizeof...(Targets) > 0, "peft::lora<Roles...>: name at least one role, e.g. lora<roles::query, roles::value>");
   static constexpr std::string_view name = "lora";
   static constexpr int stage = 0;
+  using options = lora_config;
+  using groups = group_set<peft::groups::lora_a, peft::groups::lora_b>;
+  using peft_format = detail::lora_peft_format;
   template <class Role>
   static constexpr bool targets = (std::is_same_v<Role, Targets> || ...);
   template <class Role>

@@ -7,6 +7,7 @@
 /// the classifier, PEFT's `modules_to_save`), then wraps it with each targeting method, stage by stage
 /// (LoRA, then BitFit, then adapters), whatever order the methods were listed in.
 
+#include <tuple>
 #include <type_traits>
 
 #include "peft/core/groups.hpp"
@@ -20,6 +21,7 @@
 namespace peft {
 
 namespace detail {
+/// Wraps `L` with every method of stage `Stage` that targets `Role`, in the order listed.
 template <class L, class Role, int Stage, class... Ms>
 struct apply_stage {
   using type = L;
@@ -29,6 +31,49 @@ struct apply_stage<L, Role, Stage, M, Ms...> {
   using wrapped = typename std::conditional_t<(M::stage == Stage && M::template targets<Role>),
                                               typename M::template wrap<L>, L>;
   using type = typename apply_stage<wrapped, Role, Stage, Ms...>::type;
+};
+/// Applies stages `Stage`, `Stage + 1`, ..., `Last` (as a type_identity).
+template <class L, class Role, int Stage, int Last, class... Ms>
+auto apply_stages() {
+  if constexpr (Stage > Last) return std::type_identity<L>{};
+  else return apply_stages<typename apply_stage<L, Role, Stage, Ms...>::type, Role, Stage + 1, Last, Ms...>();
+}
+
+/// A method that wraps norms declares `template <class Inner> using wrap_norm`.
+template <class M>
+concept wraps_norms = requires { typename M::template wrap_norm<probe_layer>; };
+
+/// Wraps norm `L` with every norm-wrapping method of stage `Stage`, in the order listed.
+template <class L, int Stage, class... Ms>
+struct apply_norm_stage {
+  using type = L;
+};
+template <class L, int Stage, class M, class... Ms>
+struct apply_norm_stage<L, Stage, M, Ms...> {
+  template <class X, bool Wrap>
+  struct pick {
+    using type = X;
+  };
+  template <class X>
+  struct pick<X, true> {
+    using type = typename M::template wrap_norm<X>;
+  };
+  using wrapped = typename pick<L, (wraps_norms<M> && M::stage == Stage)>::type;
+  using type = typename apply_norm_stage<wrapped, Stage, Ms...>::type;
+};
+template <class L, int Stage, int Last, class... Ms>
+auto apply_norm_stages() {
+  if constexpr (Stage > Last) return std::type_identity<L>{};
+  else return apply_norm_stages<typename apply_norm_stage<L, Stage, Ms...>::type, Stage + 1, Last, Ms...>();
+}
+
+/// `L`, when it is a `Layer`; otherwise a readable error instead of one deep inside a model.
+template <class L>
+struct checked_layer {
+  static_assert(Layer<L>,
+                "peft::plan: a method's `wrap<Inner>` did not give a Layer (forward, backward, visit_parameters; "
+                "see docs/concepts.md#peftmethod)");
+  using type = L;
 };
 
 template <class Role, class... Ms>
@@ -40,11 +85,11 @@ struct trainable_base_groups<Role, M, Ms...> {
   using type = group_union_t<typename M::template base_groups<Role>, typename trainable_base_groups<Role, Ms...>::type>;
 };
 
-/// Whether method `M` gives biases a delta (BitFit); such methods also reach layer norms.
-template <class M>
-constexpr bool adds_bias_delta() {
-  if constexpr (requires { M::adds_bias_delta; }) return M::adds_bias_delta;
-  else return false;
+template <class... Ms>
+constexpr int last_stage() {
+  int last = 0;
+  ((last = Ms::stage > last ? Ms::stage : last), ...);
+  return last;
 }
 
 template <class... Ms>
@@ -59,7 +104,9 @@ constexpr bool unique_method_names() {
 
 /// A tuning plan: the PEFT methods applied to a model, fixed at compile time.
 /// Requirements: every argument satisfies `PeftMethod`, at least one is given, and no method family
-/// appears twice (list all roles in one `lora<...>`). Guarantees: `linear<Role, B>` is a `Layer`;
+/// appears twice (list all roles in one `lora<...>`). Any number of stages works; a method's
+/// `wrap<Inner>` must make a `Layer` from every layer it can receive, or the plan does not compile.
+/// Guarantees: `linear<Role, B>` is a `Layer`;
 /// the classifier role trains fully and is never wrapped; an empty plan is a compile error.
 template <class... Methods>
 struct plan {
@@ -75,20 +122,20 @@ struct plan {
       std::conditional_t<std::is_same_v<Role, roles::classifier>, all_base_groups,
                          typename detail::trainable_base_groups<Role, Methods...>::type>;
 
-  /// The layer type of a linear layer of `Role` on backend `B`.
+  /// The layer type of a linear layer of `Role` on backend `B`: a plain linear wrapped by the
+  /// targeting methods, stage by stage (0 innermost), in the listed order within a stage.
   template <roles::Role Role, Backend B>
   using linear = std::conditional_t<
       std::is_same_v<Role, roles::classifier>, layers::linear<B, trainable_groups<Role>>,
-      typename detail::apply_stage<
-          typename detail::apply_stage<typename detail::apply_stage<layers::linear<B, trainable_groups<Role>>, Role, 0,
-                                                                    Methods...>::type,
-                                       Role, 1, Methods...>::type,
-          Role, 2, Methods...>::type>;
+      typename detail::checked_layer<typename decltype(detail::apply_stages<layers::linear<B, trainable_groups<Role>>, Role,
+                                                                            0, detail::last_stage<Methods...>(),
+                                                                            Methods...>())::type>::type>;
 
   /// The layer norm type on backend `B`: trains when a method unfreezes group `norm` for role
-  /// `layer_norm` (full fine-tuning), and carries a bias delta when a method adds one (BitFit).
+  /// `layer_norm` (full fine-tuning), wrapped by the methods that declare `wrap_norm` (BitFit).
   template <Backend B>
-  using norm = layers::layer_norm<B, trainable_groups<roles::layer_norm>, (detail::adds_bias_delta<Methods>() || ...)>;
+  using norm = typename decltype(detail::apply_norm_stages<layers::layer_norm<B, trainable_groups<roles::layer_norm>>, 0,
+                                                           detail::last_stage<Methods...>(), Methods...>())::type;
 
   /// The RMS norm type on backend `B`: trains when a method unfreezes group `norm` for role
   /// `layer_norm` (full fine-tuning). It has no bias, so bias-delta methods leave it alone.
@@ -98,6 +145,9 @@ struct plan {
   /// The embedding table type on backend `B`: trains only when a method unfreezes group `embedding`.
   template <Backend B>
   using embedding = layers::embedding<B, trainable_groups<roles::embeddings>>;
+
+  /// The methods, as a type list, for code that serialises or reports them.
+  using methods = std::tuple<Methods...>;
 
   /// Whether any method of the plan is `M`'s family.
   template <class M>

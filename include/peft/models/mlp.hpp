@@ -34,6 +34,7 @@ template <Backend B, class Plan>
 class mlp_classifier {
  public:
   using backend = B;
+  using plan = Plan;
   using tensor = typename B::tensor;
   using hidden_layer = typename Plan::template linear<roles::hidden, B>;
   using classifier_layer = typename Plan::template linear<roles::classifier, B>;

@@ -4,16 +4,13 @@
 ///
 /// Weights and gradients are counted exactly from the model's parameters (frozen parameters have no
 /// gradient). Activations are the buffers the layers keep between forward and backward and reuse
-/// across steps, derived from the layer types the plan produces; they follow the implementation in
-/// `layers/` and `methods/` and are checked against measured peak resident memory by
+/// across steps: each layer type the plan produces reports its own (`activation_elements`), so a new
+/// method brings its contribution with it. They follow the implementation and are checked against measured peak resident memory by
 /// `benchmarks/bench_bert_step.cpp`.
 
 #include <cstdint>
 #include <string>
 
-#include "peft/methods/adapter.hpp"
-#include "peft/methods/bitfit.hpp"
-#include "peft/methods/lora.hpp"
 #include "peft/models/bert/model.hpp"
 #include "peft/train/report.hpp"
 
@@ -29,49 +26,21 @@ struct memory_report {
 };
 
 namespace detail {
-template <class T>
-struct type_tag {};
-
-/// Shape of one linear layer's work: rows of input, sizes, its module name and the run-time method
-/// configuration, and whether dropout is active.
-struct linear_site {
-  std::size_t rows, in, out;
-  const std::string& name;
-  const method_config& cfg;
-  bool training;
-};
-
 inline std::uint64_t dropout_elements(double p, std::uint64_t n, bool training) { return training && p > 0 ? 3 * n : 0; }
 
-template <class B, class Tr, class WG, class BG>
-std::uint64_t linear_elements(type_tag<layers::linear<B, Tr, WG, BG>>, const linear_site& s) {
-  return std::uint64_t(s.rows) * (s.in + s.out);  // output, input gradient
-}
-template <class Inner>
-std::uint64_t linear_elements(type_tag<methods::lora_linear<Inner>>, const linear_site& s) {
-  const std::uint64_t inner = linear_elements(type_tag<Inner>{}, s);
-  const auto selected = methods::lora_config_for(s.cfg.lora, s.name);
-  if (!selected) return inner;
-  const lora_config& c = *selected;
-  const std::uint64_t rows = s.rows;
-  return inner + dropout_elements(c.dropout, rows * s.in, s.training) + rows * (s.in + c.r) + rows * (c.r + s.out) +
-         rows * (2 * s.out + s.in);  // A, B, output, scaled gradient, input gradient
-}
-template <class Inner>
-std::uint64_t linear_elements(type_tag<methods::bitfit_linear<Inner>>, const linear_site& s) {
-  return linear_elements(type_tag<Inner>{}, s) + std::uint64_t(s.rows) * s.out;
-}
-template <class Inner>
-std::uint64_t linear_elements(type_tag<methods::bottleneck_adapter<Inner>>, const linear_site& s) {
-  const std::uint64_t m = methods::adapter_bottleneck(s.cfg.adapter, s.out, s.name), rows = s.rows;
-  return linear_elements(type_tag<Inner>{}, s) + rows * (s.out + m) + 2 * rows * m + rows * (m + s.out) + 2 * rows * s.out;
-}
+/// A linear layer's buffers, as its type reports them (every method layer declares its own).
 template <class L>
 std::uint64_t layer_elements(std::size_t rows, std::size_t in, std::size_t out, const std::string& name,
                              const method_config& cfg, bool training) {
-  return linear_elements(type_tag<L>{}, linear_site{rows, in, out, name, cfg, training});
+  static_assert(requires(const layers::linear_site& s) { { L::activation_elements(s) } -> std::convertible_to<std::uint64_t>; },
+                "estimate_memory: a method's layer lacks `static std::uint64_t activation_elements(const layers::linear_site&)` "
+                "(see docs/adding-a-method.md)");
+  return L::activation_elements(layers::linear_site{rows, in, out, true, name, cfg, training});
 }
-inline std::uint64_t norm_elements(std::uint64_t rows, std::uint64_t width) { return 2 * rows * width + 2 * rows; }
+template <class N>
+std::uint64_t norm_elements(std::uint64_t rows, std::uint64_t width, const std::string& name, const method_config& cfg) {
+  return N::activation_elements(rows, width, name, cfg);
+}
 }  // namespace detail
 
 /// Memory of training `bert_for_sequence_classification<B, Plan>` on batches of `batch x seq` with an
@@ -93,7 +62,8 @@ memory_report estimate_memory(const bert_for_sequence_classification<B, Plan>& m
   const std::uint64_t attn = std::uint64_t(batch) * c.num_attention_heads * seq * seq;
   std::uint64_t e = 0;
   // Embeddings: three lookups (+ ids), their sum, layer norm, dropout; the key mask.
-  e += 3 * rows * H + 3 * rows + rows * H + detail::norm_elements(rows, H) +
+  using norm = typename Plan::template norm<B>;
+  e += 3 * rows * H + 3 * rows + rows * H + detail::norm_elements<norm>(rows, H, "bert.embeddings.LayerNorm", cfg) +
        detail::dropout_elements(c.hidden_dropout_prob, rows * H, training) + rows;
   for (std::size_t i = 0; i < c.num_hidden_layers; ++i) {
     const std::string pre = "bert.encoder.layer." + std::to_string(i);
@@ -104,12 +74,14 @@ memory_report estimate_memory(const bert_for_sequence_classification<B, Plan>& m
     e += detail::layer_elements<typename att::value_layer>(rows, H, H, pre + ".attention.self.value", cfg, training);
     e += detail::layer_elements<typename att::output_layer>(rows, H, H, pre + ".attention.output.dense", cfg, training);
     e += 4 * attn + detail::dropout_elements(c.attention_probs_dropout_prob, attn, training);  // scores, probs, dP, dS
-    e += 6 * rows * H + detail::dropout_elements(c.hidden_dropout_prob, rows * H, training);  // context, residual, dq, dk, dv, dx
-    e += detail::norm_elements(rows, H);
+    // context, dq, dk, dv and dx of the attention; residual and dx of the sublayer
+    e += 7 * rows * H + detail::dropout_elements(c.hidden_dropout_prob, rows * H, training);
+    e += detail::norm_elements<norm>(rows, H, pre + ".attention.output.LayerNorm", cfg);
     e += detail::layer_elements<typename ffn::in_layer>(rows, H, I, pre + ".intermediate.dense", cfg, training);
     e += 2 * rows * I;  // activation output and gradient
     e += detail::layer_elements<typename ffn::out_layer>(rows, I, H, pre + ".output.dense", cfg, training);
-    e += 2 * rows * H + detail::dropout_elements(c.hidden_dropout_prob, rows * H, training) + detail::norm_elements(rows, H);
+    e += 2 * rows * H + detail::dropout_elements(c.hidden_dropout_prob, rows * H, training) +
+         detail::norm_elements<norm>(rows, H, pre + ".output.LayerNorm", cfg);
   }
   // Head: pooling (first token or weights), pooler, dropout, classifier, loss gradient, dhidden.
   const std::uint64_t L = model.options().num_labels;

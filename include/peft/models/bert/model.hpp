@@ -32,18 +32,20 @@ class bert_embeddings : public visits_parameters<bert_embeddings<B, Plan>> {
   friend visits_parameters<bert_embeddings>;
  public:
   using backend = B;
+  using plan = Plan;
   using tensor = typename B::tensor;
   using embedding_layer = typename Plan::template embedding<B>;
   using norm_layer = typename Plan::template norm<B>;
 
   /// `prefix` starts every module name (e.g. "bert.").
-  bert_embeddings(typename B::context& ctx, const bert_config& c, std::uint64_t seed, const std::string& prefix = "")
+  bert_embeddings(typename B::context& ctx, const bert_config& c, const method_config& cfg, std::uint64_t seed,
+                  const std::string& prefix = "")
       : word_(ctx, c.vocab_size, c.hidden_size, prefix + "embeddings.word_embeddings", derive_seed(seed, 1), c.initializer_range),
         position_(ctx, c.max_position_embeddings, c.hidden_size, prefix + "embeddings.position_embeddings", derive_seed(seed, 2),
                   c.initializer_range),
         token_type_(ctx, c.type_vocab_size, c.hidden_size, prefix + "embeddings.token_type_embeddings", derive_seed(seed, 3),
                     c.initializer_range),
-        norm_(ctx, c.hidden_size, c.layer_norm_eps, prefix + "embeddings.LayerNorm"),
+        norm_(ctx, c.hidden_size, c.layer_norm_eps, prefix + "embeddings.LayerNorm", cfg),
         drop_(c.hidden_dropout_prob, prefix + "embeddings.dropout") {}
 
   const tensor& forward(typename B::context& ctx, const encoder_batch& batch) {
@@ -124,6 +126,7 @@ class bert_attention : public visits_parameters<bert_attention<B, Plan>> {
 
  public:
   using backend = B;
+  using plan = Plan;
   using tensor = typename B::tensor;
   using attention_layer = layers::multi_head_attention<B, Plan>;
   using norm_layer = typename Plan::template norm<B>;
@@ -133,7 +136,7 @@ class bert_attention : public visits_parameters<bert_attention<B, Plan>> {
                  std::uint64_t seed)
       : attention_(ctx, options(c, name, seed), cfg),
         drop_(c.hidden_dropout_prob, name + ".output.dropout"),
-        norm_(ctx, c.hidden_size, c.layer_norm_eps, name + ".output.LayerNorm") {}
+        norm_(ctx, c.hidden_size, c.layer_norm_eps, name + ".output.LayerNorm", cfg) {}
 
   /// x: (batch, seq, hidden); key_mask: (batch, seq) of 1 (token) / 0 (padding).
   const tensor& forward(typename B::context& ctx, const tensor& x, const tensor& key_mask) {
@@ -186,6 +189,7 @@ class bert_ffn : public visits_parameters<bert_ffn<B, Plan>> {
 
  public:
   using backend = B;
+  using plan = Plan;
   using tensor = typename B::tensor;
   using ffn_layer = layers::feed_forward<B, Plan>;
   using in_layer = typename ffn_layer::in_layer;
@@ -196,7 +200,7 @@ class bert_ffn : public visits_parameters<bert_ffn<B, Plan>> {
            std::uint64_t seed)
       : ffn_(ctx, options(c, name, seed), cfg),
         drop_(c.hidden_dropout_prob, name + ".output.dropout"),
-        norm_(ctx, c.hidden_size, c.layer_norm_eps, name + ".output.LayerNorm") {}
+        norm_(ctx, c.hidden_size, c.layer_norm_eps, name + ".output.LayerNorm", cfg) {}
 
   const tensor& forward(typename B::context& ctx, const tensor& x) {
     const tensor& o = drop_.forward(ctx, ffn_.forward(ctx, x));
@@ -241,6 +245,7 @@ class bert_layer : public visits_parameters<bert_layer<B, Plan>> {
   friend visits_parameters<bert_layer>;
  public:
   using backend = B;
+  using plan = Plan;
   using tensor = typename B::tensor;
 
   bert_layer(typename B::context& ctx, const bert_config& c, const method_config& cfg, std::size_t index, std::uint64_t seed,
@@ -280,12 +285,13 @@ class bert_encoder : public visits_parameters<bert_encoder<B, Plan>> {
  public:
   static std::vector<std::string> checkpoint_names(const std::string& name) { return bert_checkpoint_names(name); }
   using backend = B;
+  using plan = Plan;
   using tensor = typename B::tensor;
   using value_type = typename B::value_type;
 
   bert_encoder(typename B::context& ctx, const bert_config& c, const method_config& cfg = {}, std::uint64_t seed = 0,
                const std::string& prefix = "")
-      : config_((c.validate(), c)), embeddings_(ctx, c, derive_seed(seed, 100), prefix) {
+      : config_((c.validate(), c)), embeddings_(ctx, c, cfg, derive_seed(seed, 100), prefix) {
     layers_.reserve(c.num_hidden_layers);
     for (std::size_t i = 0; i < c.num_hidden_layers; ++i)
       layers_.emplace_back(ctx, c, cfg, i, derive_seed(seed, 200 + i), prefix);
@@ -357,6 +363,7 @@ class bert_for_sequence_classification : public visits_parameters<bert_for_seque
  public:
   static std::vector<std::string> checkpoint_names(const std::string& name) { return bert_checkpoint_names(name); }
   using backend = B;
+  using plan = Plan;
   using tensor = typename B::tensor;
   using value_type = typename B::value_type;
   using pooler_layer = typename Plan::template linear<roles::pooler, B>;
@@ -457,6 +464,7 @@ class bert_for_token_classification : public visits_parameters<bert_for_token_cl
  public:
   static std::vector<std::string> checkpoint_names(const std::string& name) { return bert_checkpoint_names(name); }
   using backend = B;
+  using plan = Plan;
   using tensor = typename B::tensor;
   using classifier_layer = typename Plan::template linear<roles::classifier, B>;
 
