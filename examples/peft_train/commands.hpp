@@ -224,7 +224,7 @@ int commands<Plan>::train(const train_options& o) {
       peft::io::save_peft_adapter(ctx, m, weights,
                                   {.base_model_name_or_path = card.base_model,
                                    .task_type = card.task == "token" ? "TOKEN_CLS" : "SEQ_CLS",
-                                   .methods = card.methods});
+                                   .methods = run_time_methods(card)});
     }
     card.write(weights);
     const nlohmann::json summary = {

@@ -164,22 +164,22 @@ int main(int argc, char** argv) {
       t.card.methods.get<peft::adapter_config>().nonlinearity = activation_named(activation);
       t.delimiter = delimiter_of(delimiter);
       set_threads(t.threads);
-      return commands_of(method_index(t.card.method)).train(t);
+      return commands_of(t.card.method).train(t);
     }
     if (eval->parsed()) {
       e.delimiter = delimiter_of(eval_delimiter);
       set_threads(e.threads);
       const auto card = card_for(e.model_dir, e.adapter_dir);
-      return commands_of(method_index(card.method)).eval(e, card);
+      return commands_of(card.method).eval(e, card);
     }
     if (predict->parsed()) {
       set_threads(p.threads);
       const auto card = card_for(p.model_dir, p.adapter_dir);
-      return commands_of(method_index(card.method)).predict(p, card);
+      return commands_of(card.method).predict(p, card);
     }
     if (merge->parsed()) {
       const auto card = card_for(g.model_dir, g.adapter_dir);
-      return commands_of(method_index(card.method)).merge(g, card);
+      return commands_of(card.method).merge(g, card);
     }
   } catch (const peft::error& ex) {
     std::cerr << "peft-train: error: " << ex.what() << "\n";

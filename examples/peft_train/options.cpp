@@ -36,6 +36,19 @@ peft::activation activation_named(const std::string& name) {
   throw peft::config_error("activation '" + name + "' is not one of " + peft::supported_activation_names);
 }
 
+peft::method_config run_time_methods(const run_card& card) {
+  const auto parts = split(card.method, '+');
+  auto has = [&](const char* m) { return std::find(parts.begin(), parts.end(), m) != parts.end(); };
+  peft::method_config m = card.methods;
+  m.get<peft::lora_config>().enabled = has("lora");
+  m.get<peft::bitfit_config>().enabled = has("bitfit");
+  auto& a = m.get<peft::adapter_config>();
+  a.enabled = has("houlsby") || has("pfeiffer");
+  // BertModel's FFN output; Houlsby's placement also takes attention.output.dense.
+  a.target_modules = has("pfeiffer") ? R"(.*\.layer\.\d+\.output\.dense)" : "";
+  return m;
+}
+
 int method_index(const std::string& method) {
   std::set<std::string> parts;
   for (auto p : split(method, '+')) parts.insert(p == "adapter" ? "houlsby" : p);

@@ -95,6 +95,11 @@ struct merge_options {
   bool overwrite = false;
 };
 
+/// The card's method options with each method of the run-time plan switched on or off by
+/// `card.method` (LoRA, BitFit, Houlsby adapters after attention and FFN output, Pfeiffer adapters
+/// after the FFN output only).
+peft::method_config run_time_methods(const run_card& card);
+
 /// An activation by its Hugging Face name (relu, gelu, gelu_new, tanh, linear); `config_error` otherwise.
 peft::activation activation_named(const std::string& name);
 

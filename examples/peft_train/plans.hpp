@@ -1,7 +1,12 @@
 #pragma once
-// peft-train: the tuning plans behind each --method, and one table of subcommands per plan. Each
-// plan is compiled in its own translation unit (plans/plan.cpp built once per index), so a parallel
-// build spreads the template instantiation over the cores.
+// peft-train: the two tuning plans behind every --method, and one table of subcommands per plan.
+//
+// Full fine-tuning changes which base parameters train, so it is a plan of its own. Every other method
+// (LoRA, BitFit, Houlsby or Pfeiffer adapters and their combinations) runs in one plan that holds
+// them all, switched on and off at run time through their options (`run_time_methods`): a method
+// left off builds no parameters and costs nothing in a step. Two instantiations instead of one per
+// combination keep the build short; each is compiled in its own translation unit (plans/plan.cpp
+// built once per index), so a parallel build spreads them over the cores.
 
 #include <peft/methods/adapter.hpp>
 #include <peft/methods/bitfit.hpp>
@@ -24,36 +29,19 @@ namespace m = peft::methods;
 using lora_all = m::lora<peft::roles::query, peft::roles::key, peft::roles::value, peft::roles::attention_output,
                          peft::roles::ffn_in, peft::roles::ffn_out>;
 
-/// The plan of `method_names[I]`.
+/// Plan 0: full fine-tuning. Plan 1: every other method, chosen at run time.
 template <int I> struct plan_at;
 template <> struct plan_at<0> { using type = peft::plan<m::full>; };
-template <> struct plan_at<1> { using type = peft::plan<lora_all>; };
-template <> struct plan_at<2> { using type = peft::plan<m::bitfit>; };
-template <> struct plan_at<3> { using type = peft::plan<m::houlsby_adapter>; };
-template <> struct plan_at<4> { using type = peft::plan<m::pfeiffer_adapter>; };
-template <> struct plan_at<5> { using type = peft::plan<lora_all, m::bitfit>; };
-template <> struct plan_at<6> { using type = peft::plan<lora_all, m::houlsby_adapter>; };
-template <> struct plan_at<7> { using type = peft::plan<lora_all, m::pfeiffer_adapter>; };
-template <> struct plan_at<8> { using type = peft::plan<m::bitfit, m::houlsby_adapter>; };
-template <> struct plan_at<9> { using type = peft::plan<m::bitfit, m::pfeiffer_adapter>; };
-template <> struct plan_at<10> { using type = peft::plan<lora_all, m::bitfit, m::houlsby_adapter>; };
-template <> struct plan_at<11> { using type = peft::plan<lora_all, m::bitfit, m::pfeiffer_adapter>; };
-static_assert(method_names.size() == 12, "one plan_at per method name");
+template <> struct plan_at<1> { using type = peft::plan<lora_all, m::bitfit, m::houlsby_adapter>; };
+using peft_plan = plan_at<1>::type;
 
-#define PEFT_TRAIN_PLANS(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11)
-#define PEFT_TRAIN_DECLARE(I) command_table commands_of_plan_##I();
-PEFT_TRAIN_PLANS(PEFT_TRAIN_DECLARE)
-#undef PEFT_TRAIN_DECLARE
+command_table commands_of_plan_0();
+command_table commands_of_plan_1();
 
-/// The subcommands compiled for `method_names[index]`.
-inline command_table commands_of(int index) {
-  switch (index) {
-#define PEFT_TRAIN_CASE(I) \
-  case I: return commands_of_plan_##I();
-    PEFT_TRAIN_PLANS(PEFT_TRAIN_CASE)
-#undef PEFT_TRAIN_CASE
-  }
-  throw peft::config_error("no plan for method index " + std::to_string(index));
+/// The subcommands compiled for `method`: full fine-tuning, or the run-time-switched plan.
+inline command_table commands_of(const std::string& method) {
+  method_index(method);  // validates
+  return method == "full" ? commands_of_plan_0() : commands_of_plan_1();
 }
 
 }  // namespace peft_train

@@ -42,9 +42,10 @@ class session {
         .num_labels = card.labels.size(),
         .pool = card.pooling == "mean" ? peft::models::pooling::masked_mean : peft::models::pooling::first_token,
         .seed = seed};
-    if (card.task == "token") token_ = std::make_unique<token_model>(ctx_, md.config, head, card.methods);
-    else sequence_ = std::make_unique<sequence_model>(ctx_, md.config, head, card.methods);
-    if constexpr (Plan::template has<peft::methods::lora<peft::roles::query>>) {
+    const peft::method_config methods = run_time_methods(card);
+    if (card.task == "token") token_ = std::make_unique<token_model>(ctx_, md.config, head, methods);
+    else sequence_ = std::make_unique<sequence_model>(ctx_, md.config, head, methods);
+    if (methods.get<peft::lora_config>().enabled) {
       std::size_t lora_modules = 0;
       with_model([&](auto& m) {
         m.visit_parameters("", [&](const std::string&, const auto& p) {

@@ -3,7 +3,7 @@
 #include "../plans.hpp"
 
 #ifndef PEFT_TRAIN_PLAN_INDEX
-#error "compile with -DPEFT_TRAIN_PLAN_INDEX=<0..11>"
+#error "compile with -DPEFT_TRAIN_PLAN_INDEX=<0 or 1>"
 #endif
 
 #define PEFT_TRAIN_CAT2(a, b) a##b

@@ -7,6 +7,7 @@
 /// options object per type.
 
 #include <any>
+#include <memory>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -16,10 +17,22 @@ namespace peft {
 /// One options object per method family, looked up by its type. Value semantics: copying a
 /// `method_config` copies the options. Build one from any options objects:
 /// `method_config{lora_config{.r = 8, .alpha = 16}, adapter_config{.bottleneck = 64}}`.
-/// Guarantees: a method whose options are absent sees its options type's defaults.
+/// Guarantees: a method whose options are absent sees its options type's defaults; a reference from
+/// `get` stays valid while this object lives (storing other options does not move it), so a
+/// command-line parser may bind to it.
 class method_config {
  public:
   method_config() = default;
+  method_config(const method_config& other) { *this = other; }
+  method_config(method_config&&) noexcept = default;
+  method_config& operator=(const method_config& other) {
+    if (this == &other) return *this;
+    items_.clear();
+    for (const auto& item : other.items_) items_.push_back(std::make_unique<std::any>(*item));
+    return *this;
+  }
+  method_config& operator=(method_config&&) noexcept = default;
+  ~method_config() = default;
   template <class... Options>
     requires(sizeof...(Options) > 0 && (!std::is_same_v<std::remove_cvref_t<Options>, method_config> && ...))
   method_config(Options&&... options) {  // NOLINT: implicit, so `{lora_config{...}}` reads naturally
@@ -43,8 +56,8 @@ class method_config {
   template <class O>
   O& get() {
     if (O* o = const_cast<O*>(find<O>())) return *o;
-    items_.emplace_back(O{});
-    return *std::any_cast<O>(&items_.back());
+    items_.push_back(std::make_unique<std::any>(O{}));
+    return *std::any_cast<O>(items_.back().get());
   }
   /// Whether options of type `O` are stored.
   template <class O>
@@ -56,11 +69,11 @@ class method_config {
   template <class O>
   const O* find() const noexcept {
     for (const auto& item : items_)
-      if (const O* o = std::any_cast<O>(&item)) return o;
+      if (const O* o = std::any_cast<O>(item.get())) return o;
     return nullptr;
   }
 
-  std::vector<std::any> items_;
+  std::vector<std::unique_ptr<std::any>> items_;  // each on the heap: references stay valid
 };
 
 }  // namespace peft

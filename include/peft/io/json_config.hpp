@@ -33,6 +33,14 @@ class json_config {
     if (!c.j_.is_object()) throw io_error(c.source_ + ": not a JSON object");
     return c;
   }
+  /// Wraps an already parsed JSON object; `source` names it in errors.
+  static json_config from_json(nlohmann::json j, std::string source) {
+    json_config c;
+    c.source_ = std::move(source);
+    if (!j.is_object()) throw io_error(c.source_ + ": not a JSON object");
+    c.j_ = std::move(j);
+    return c;
+  }
   /// Reads and parses a file.
   static json_config read(const std::filesystem::path& path) {
     std::ifstream in(path);

@@ -140,18 +140,21 @@ void save_peft_adapter(typename M::backend::context& ctx, const M& model, const 
       {"peft_type", native ? std::string(single_type) : std::string("PEFT_CPP")},
       {"revision", nullptr},
       {"task_type", opts.task_type}};
+  if (!native)
+    cfg["peft_cpp"] = {{"methods", present},
+                       {"layout", "each method's tensors under its parameter names, next to each other; see docs/formats.md"}};
+  // A file of one PEFT type has that type's keys at the top, as PEFT writes them; in a combined file
+  // each method's keys go under peft_cpp.<method>, so that two methods cannot collide.
   detail::for_each_method<Plan>([&](auto m) {
     using Me = typename decltype(m)::type;
     if constexpr (detail::has_peft_format<Me>) {
       auto it = by_method.find(Me::name);
       if (it == by_method.end()) return;
       it->second.linear_modules = linears;
-      Me::peft_format::write_config(cfg, opts.methods.get<typename Me::options>(), it->second);
+      nlohmann::json& target = native ? cfg : (cfg["peft_cpp"][std::string(Me::name)] = nlohmann::json::object());
+      Me::peft_format::write_config(target, opts.methods.get<typename Me::options>(), it->second);
     }
   });
-  if (!native)
-    cfg["peft_cpp"] = {{"methods", present},
-                       {"layout", "each method's tensors under its parameter names, next to each other; see docs/formats.md"}};
 
   const auto tensors = collect_tensors(
       ctx, model,
@@ -201,7 +204,18 @@ adapter_config_info read_peft_adapter_config(const std::filesystem::path& dir) {
     if constexpr (detail::has_peft_format<Me>) {
       supported += ", " + std::string(Me::peft_format::peft_type);
       if (info.peft_type == Me::peft_format::peft_type) carried = known = true;
-      if (carried) Me::peft_format::read_config(f, info.options.template get<typename Me::options>());
+      if (carried) {
+        // Combined files keep each method's keys under peft_cpp.<method>; files written before that
+        // (and PEFT's own) have them at the top.
+        const bool nested = info.peft_type == "PEFT_CPP" && j.contains("peft_cpp") && j["peft_cpp"].is_object() &&
+                            j["peft_cpp"].contains(std::string(Me::name));
+        if (nested)
+          Me::peft_format::read_config(
+              json_config::from_json(j["peft_cpp"][std::string(Me::name)], f.source() + ": peft_cpp." + std::string(Me::name)),
+              info.options.template get<typename Me::options>());
+        else
+          Me::peft_format::read_config(f, info.options.template get<typename Me::options>());
+      }
     }
     if (carried) info.methods.emplace_back(Me::name);
   });

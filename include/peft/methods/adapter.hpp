@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cmath>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -21,10 +22,15 @@ namespace peft {
 
 /// Bottleneck adapter (Houlsby et al. 2019): `h + up(act(down(h)))`. The bottleneck is `bottleneck`
 /// when non-zero, else `max(1, width / reduction_factor)` (AdapterHub's convention; Pfeiffer uses 16).
+/// `enabled` and `target_modules` (a regular expression matched in full; empty = every module the
+/// plan's roles reach) choose at run time where adapters go, e.g. Pfeiffer's placement inside a plan
+/// compiled with Houlsby's roles.
 struct adapter_config {
   std::size_t bottleneck = 0;
   double reduction_factor = 16;
   activation nonlinearity = activation::relu;
+  bool enabled = true;
+  std::string target_modules{};
 };
 
 namespace groups {
@@ -65,35 +71,38 @@ class bottleneck_adapter : public linear_wrapper<Inner>, public visits_parameter
   using projection = layers::linear<B, group_set<groups::adapter>, groups::adapter, groups::adapter>;
 
   bottleneck_adapter(typename B::context& ctx, const layers::linear_options& o, const method_config& cfg)
-      : linear_wrapper<Inner>(ctx, o, cfg),
-        down_(ctx, {.in_features = o.out_features,
-                    .out_features = adapter_bottleneck(cfg.get<adapter_config>(), o.out_features, o.name),
-                    .bias = true,
-                    .name = o.name + ".adapter.down",
-                    .seed = derive_seed(o.seed, 0xADA),
-                    .init = layers::weight_init::kaiming_uniform}),
-        act_(cfg.get<adapter_config>().nonlinearity),
-        up_(ctx, {.in_features = down_.out_features(),
-                  .out_features = o.out_features,
-                  .bias = true,
-                  .name = o.name + ".adapter.up",
-                  .seed = derive_seed(o.seed, 0xADB),
-                  .init = layers::weight_init::zeros}) {}
+      : linear_wrapper<Inner>(ctx, o, cfg), act_(cfg.get<adapter_config>().nonlinearity) {
+    const adapter_config& c = cfg.get<adapter_config>();
+    if (!selects(c, o.name)) return;  // left out at run time: the layer passes through
+    down_.emplace(ctx, layers::linear_options{.in_features = o.out_features,
+                                              .out_features = adapter_bottleneck(c, o.out_features, o.name),
+                                              .bias = true,
+                                              .name = o.name + ".adapter.down",
+                                              .seed = derive_seed(o.seed, 0xADA),
+                                              .init = layers::weight_init::kaiming_uniform});
+    up_.emplace(ctx, layers::linear_options{.in_features = down_->out_features(),
+                                            .out_features = o.out_features,
+                                            .bias = true,
+                                            .name = o.name + ".adapter.up",
+                                            .seed = derive_seed(o.seed, 0xADB),
+                                            .init = layers::weight_init::zeros});
+  }
 
   const tensor& forward(typename B::context& ctx, const tensor& x) {
     const tensor& h = inner_.forward(ctx, x);
-    const tensor& a = up_.forward(ctx, act_.forward(ctx, down_.forward(ctx, h)));
+    if (!active()) return h;
+    const tensor& a = up_->forward(ctx, act_.forward(ctx, down_->forward(ctx, h)));
     B::copy(ctx, h, y_);
     B::axpy(ctx, value_type(1), a, y_);
     return y_;
   }
   const tensor& backward(typename B::context& ctx, const tensor& dy) {
-    const tensor& dh_adapter = down_.backward(ctx, act_.backward(ctx, up_.backward(ctx, dy)));
+    if (!active()) return inner_.backward(ctx, dy);
+    const tensor& dh_adapter = down_->backward(ctx, act_.backward(ctx, up_->backward(ctx, dy)));
     B::copy(ctx, dy, dh_);
     B::axpy(ctx, value_type(1), dh_adapter, dh_);
     return inner_.backward(ctx, dh_);
   }
-
 
   void merge(typename B::context& ctx) { merge_if_possible(inner_, ctx); }
   void unmerge(typename B::context& ctx) { unmerge_if_possible(inner_, ctx); }
@@ -105,25 +114,32 @@ class bottleneck_adapter : public linear_wrapper<Inner>, public visits_parameter
   /// Activation elements kept for a step: the inner layer's, then down, activation, up, the sum and
   /// the input gradient.
   static std::uint64_t activation_elements(const layers::linear_site& s) {
+    if (!selects(s.cfg.get<adapter_config>(), s.name)) return Inner::activation_elements(s);
     const std::uint64_t m = adapter_bottleneck(s.cfg.get<adapter_config>(), s.out, s.name), rows = s.rows;
     return Inner::activation_elements(s) + rows * (s.out + m) + 2 * rows * m + rows * (m + s.out) + 2 * rows * s.out;
   }
 
-  [[nodiscard]] std::size_t bottleneck() const noexcept { return down_.out_features(); }
-  projection& down() noexcept { return down_; }
-  projection& up() noexcept { return up_; }
+  /// Whether this module carries an adapter (run-time options may leave it out).
+  [[nodiscard]] bool active() const noexcept { return down_.has_value(); }
+  [[nodiscard]] std::size_t bottleneck() const noexcept { return active() ? down_->out_features() : 0; }
+  projection& down() { return down_.value(); }
+  projection& up() { return up_.value(); }
 
  private:
   template <class Self, class F>
   static void visit(Self& self, const std::string& prefix, F& f) {
     self.inner_.visit_parameters(prefix, f);
-    self.down_.visit_parameters(prefix + "adapter.down.", f);
-    self.up_.visit_parameters(prefix + "adapter.up.", f);
+    if (!self.active()) return;
+    self.down_->visit_parameters(prefix + "adapter.down.", f);
+    self.up_->visit_parameters(prefix + "adapter.up.", f);
+  }
+  static bool selects(const adapter_config& c, const std::string& name) {
+    return detail::run_time_selects(c.enabled, c.target_modules, name, "adapter");
   }
 
-  projection down_;
+  std::optional<projection> down_;
   layers::activation_layer<B> act_;
-  projection up_;
+  std::optional<projection> up_;
   tensor y_, dh_;
 };
 

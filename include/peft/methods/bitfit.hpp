@@ -7,7 +7,6 @@
 /// one (the norm's bias is its shift, beta).
 
 #include <cstdint>
-#include <regex>
 #include <string>
 #include <string_view>
 
@@ -44,14 +43,7 @@ namespace peft::methods {
 namespace detail {
 /// Whether BitFit applies to module `name` under `c`.
 inline bool bitfit_selects(const bitfit_config& c, const std::string& name) {
-  if (!c.enabled) return false;
-  if (c.target_modules.empty()) return true;
-  try {
-    return std::regex_match(name, std::regex(c.target_modules));
-  } catch (const std::regex_error& e) {
-    throw config_error(peft::detail::concat("bitfit: target_modules '", c.target_modules,
-                                            "' is not a valid regular expression: ", e.what()));
-  }
+  return run_time_selects(c.enabled, c.target_modules, name, "bitfit");
 }
 
 /// The bias delta itself, shared by the linear and the norm wrappers: a zero-initialised trainable

@@ -42,6 +42,7 @@ namespace peft {
 /// PEFT's string form of `target_modules`: it narrows the compile-time roles at run time (a
 /// command-line tool builds LoRA on all roles and picks here).
 struct lora_config {
+  bool enabled = true;  ///< false: no module gets LoRA (a plan compiled with LoRA then trains without it)
   std::size_t r = 8;
   double alpha = 8;
   double dropout = 0;
@@ -91,6 +92,7 @@ inline bool matches_pattern_key(const std::string& name, const std::string& key)
 /// The configuration that applies to module `name`: rank and alpha after `rank_pattern` and
 /// `alpha_pattern`; none when `layers_to_transform` or `target_modules` excludes the module.
 inline std::optional<lora_config> lora_config_for(const lora_config& c, const std::string& name) {
+  if (!c.enabled) return std::nullopt;
   lora_config out = c;
   if (!c.target_modules.empty()) {
     try {
