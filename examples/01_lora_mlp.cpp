@@ -4,6 +4,7 @@
 // rule differs from A's by a low-rank change). Instead of retraining every weight, we freeze the
 // pretrained network and learn a low-rank update with LoRA, then merge it for deployment.
 #include <peft/peft.hpp>
+#include <peft/train/trainer.hpp>
 
 #include <algorithm>
 #include <chrono>
@@ -47,24 +48,40 @@ dataset make_task(const std::vector<double>& teacher, std::uint64_t seed) {
   return d;
 }
 
-// One epoch of mini-batch training; returns the mean loss. Works for any model and optimizer.
-template <class Model, class Optimizer>
-double train_epoch(B::context& ctx, Model& model, Optimizer& opt, const dataset& d) {
-  peft::loss::softmax_cross_entropy<B> loss;
-  B::tensor xb;
-  double total = 0;
-  ctx.training = true;  // dropout (if any) is active only in training mode
+// The task as batches the library trainer can run: inputs on the backend, labels on the host.
+struct batch_t {
+  B::tensor inputs;
+  std::vector<std::int32_t> labels;
+};
+std::vector<batch_t> batches_of(B::context& ctx, const dataset& d) {
+  std::vector<batch_t> out;
   for (std::size_t s = 0; s < examples; s += batch) {
-    // Upload one batch (the tensor keeps its buffer, so this allocates only the first time).
-    B::copy_from_host(ctx, std::span(d.x).subspan(s * input_dim, batch * input_dim), {batch, input_dim}, xb);
-    opt.zero_grad(ctx);                                     // gradients accumulate, so clear them
-    const auto& logits = model.forward(ctx, xb);            // forward keeps what backward needs
-    total += loss.forward(ctx, logits, std::span(d.y).subspan(s, batch));
-    model.backward(ctx, loss.gradient());                   // gradients only for trainable parameters
-    opt.clip_grad_norm(ctx, 1.0);                           // global-norm clipping
-    opt.step(ctx);                                          // AdamW on trainable parameters only
+    batch_t b;
+    B::copy_from_host(ctx, std::span(d.x).subspan(s * input_dim, batch * input_dim), {batch, input_dim}, b.inputs);
+    b.labels.assign(d.y.begin() + std::ptrdiff_t(s), d.y.begin() + std::ptrdiff_t(s + batch));
+    out.push_back(std::move(b));
   }
-  return total / double(examples / batch);
+  return out;
+}
+
+// Training is library code: peft::train::trainer runs the epochs (zero_grad, forward, loss, backward,
+// clipping, step), refuses non-finite losses and weights, and reports to callbacks; this one prints
+// the mean training loss every `every` epochs. Works for any model and optimizer.
+template <class Model, class Optimizer>
+void fit(B::context& ctx, Model& model, Optimizer& opt, const dataset& d, std::size_t epochs, std::size_t every = 0) {
+  const auto data = batches_of(ctx, d);
+  peft::train::classification_task<Model> task(model);  // the model with softmax cross-entropy
+  peft::train::trainer<decltype(task), Optimizer, batch_t> loop(
+      ctx, task, opt, {.epochs = epochs, .clip_grad_norm = 1.0, .log_every = data.size(), .evaluate_every_epoch = false});
+  struct report : peft::train::callback {
+    std::size_t every;
+    explicit report(std::size_t e) : every(e) {}
+    void on_log(const peft::train::train_state& s, const nlohmann::json& r) override {
+      if (every && (s.epoch + 1) % every == 0) std::printf("epoch %2zu  train loss %.4f\n", s.epoch + 1, r["loss"].get<double>());
+    }
+  } printer(every);
+  loop.add_callback(printer);
+  loop.fit([&](std::size_t) { return data; });
 }
 
 // Accuracy of a model on a dataset, in evaluation mode.
@@ -104,7 +121,7 @@ int main() {
   peft::models::mlp_classifier<B, pretrain_plan> base(ctx, shape);
   {
     peft::optim::optimizer opt(base, peft::optim::adamw{.lr = 3e-3, .weight_decay = 0.0});
-    for (int epoch = 0; epoch < 15; ++epoch) train_epoch(ctx, base, opt, task_a);
+    fit(ctx, base, opt, task_a, 15);
   }
   std::printf("pretrained model: accuracy %.3f on task A, %.3f on task B\n", accuracy(ctx, base, task_a),
               accuracy(ctx, base, task_b));
@@ -125,10 +142,7 @@ int main() {
   peft::optim::optimizer opt(model, peft::optim::adamw{.lr = 2e-3, .weight_decay = 0.0},
                              peft::optim::linear_schedule{.warmup_steps = 32, .total_steps = 20 * examples / batch});
   opt.set_group_options<peft::groups::lora_b>({.lr_multiplier = 4});
-  for (int epoch = 0; epoch < 20; ++epoch) {
-    const double loss = train_epoch(ctx, model, opt, task_b);
-    if (epoch % 5 == 4) std::printf("epoch %2d  train loss %.4f\n", epoch + 1, loss);
-  }
+  fit(ctx, model, opt, task_b, 20, 5);
   const double tuned = accuracy(ctx, model, task_b);
   std::printf("LoRA model after tuning: accuracy %.3f on task B\n", tuned);
 

@@ -10,6 +10,9 @@ peft_install_deps
 python3 -c "import numpy, safetensors" 2>/dev/null ||
   python3 -m pip install --quiet numpy safetensors 2>/dev/null ||
   echo "== note: could not install numpy/safetensors from PyPI; the Python interop test will be skipped"
+python3 -c "import tensorboard" 2>/dev/null ||
+  python3 -m pip install --quiet tensorboard 2>/dev/null ||
+  echo "== note: could not install tensorboard from PyPI; the TensorBoard read-back test will be skipped"
 
 BUILD=${PEFT_BUILD_DIR:-build}
 PREFIX="$PWD/$BUILD/install"

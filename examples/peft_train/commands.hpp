@@ -6,6 +6,9 @@
 #include <iomanip>
 #include <sstream>
 
+#include <peft/train/callbacks.hpp>
+#include <peft/train/trainer.hpp>
+
 #include "plot.hpp"
 #include "session.hpp"
 
@@ -45,10 +48,8 @@ inline fs::path weights_dir(const train_options& o) {
 
 template <class Plan>
 int commands<Plan>::train(const train_options& o) {
-  using clock = std::chrono::steady_clock;
-  const auto started = clock::now();
-  if (o.epochs == 0 || o.batch_size == 0 || o.eval_batch_size == 0)
-    throw peft::config_error("--epochs, --batch-size and --eval-batch-size must be positive");
+  if (o.epochs == 0 || o.batch_size == 0 || o.eval_batch_size == 0 || o.gradient_accumulation == 0)
+    throw peft::config_error("--epochs, --batch-size, --eval-batch-size and --gradient-accumulation must be positive");
   if (!(o.lr > 0) || !(o.weight_decay >= 0) || !(o.warmup_ratio >= 0 && o.warmup_ratio < 1) || !(o.clip >= 0))
     throw peft::config_error("need --lr > 0, --weight-decay >= 0, 0 <= --warmup < 1, --clip >= 0 (0 disables clipping)");
 
@@ -77,7 +78,8 @@ int commands<Plan>::train(const train_options& o) {
   };
   // Epoch 0's batches, made now so that every example is checked before anything is written.
   auto first_epoch = epoch_batches(0, &train_stats);
-  const std::size_t steps_per_epoch = first_epoch.size();
+  const std::size_t steps_per_epoch = first_epoch.size();  // batches; optimizer steps with accumulation:
+  const std::size_t updates_per_epoch = (steps_per_epoch + o.gradient_accumulation - 1) / o.gradient_accumulation;
   std::vector<peft::data::labeled_batch> dev_batches;
   if (dev_set) {  // label errors name the dev file and line: the label sets must agree
     dev_batches = make_batches(md.tokenizer, *dev_set, card,
@@ -89,7 +91,7 @@ int commands<Plan>::train(const train_options& o) {
         std::cerr << "note: label '" << l << "' of the training file does not occur in " << o.dev_file.string() << "\n";
   }
   const std::size_t total_steps =
-      o.max_steps ? std::min(o.max_steps, o.epochs * steps_per_epoch) : o.epochs * steps_per_epoch;
+      o.max_steps ? std::min(o.max_steps, o.epochs * updates_per_epoch) : o.epochs * updates_per_epoch;
 
   const fs::path checkpoint = o.output_dir / "checkpoint.safetensors";
   const fs::path weights = detail::weights_dir(o);
@@ -121,96 +123,58 @@ int commands<Plan>::train(const train_options& o) {
     opt.template set_group_options<peft::groups::norm>({.weight_decay = 0.0});
     opt.template set_group_options<peft::groups::bias_delta>({.weight_decay = 0.0});
 
-    // 3. Progress: where the loop stands; all of it is in the checkpoint record.
-    std::size_t epoch = 0, next_batch = 0, step = 0, window_rows = 0, window_tokens = 0;
-    double window_loss = 0, trained_seconds = 0, best_score = -1;
-    nlohmann::json last_eval;
-    const nlohmann::json identity = o.identity();
-    std::optional<std::int64_t> keep_log_until;
+    // 3. The loop: the library's trainer, with the tool's progress, logs and interruption.
+    peft::train::classification_task<std::remove_reference_t<decltype(m)>> task(m);
+    using batch_t = peft::data::labeled_batch;
+    peft::train::trainer<decltype(task), decltype(opt), batch_t> loop(
+        ctx, task, opt,
+        {.epochs = o.epochs, .max_steps = o.max_steps, .gradient_accumulation = o.gradient_accumulation,
+         .clip_grad_norm = o.clip, .log_every = o.log_every, .evaluate_every_epoch = true,
+         .early_stopping_patience = o.early_stopping, .checkpoint = checkpoint, .save_every_steps = o.save_every,
+         .identity = o.identity()});
     if (o.resume) {
-      const auto rec = peft::train::load_training_state(ctx, m, opt, checkpoint);
-      if (rec.at("identity") != identity)
-        throw peft::io::io_error("--resume: '" + checkpoint.string() +
-                                 "' was saved by a run with other options or files; rerun with the same ones (or --overwrite)");
-      epoch = rec.at("epoch"), next_batch = rec.at("next_batch"), step = rec.at("step");
-      window_rows = rec.at("window_rows"), window_tokens = rec.at("window_tokens"), window_loss = rec.at("window_loss");
-      trained_seconds = rec.at("trained_seconds"), best_score = rec.at("best_score"), last_eval = rec.at("last_eval");
-      ctx.random_offset = rec.at("random_offset");
-      keep_log_until = std::int64_t(step);
-      std::cerr << "resuming from " << checkpoint.string() << ": epoch " << epoch + 1 << ", step " << step << "\n";
+      loop.resume();
+      std::cerr << "resuming from " << checkpoint.string() << ": epoch " << loop.state().epoch + 1 << ", step "
+                << loop.state().step << "\n";
     } else if (o.overwrite) {
       for (const auto& p : {checkpoint, weights, o.output_dir / "metrics.jsonl"}) fs::remove_all(p);
     }
     fs::create_directories(o.output_dir);
-    metrics_log log;
-    log.open(o.output_dir / "metrics.jsonl", keep_log_until);
-    auto save_state = [&](const char* why) {
-      const nlohmann::json rec = {{"identity", identity}, {"epoch", epoch}, {"next_batch", next_batch}, {"step", step},
-                                  {"window_rows", window_rows}, {"window_tokens", window_tokens}, {"window_loss", window_loss},
-                                  {"trained_seconds", trained_seconds + detail::seconds_since(started)},
-                                  {"best_score", best_score}, {"last_eval", last_eval},
-                                  {"random_offset", ctx.random_offset}, {"saved_because", why}};
-      peft::train::save_training_state(ctx, m, opt, rec, checkpoint);
-    };
-    const double seconds_before = trained_seconds;
-    auto& ce = s.loss();
-    peft::train::progress_bar bar;
-    install_interrupt_handlers();
-    bool done = step >= total_steps;
-    for (; epoch < o.epochs && !done; ++epoch, next_batch = 0) {
-      const auto batches = epoch == 0 ? std::move(first_epoch) : epoch_batches(epoch);
-      bar.start(peft::detail::concat("epoch ", epoch + 1, "/", o.epochs), batches.size());
-      for (std::size_t b = next_batch; b < batches.size() && !done; ++b) {
-        const auto& batch = batches[b];
-        ctx.training = true;
-        opt.zero_grad(ctx);
-        const double l = ce.forward(ctx, m.forward(ctx, batch.inputs), batch.labels);
-        if (!std::isfinite(l))
-          throw peft::numeric_error(peft::detail::concat("training loss is ", l, " at step ", step + 1,
-                                                         "; lower --lr (the last checkpoint is intact)"));
-        m.backward(ctx, ce.gradient());
-        if (o.clip > 0) opt.clip_grad_norm(ctx, o.clip);
-        const double lr_now = opt.current_lr();
-        opt.step(ctx);
-        ++step;
-        next_batch = b + 1;
-        std::size_t tokens = 0;
-        for (auto v : batch.inputs.attention_mask) tokens += std::size_t(v);
-        window_loss += l, ++window_rows, window_tokens += tokens;
-        bar.update(b + 1, tokens, window_loss / double(window_rows));
-        if (step % o.log_every == 0 || step == total_steps) {
-          const double elapsed = seconds_before + detail::seconds_since(started);
-          log.write({{"event", "train"}, {"epoch", epoch + 1}, {"step", step}, {"loss", window_loss / double(window_rows)},
-                     {"lr", lr_now}, {"tokens", window_tokens}, {"elapsed_s", elapsed}});
-          window_loss = 0, window_rows = 0, window_tokens = 0;
-        }
-        done = step >= total_steps;
-        if (o.interrupt_after && step == o.interrupt_after) std::raise(SIGINT);
-        if (interrupted.load() && !done) {  // after the last step, finishing is quicker than stopping
-          save_state("interrupted");
-          std::cerr << "\ninterrupted at step " << step << "; the checkpoint " << checkpoint.string()
-                    << " is saved: rerun the same command with --resume to continue\n";
-          return 130;
-        }
-        if (o.save_every && step % o.save_every == 0 && !done) save_state("periodic");
-      }
-      if (dev_set) {
+    if (dev_set)
+      loop.set_evaluator([&](const peft::train::train_state& st) {
         const auto r = s.evaluate(dev_batches, *dev_set, md.tokenizer);
-        last_eval = detail::eval_record(r, card.task);
-        last_eval.update({{"event", "eval"}, {"split", "dev"}, {"epoch", epoch + 1}, {"step", step}});
-        log.write(last_eval);
-        best_score = std::max(best_score, r.score(card.task));
-        std::cerr << "epoch " << epoch + 1 << ": dev loss " << std::fixed << std::setprecision(4) << r.loss << ", "
+        std::cerr << "epoch " << st.epoch + 1 << ": dev loss " << std::fixed << std::setprecision(4) << r.loss << ", "
                   << detail::metric_name(card.task) << " " << r.score(card.task) << std::defaultfloat << "\n";
+        return peft::train::evaluation{r.score(card.task), detail::eval_record(r, card.task)};
+      });
+    peft::train::progress_callback progress(o.epochs);
+    peft::train::jsonl_metrics_callback metrics(o.output_dir / "metrics.jsonl");
+    std::optional<peft::train::tensorboard_callback> board;
+    if (!o.tensorboard_dir.empty()) board.emplace(o.tensorboard_dir);
+    struct interrupt_at : peft::train::callback {  // testing aid: behave as if Ctrl-C came after step n
+      std::size_t n;
+      explicit interrupt_at(std::size_t n) : n(n) {}
+      void on_step_end(const peft::train::train_state& st, const peft::train::step_record&, peft::train::train_control&) override {
+        if (n && st.step == n) std::raise(SIGINT);
       }
-      if (!done) {  // the checkpoint says: start the next epoch
-        const std::size_t finished = epoch;
-        epoch = finished + 1, next_batch = 0;
-        save_state("epoch end");
-        epoch = finished;
-      }
+    } interrupt_test(o.interrupt_after);
+    peft::train::interrupt_callback on_interrupt(interrupted);
+    for (peft::train::callback* c : std::initializer_list<peft::train::callback*>{&progress, &metrics, &interrupt_test, &on_interrupt})
+      loop.add_callback(*c);
+    if (board) loop.add_callback(*board);
+    install_interrupt_handlers();
+    const auto finished_as = loop.fit([&](std::size_t epoch) { return epoch == 0 ? std::move(first_epoch) : epoch_batches(epoch); });
+    if (finished_as == peft::train::stop_reason::interrupted) {
+      std::cerr << "\ninterrupted at step " << loop.state().step << "; the checkpoint " << checkpoint.string()
+                << " is saved: rerun the same command with --resume to continue\n";
+      return 130;
     }
-    const double train_seconds = seconds_before + detail::seconds_since(started);
+    if (finished_as == peft::train::stop_reason::early_stopped)
+      std::cerr << "early stopping: no improvement in " << o.early_stopping << " evaluations\n";
+    const std::size_t step = loop.state().step;
+    const double best_score = loop.state().best_score;
+    const nlohmann::json last_eval = loop.state().last_eval;
+    const double train_seconds = loop.elapsed();
 
     // 4. The result: adapter (or model), run card, summary, plot; then the checkpoint goes.
     if (card.method == "full") {
@@ -240,7 +204,7 @@ int commands<Plan>::train(const train_options& o) {
         {"steps", step},
         {"epochs", o.epochs},
         {"train_seconds", train_seconds},
-        {"train_tokens_per_s", double(train_stats.tokens) * double(step) / double(steps_per_epoch) / train_seconds},
+        {"train_tokens_per_s", double(train_stats.tokens) * double(step) / double(updates_per_epoch) / train_seconds},
         {"peak_rss_mb", peak_rss_mb()},
         {"weights_dir", weights.string()},
         {"weights_bytes", size_on_disk(weights)},

@@ -103,33 +103,6 @@ std::vector<peft::data::labeled_batch> make_batches(const peft::text::wordpiece_
                               : peft::data::make_classification_batches(tok, d.texts, labels, o, d.path.string(), stats);
 }
 
-void metrics_log::open(const fs::path& path, std::optional<std::int64_t> keep_until_step) {
-  if (keep_until_step && fs::exists(path)) {
-    std::ifstream in(path);
-    std::string line, kept;
-    while (std::getline(in, line)) {
-      try {
-        const auto j = nlohmann::json::parse(line);
-        if (j.value("step", std::int64_t(0)) <= *keep_until_step) kept += line + "\n";
-      } catch (const nlohmann::json::exception&) {
-        // a torn last line of a killed run: dropped
-      }
-    }
-    peft::io::write_text_atomically(path, kept);
-  }
-  f_ = std::fopen(path.c_str(), "a");
-  if (!f_) throw io_error("cannot open '" + path.string() + "' for writing");
-}
-
-void metrics_log::write(const nlohmann::json& record) {
-  const auto line = record.dump() + "\n";
-  if (std::fputs(line.c_str(), f_) < 0 || std::fflush(f_) != 0) throw io_error("cannot write the metrics log");
-}
-
-metrics_log::~metrics_log() {
-  if (f_) std::fclose(f_);
-}
-
 std::atomic<bool> interrupted{false};
 
 namespace {

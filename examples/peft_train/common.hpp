@@ -1,6 +1,6 @@
 #pragma once
 // peft-train: the parts that do not depend on the tuning plan: opening a checkpoint directory,
-// reading data files, the metrics log, interruption, peak memory.
+// reading data files, interruption, peak memory.
 
 #include <atomic>
 #include <cstdio>
@@ -51,20 +51,6 @@ std::vector<std::string> labels_of(const dataset& d);
 std::vector<peft::data::labeled_batch> make_batches(const peft::text::wordpiece_tokenizer& tok, const dataset& d,
                                                     const run_card& card, const peft::data::batch_options& o,
                                                     peft::data::batch_stats* stats = nullptr);
-
-/// Appends one JSON object per line and flushes it, so a killed run leaves whole lines.
-class metrics_log {
- public:
-  metrics_log() = default;
-  /// Opens `path` for appending; when `keep_until_step` is set, first rewrites the file (atomically)
-  /// without the records of later steps (a resumed run writes them again).
-  void open(const fs::path& path, std::optional<std::int64_t> keep_until_step);
-  void write(const nlohmann::json& record);
-  ~metrics_log();
-
- private:
-  std::FILE* f_ = nullptr;
-};
 
 /// Set by SIGINT / SIGTERM; the training loop saves a checkpoint and stops. A second signal kills.
 extern std::atomic<bool> interrupted;

@@ -113,7 +113,13 @@ int main(int argc, char** argv) {
   train->add_option("--log-every", t.log_every, "steps between metrics records")->capture_default_str()->check(CLI::PositiveNumber);
   train->add_option("--save-every", t.save_every, "steps between checkpoints (0: only at epoch ends and on interruption)")
       ->capture_default_str();
-  train->add_option("--max-steps", t.max_steps, "stop after this many steps (0: train all epochs)")->capture_default_str();
+  train->add_option("--max-steps", t.max_steps, "stop after this many optimizer steps (0: train all epochs)")->capture_default_str();
+  train->add_option("--gradient-accumulation", t.gradient_accumulation, "batches per optimizer step (gradients averaged)")
+      ->capture_default_str();
+  train->add_option("--early-stopping", t.early_stopping,
+                    "stop after this many dev evaluations without improvement (0: off; needs --dev)")
+      ->capture_default_str();
+  train->add_option("--tensorboard", t.tensorboard_dir, "also write TensorBoard scalars to this directory");
   train->add_option("--delimiter", delimiter, "column separator of a sequence file: tab or comma (default: comma for .csv)");
   train->add_flag("--header", t.header, "the sequence file starts with a header line");
   train->add_flag("--resume", t.resume, "continue the run saved in the output directory's checkpoint");

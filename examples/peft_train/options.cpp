@@ -193,7 +193,8 @@ nlohmann::json train_options::identity() const {
           {"train_file", fs::absolute(train_file).lexically_normal().string()},
           {"dev_file", dev_file.empty() ? "" : fs::absolute(dev_file).lexically_normal().string()},
           {"lr", lr}, {"weight_decay", weight_decay}, {"warmup_ratio", warmup_ratio}, {"clip", clip},
-          {"schedule", schedule}, {"epochs", epochs}, {"batch_size", batch_size}, {"seed", seed}, {"max_steps", max_steps}};
+          {"schedule", schedule}, {"epochs", epochs}, {"batch_size", batch_size}, {"seed", seed}, {"max_steps", max_steps},
+          {"gradient_accumulation", gradient_accumulation}, {"early_stopping", early_stopping}};
 }
 
 }  // namespace peft_train

@@ -67,6 +67,9 @@ struct train_options {
   int threads = 0;
   std::size_t log_every = 20, save_every = 200;
   std::size_t max_steps = 0;        ///< stop (as if finished) after this many steps; 0 = all epochs
+  std::size_t gradient_accumulation = 1;  ///< batches per optimizer step
+  std::size_t early_stopping = 0;   ///< stop after this many evaluations without improvement; 0 = off
+  fs::path tensorboard_dir;         ///< TensorBoard event files (empty: none)
   std::size_t interrupt_after = 0;  ///< testing aid: raise SIGINT after this many steps
   bool resume = false, overwrite = false, plot = true;
   char delimiter = 0;  ///< 0: from the file extension (.csv ',', else tab)

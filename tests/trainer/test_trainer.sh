@@ -122,6 +122,45 @@ a, b = load(sys.argv[1]), load(sys.argv[2])
 assert a == b, (len(a), len(b))
 PY
 
+# ---- 6b. the library trainer's options through the tool -------------------------------------------
+# A learning rate that blows the weights up: an error naming the step, and no adapter written.
+"$TRAIN" train "${common[@]}" --train "$W/sst_train.tsv" -o "$W/nan" --method lora --lr 1e300 --max-steps 2 --no-plot \
+  >/dev/null 2>"$W/nan.err" && fail "a run whose weights became non-finite exited 0"
+grep -Eq "training stopped at step 2: .*not finite" "$W/nan.err" && pass "non-finite loss stops: $(grep -m1 "training stopped" "$W/nan.err")" ||
+  fail "non-finite message: $(cat "$W/nan.err")"
+[[ ! -e "$W/nan/adapter" ]] || fail "a non-finite run wrote an adapter"
+# ... and after its only step, when no later loss would show it: the weights are checked too.
+"$TRAIN" train "${common[@]}" --train "$W/sst_train.tsv" -o "$W/nan1" --method lora --lr 1e300 --max-steps 1 --no-plot \
+  >/dev/null 2>"$W/nan1.err" && fail "a one-step run with non-finite weights exited 0"
+grep -q "training stopped at step 1: parameter '.*' is not finite after the last step" "$W/nan1.err" &&
+  pass "non-finite weights stop: $(grep -m1 "training stopped" "$W/nan1.err")" || fail "non-finite weights message: $(cat "$W/nan1.err")"
+[[ ! -e "$W/nan1/adapter" ]] || fail "a one-step non-finite run wrote an adapter"
+# Gradient accumulation: 4 batches per step make a quarter of the steps.
+"$TRAIN" train "${common[@]}" --train "$W/sst_train.tsv" -o "$W/accum" --method lora --epochs 1 --gradient-accumulation 4 \
+  --no-plot >/dev/null 2>"$W/accum.err" || fail "accumulation run: $(tail -3 "$W/accum.err")"
+single=$(json "$W/lora/summary.json" "d['steps'] // d['epochs']")
+accum=$(json "$W/accum/summary.json" "d['steps']")
+[[ $accum -eq $(((single + 3) / 4)) ]] && pass "gradient accumulation: $accum steps for $single batches" ||
+  fail "gradient accumulation made $accum steps for $single batches"
+# Early stopping with patience 1 over 30 epochs stops long before the end; TensorBoard gets scalars.
+"$TRAIN" train "${common[@]}" --train "$W/sst_train.tsv" --dev "$W/sst_dev.tsv" -o "$W/early" --method bitfit --epochs 30 \
+  --lr 5e-3 --early-stopping 1 --tensorboard "$W/early/tb" --no-plot >/dev/null 2>"$W/early.err" ||
+  fail "early-stopping run: $(tail -3 "$W/early.err")"
+grep -q "early stopping" "$W/early.err" && [[ $(grep -c '"event": *"eval"' "$W/early/metrics.jsonl") -lt 30 ]] &&
+  pass "early stopping after $(grep -c '"event": *"eval"' "$W/early/metrics.jsonl") evaluations" || fail "early stopping did not stop"
+ls "$W/early/tb"/events.out.tfevents.* >/dev/null 2>&1 && pass "TensorBoard event file written" || fail "no TensorBoard event file"
+# Pfeiffer adapters in the run-time plan: after the FFN output only.
+"$TRAIN" train "${common[@]}" --train "$W/sst_train.tsv" -o "$W/pfeiffer" --method pfeiffer --epochs 1 --no-plot >/dev/null 2>&1 ||
+  fail "pfeiffer run failed"
+python3 - "$W/pfeiffer/adapter/adapter_model.safetensors" <<'PY' && pass "pfeiffer places adapters after the FFN output only" || fail "pfeiffer placement"
+import json, struct, sys
+raw = open(sys.argv[1], "rb").read()
+names = [k for k in json.loads(raw[8:8 + struct.unpack("<Q", raw[:8])[0]]) if k != "__metadata__"]
+adapters = [n for n in names if ".adapter." in n]
+assert adapters and all(".attention." not in n for n in adapters), adapters
+assert not any("lora_" in n or "bias_delta" in n for n in names), names
+PY
+
 # ---- 7. bad input: a clear message naming the file and line, non-zero exit, nothing written --------
 expect_error() {  # expect_error <name> <regex> <args...>
   local name=$1 pattern=$2

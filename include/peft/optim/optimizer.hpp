@@ -94,6 +94,11 @@ class optimizer {
     return std::sqrt(s);
   }
 
+  /// Multiplies every gradient by `factor` (gradient accumulation averages micro-batches this way).
+  void scale_grads(typename B::context& ctx, double factor) {
+    for (auto& e : entries_) B::scale(ctx, typename B::value_type(factor), *e.grad);
+  }
+
   /// Scales all gradients so that their global norm is at most `max_norm` (torch's clip_grad_norm_);
   /// returns the norm before clipping. Throws `numeric_error` if it is not finite.
   double clip_grad_norm(typename B::context& ctx, double max_norm) {
