@@ -149,3 +149,137 @@ BOOST_AUTO_TEST_CASE(over_long_sequences_are_errors_or_counted) {
 }
 
 BOOST_AUTO_TEST_SUITE_END()
+
+// ---- the library trainer -------------------------------------------------------------------------
+#include "peft/models/mlp.hpp"
+#include "peft/optim/sgd.hpp"
+#include "peft/train/trainer.hpp"
+
+namespace {
+using D = backend::eigen<double>;
+using mlp_t = models::mlp_classifier<D, plan<methods::full>>;
+template <class X = D>
+struct mlp_batch_of {
+  typename X::tensor inputs;
+  std::vector<std::int32_t> labels;
+};
+using mlp_batch = mlp_batch_of<D>;
+/// `n` batches of `rows` rows each, the same data in the same order whatever the split.
+template <class X = D>
+std::vector<mlp_batch_of<X>> mlp_batches(typename X::context& ctx, std::size_t rows, std::size_t n, double poison = 0) {
+  std::vector<mlp_batch_of<X>> out;
+  for (std::size_t b = 0; b < n; ++b) {
+    mlp_batch_of<X> x;
+    std::vector<typename X::value_type> v(rows * 6);
+    for (std::size_t i = 0; i < v.size(); ++i) v[i] = typename X::value_type(std::sin(double(b * rows * 6 + i) * 0.37) + poison);
+    X::copy_from_host(ctx, v, {rows, 6}, x.inputs);
+    for (std::size_t r = 0; r < rows; ++r) x.labels.push_back(std::int32_t((b * rows + r) % 3));
+    out.push_back(std::move(x));
+  }
+  return out;
+}
+using mlp_trainer = train::trainer<train::classification_task<mlp_t>, optim::optimizer<mlp_t, optim::sgd>, mlp_batch>;
+template <class M>
+std::vector<double> weights_of(typename M::backend::context& ctx, const M& m) {
+  std::vector<double> w;
+  m.visit_parameters("", [&](const std::string&, const auto& p) {
+    const auto v = M::backend::copy_to_host(ctx, p.value);
+    w.insert(w.end(), v.begin(), v.end());
+  });
+  return w;
+}
+const models::mlp_options mlp_shape{.input_dim = 6, .hidden = {8}, .num_labels = 3, .seed = 4};
+}  // namespace
+
+BOOST_AUTO_TEST_SUITE(library_trainer)
+
+BOOST_AUTO_TEST_CASE(gradient_accumulation_equals_the_larger_batch) {
+  auto train_with = [](std::size_t rows, std::size_t n, std::size_t accumulation) {
+    D::context ctx;
+    mlp_t m(ctx, mlp_shape);
+    optim::optimizer opt(m, optim::sgd{.lr = 0.3});
+    train::classification_task<mlp_t> task(m);
+    mlp_trainer loop(ctx, task, opt, {.epochs = 2, .gradient_accumulation = accumulation, .evaluate_every_epoch = false});
+    const auto data = mlp_batches(ctx, rows, n);
+    loop.fit([&](std::size_t) { return data; });
+    BOOST_TEST(loop.state().step == 2 * n / accumulation);
+    return weights_of(ctx, m);
+  };
+  const auto big = train_with(8, 3, 1), accumulated = train_with(4, 6, 2), plain = train_with(4, 6, 1);
+  double diff = 0, other = 0;
+  for (std::size_t i = 0; i < big.size(); ++i)
+    diff = std::max(diff, std::abs(big[i] - accumulated[i])), other = std::max(other, std::abs(big[i] - plain[i]));
+  BOOST_TEST(diff < 1e-12, "accumulated 2 x 4 rows vs batches of 8: " << diff);
+  BOOST_TEST(other > 1e-3, "control: twice the steps on the small batches should differ (" << other << ")");
+}
+
+BOOST_AUTO_TEST_CASE(interrupted_and_resumed_equals_uninterrupted) {
+  const fs::path ck = fs::temp_directory_path() / "peft-trainer-resume.safetensors";
+  fs::remove(ck);
+  struct stop_at : train::callback {
+    std::size_t n;
+    explicit stop_at(std::size_t n) : n(n) {}
+    void on_step_end(const train::train_state& s, const train::step_record&, train::train_control& c) override {
+      if (s.step == n) c.stop = c.save = true;
+    }
+  };
+  // In float: checkpoints store float32, so a float run resumes bitwise.
+  using fmlp_t = models::mlp_classifier<F, plan<methods::full>>;
+  using fmlp_trainer = train::trainer<train::classification_task<fmlp_t>, optim::optimizer<fmlp_t, optim::sgd>, mlp_batch_of<F>>;
+  auto run = [&](std::size_t interrupt_after, bool resume) {
+    F::context ctx;
+    ctx.seed = 11;
+    fmlp_t m(ctx, {.input_dim = 6, .hidden = {8}, .num_labels = 3, .dropout = 0.3, .seed = 4});
+    optim::optimizer opt(m, optim::sgd{.lr = 0.2, .momentum = 0.9});
+    train::classification_task<fmlp_t> task(m);
+    fmlp_trainer loop(ctx, task, opt, {.epochs = 3, .evaluate_every_epoch = false, .checkpoint = ck, .identity = {{"run", 1}}});
+    if (resume) loop.resume();
+    stop_at stopper(interrupt_after);
+    loop.add_callback(stopper);
+    const auto data = mlp_batches<F>(ctx, 4, 5);
+    const auto why = loop.fit([&](std::size_t) { return data; });
+    return std::pair(why, weights_of(ctx, m));
+  };
+  const auto straight = run(0, false);
+  BOOST_TEST((straight.first == train::stop_reason::finished));
+  fs::remove(ck);
+  BOOST_TEST((run(7, false).first == train::stop_reason::interrupted));  // mid-epoch 2, dropout on
+  BOOST_REQUIRE(fs::exists(ck));
+  const auto resumed = run(0, true);
+  BOOST_TEST((resumed.second == straight.second), "resumed weights differ from the uninterrupted run");
+  // A checkpoint of another run is refused.
+  {
+    F::context ctx;
+    fmlp_t m(ctx, {.input_dim = 6, .hidden = {8}, .num_labels = 3, .dropout = 0.3, .seed = 4});
+    optim::optimizer opt(m, optim::sgd{.lr = 0.2, .momentum = 0.9});
+    train::classification_task<fmlp_t> task(m);
+    fmlp_trainer loop(ctx, task, opt, {.checkpoint = ck, .identity = {{"run", 2}}});
+    BOOST_CHECK_THROW(loop.resume(), io::io_error);
+  }
+  fs::remove(ck);
+}
+
+BOOST_AUTO_TEST_CASE(early_stopping_and_the_non_finite_guard) {
+  D::context ctx;
+  mlp_t m(ctx, mlp_shape);
+  optim::optimizer opt(m, optim::sgd{.lr = 0.1});
+  train::classification_task<mlp_t> task(m);
+  mlp_trainer loop(ctx, task, opt, {.epochs = 50, .early_stopping_patience = 2});
+  int evaluations = 0;
+  loop.set_evaluator([&](const train::train_state&) { return train::evaluation{++evaluations == 1 ? 0.9 : 0.5, {}}; });
+  const auto data = mlp_batches(ctx, 4, 2);
+  BOOST_TEST((loop.fit([&](std::size_t) { return data; }) == train::stop_reason::early_stopped));
+  BOOST_TEST(evaluations == 3);  // the best, then two without improvement
+  BOOST_TEST(loop.state().best_score == 0.9);
+
+  mlp_t n(ctx, mlp_shape);
+  optim::optimizer opt2(n, optim::sgd{.lr = 0.1});
+  train::classification_task<mlp_t> task2(n);
+  mlp_trainer bad(ctx, task2, opt2, {.epochs = 1});
+  const auto poisoned = mlp_batches(ctx, 4, 2, std::numeric_limits<double>::quiet_NaN());
+  BOOST_CHECK_EXCEPTION(bad.fit([&](std::size_t) { return poisoned; }), numeric_error, [](const numeric_error& e) {
+    return std::string(e.what()).find("training stopped at step 1") != std::string::npos;
+  });
+}
+
+BOOST_AUTO_TEST_SUITE_END()
