@@ -117,6 +117,55 @@ inline layers::linear_options bert_linear(const bert_config& c, std::size_t in, 
           .init = layers::weight_init::normal, .init_std = c.initializer_range};
 }
 
+/// LayerNorm(x + dropout(y)): the residual and post-layer-norm that end both BERT sublayers (HF
+/// `BertSelfOutput` and `BertOutput` after their dense layer). Name: `output.LayerNorm.*`.
+template <Backend B, class Plan>
+class bert_residual_norm : public visits_parameters<bert_residual_norm<B, Plan>> {
+  friend visits_parameters<bert_residual_norm>;
+
+ public:
+  using backend = B;
+  using tensor = typename B::tensor;
+  using norm_layer = typename Plan::template norm<B>;
+
+  /// `name` is the sublayer's module path.
+  bert_residual_norm(typename B::context& ctx, const bert_config& c, const method_config& cfg, const std::string& name)
+      : drop_(c.hidden_dropout_prob, name + ".output.dropout"),
+        norm_(ctx, c.hidden_size, c.layer_norm_eps, name + ".output.LayerNorm", cfg) {}
+
+  /// x: the sublayer's input; y: its output.
+  const tensor& forward(typename B::context& ctx, const tensor& x, const tensor& y) {
+    B::copy(ctx, drop_.forward(ctx, y), residual_);
+    B::axpy(ctx, typename B::value_type(1), x, residual_);
+    return norm_.forward(ctx, residual_);
+  }
+  /// The gradient with respect to y; `input_gradient` then adds the residual path.
+  const tensor& backward(typename B::context& ctx, const tensor& dy) {
+    dres_ = &norm_.backward(ctx, dy);
+    return drop_.backward(ctx, *dres_);
+  }
+  /// d x = (gradient through the sublayer) + (residual path).
+  const tensor& input_gradient(typename B::context& ctx, const tensor& through_sublayer) {
+    B::copy(ctx, through_sublayer, dx_);
+    B::axpy(ctx, typename B::value_type(1), *dres_, dx_);
+    return dx_;
+  }
+  void merge(typename B::context& ctx) { merge_if_possible(norm_, ctx); }
+  void unmerge(typename B::context& ctx) { unmerge_if_possible(norm_, ctx); }
+  norm_layer& norm() noexcept { return norm_; }
+
+ private:
+  template <class Self, class F>
+  static void visit(Self& self, const std::string& prefix, F& f) {
+    self.norm_.visit_parameters(prefix + "output.LayerNorm.", f);
+  }
+
+  layers::dropout<B> drop_;
+  norm_layer norm_;
+  const tensor* dres_ = nullptr;
+  tensor residual_, dx_;
+};
+
 /// Attention sublayer (HF `BertAttention`): LayerNorm(x + dropout(attention(x))), bidirectional with
 /// a key-padding mask. Names: `self.query.*`, `self.key.*`, `self.value.*`, `output.dense.*`,
 /// `output.LayerNorm.*`.
@@ -134,32 +183,24 @@ class bert_attention : public visits_parameters<bert_attention<B, Plan>> {
   /// `name` is the sublayer's module path (e.g. "bert.encoder.layer.0.attention").
   bert_attention(typename B::context& ctx, const bert_config& c, const method_config& cfg, const std::string& name,
                  std::uint64_t seed)
-      : attention_(ctx, options(c, name, seed), cfg),
-        drop_(c.hidden_dropout_prob, name + ".output.dropout"),
-        norm_(ctx, c.hidden_size, c.layer_norm_eps, name + ".output.LayerNorm", cfg) {}
+      : attention_(ctx, options(c, name, seed), cfg), post_(ctx, c, cfg, name) {}
 
   /// x: (batch, seq, hidden); key_mask: (batch, seq) of 1 (token) / 0 (padding).
   const tensor& forward(typename B::context& ctx, const tensor& x, const tensor& key_mask) {
-    const tensor& a = drop_.forward(ctx, attention_.forward(ctx, x, {.key_mask = &key_mask}));
-    B::copy(ctx, a, residual_);
-    B::axpy(ctx, typename B::value_type(1), x, residual_);
-    return norm_.forward(ctx, residual_);
+    return post_.forward(ctx, x, attention_.forward(ctx, x, {.key_mask = &key_mask}));
   }
   const tensor& backward(typename B::context& ctx, const tensor& dy) {
-    const tensor& dres = norm_.backward(ctx, dy);
-    B::copy(ctx, attention_.backward(ctx, drop_.backward(ctx, dres)), dx_);
-    B::axpy(ctx, typename B::value_type(1), dres, dx_);  // residual path
-    return dx_;
+    return post_.input_gradient(ctx, attention_.backward(ctx, post_.backward(ctx, dy)));
   }
-  void merge(typename B::context& ctx) { attention_.merge(ctx), merge_if_possible(norm_, ctx); }
-  void unmerge(typename B::context& ctx) { attention_.unmerge(ctx), unmerge_if_possible(norm_, ctx); }
+  void merge(typename B::context& ctx) { attention_.merge(ctx), post_.merge(ctx); }
+  void unmerge(typename B::context& ctx) { attention_.unmerge(ctx), post_.unmerge(ctx); }
 
   attention_layer& attention() noexcept { return attention_; }
   typename attention_layer::query_layer& query() noexcept { return attention_.query(); }
   typename attention_layer::key_layer& key() noexcept { return attention_.key(); }
   typename attention_layer::value_layer& value() noexcept { return attention_.value(); }
   typename attention_layer::output_layer& output() noexcept { return attention_.output(); }
-  norm_layer& norm() noexcept { return norm_; }
+  norm_layer& norm() noexcept { return post_.norm(); }
 
   /// The generic attention's options for BERT: bidirectional, biases, no rotary embedding.
   static layers::attention_options options(const bert_config& c, const std::string& name, std::uint64_t seed) {
@@ -172,13 +213,11 @@ class bert_attention : public visits_parameters<bert_attention<B, Plan>> {
   template <class Self, class F>
   static void visit(Self& self, const std::string& prefix, F& f) {
     self.attention_.visit_parameters(prefix, f);
-    self.norm_.visit_parameters(prefix + "output.LayerNorm.", f);
+    self.post_.visit_parameters(prefix, f);
   }
 
   attention_layer attention_;
-  layers::dropout<B> drop_;
-  norm_layer norm_;
-  tensor residual_, dx_;
+  bert_residual_norm<B, Plan> post_;
 };
 
 /// Feed-forward sublayer: LayerNorm(x + dropout(Out(act(In(x))))) (HF `BertIntermediate` +
@@ -198,24 +237,14 @@ class bert_ffn : public visits_parameters<bert_ffn<B, Plan>> {
 
   bert_ffn(typename B::context& ctx, const bert_config& c, const method_config& cfg, const std::string& name,
            std::uint64_t seed)
-      : ffn_(ctx, options(c, name, seed), cfg),
-        drop_(c.hidden_dropout_prob, name + ".output.dropout"),
-        norm_(ctx, c.hidden_size, c.layer_norm_eps, name + ".output.LayerNorm", cfg) {}
+      : ffn_(ctx, options(c, name, seed), cfg), post_(ctx, c, cfg, name) {}
 
-  const tensor& forward(typename B::context& ctx, const tensor& x) {
-    const tensor& o = drop_.forward(ctx, ffn_.forward(ctx, x));
-    B::copy(ctx, o, residual_);
-    B::axpy(ctx, typename B::value_type(1), x, residual_);
-    return norm_.forward(ctx, residual_);
-  }
+  const tensor& forward(typename B::context& ctx, const tensor& x) { return post_.forward(ctx, x, ffn_.forward(ctx, x)); }
   const tensor& backward(typename B::context& ctx, const tensor& dy) {
-    const tensor& dres = norm_.backward(ctx, dy);
-    B::copy(ctx, dres, dx_);
-    B::axpy(ctx, typename B::value_type(1), ffn_.backward(ctx, drop_.backward(ctx, dres)), dx_);
-    return dx_;
+    return post_.input_gradient(ctx, ffn_.backward(ctx, post_.backward(ctx, dy)));
   }
-  void merge(typename B::context& ctx) { ffn_.merge(ctx), merge_if_possible(norm_, ctx); }
-  void unmerge(typename B::context& ctx) { ffn_.unmerge(ctx), unmerge_if_possible(norm_, ctx); }
+  void merge(typename B::context& ctx) { ffn_.merge(ctx), post_.merge(ctx); }
+  void unmerge(typename B::context& ctx) { ffn_.unmerge(ctx), post_.unmerge(ctx); }
   in_layer& intermediate() noexcept { return ffn_.input(); }
   out_layer& output() noexcept { return ffn_.output(); }
 
@@ -230,13 +259,11 @@ class bert_ffn : public visits_parameters<bert_ffn<B, Plan>> {
   template <class Self, class F>
   static void visit(Self& self, const std::string& prefix, F& f) {
     self.ffn_.visit_parameters(prefix, f);
-    self.norm_.visit_parameters(prefix + "output.LayerNorm.", f);
+    self.post_.visit_parameters(prefix, f);
   }
 
   ffn_layer ffn_;
-  layers::dropout<B> drop_;
-  norm_layer norm_;
-  tensor residual_, dx_;
+  bert_residual_norm<B, Plan> post_;
 };
 
 /// One post-LN encoder block (HF `BertLayer`): attention sublayer, then feed-forward sublayer.
