@@ -417,6 +417,22 @@ BOOST_AUTO_TEST_CASE(bad_adapter_directories) {
   }
   io::write_text_atomically(dir.path / "adapter_config.json", R"({"peft_type": "PREFIX_TUNING", "r": 8})");
   BOOST_CHECK_THROW(io::read_peft_adapter_config<lora_qv>(dir.path), io::io_error);
+  // Combined (PEFT_CPP) files: a malformed method list or method section is named in the error.
+  auto refused = [&](const char* text, const char* fragment) {
+    io::write_text_atomically(dir.path / "adapter_config.json", text);
+    try {
+      (void)io::read_peft_adapter_config<lora_qv>(dir.path);
+      BOOST_ERROR("accepted " << text);
+    } catch (const io::io_error& e) {
+      BOOST_TEST(std::string(e.what()).find(fragment) != std::string::npos, e.what());
+    }
+  };
+  refused(R"({"peft_type": "PEFT_CPP", "peft_cpp": {"methods": "lora"}})", "'peft_cpp.methods' must be a list");
+  refused(R"({"peft_type": "PEFT_CPP", "peft_cpp": {"methods": ["lora"], "lora": 5}})", "peft_cpp.lora: not a JSON object");
+  refused(R"({"peft_type": "PEFT_CPP", "peft_cpp": {"methods": ["lora"], "lora": {"r": -2}}})",
+          "peft_cpp.lora: 'r' must be a positive integer");
+  refused(R"({"peft_type": 7})", "'peft_type' must be a string");
+  refused(R"([1, 2])", "not a JSON object");
   // Full fine-tuning is not an adapter.
   models::bert_for_sequence_classification<B, plan<methods::full>> full(ctx, test::tiny_bert_config(), {.num_labels = 3});
   BOOST_CHECK_THROW(io::save_peft_adapter(ctx, full, dir.path / "full", {}), config_error);
