@@ -32,7 +32,7 @@ echo "== test"
 
 FUZZ_SECONDS=${PEFT_FUZZ_SECONDS:-30}
 if command -v clang++ >/dev/null; then
-  for target in safetensors wordpiece; do
+  for target in safetensors wordpiece json_config; do
     echo "== fuzz: $target (libFuzzer + ASan/UBSan, $FUZZ_SECONDS s)"
     clang++ -std=c++20 -O1 -g -fsanitize=fuzzer,address,undefined -Iinclude \
       -DPEFT_FUZZ_VOCAB="\"$PWD/tests/fixtures/tokenizer/vocab_uncased.txt\"" \

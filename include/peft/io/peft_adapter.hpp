@@ -15,7 +15,6 @@
 #include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
-#include <regex>
 #include <set>
 #include <sstream>
 #include <string>
@@ -165,13 +164,12 @@ void save_peft_adapter(typename M::backend::context& ctx, const M& model, const 
   write_text_atomically(dir / "adapter_config.json", cfg.dump(2) + "\n");
 }
 
-/// Reads `dir/adapter_config.json` for a model of `Plan`: the common keys, then each of the plan's
+/// Parses an `adapter_config.json` for a model of `Plan`: the common keys, then each of the plan's
 /// methods that the file carries reads its options (with its `peft_format`). The file's `peft_type`
 /// must be one of the plan's methods' PEFT types or PEFT_CPP; wrong JSON types are errors naming the
 /// key.
 template <class Plan>
-adapter_config_info read_peft_adapter_config(const std::filesystem::path& dir) {
-  const auto f = json_config::read(dir / "adapter_config.json");
+adapter_config_info parse_peft_adapter_config(const json_config& f) {
   const auto& j = f.json();
   adapter_config_info info;
   info.json = j;
@@ -221,6 +219,12 @@ adapter_config_info read_peft_adapter_config(const std::filesystem::path& dir) {
   });
   if (!known) f.fail("peft_type '" + info.peft_type + "' is not supported (" + supported + ")");
   return info;
+}
+
+/// Reads and parses `dir/adapter_config.json` (see `parse_peft_adapter_config`).
+template <class Plan>
+adapter_config_info read_peft_adapter_config(const std::filesystem::path& dir) {
+  return parse_peft_adapter_config<Plan>(json_config::read(dir / "adapter_config.json"));
 }
 
 /// Loads `dir/adapter_model.safetensors` into the trainable parameters of `model`, which must have been
