@@ -62,6 +62,8 @@ int commands<Plan>::train(const train_options& o) {
   if (card.max_length > positions)
     throw peft::config_error(peft::detail::concat("--max-length ", card.max_length, " exceeds the model's ", positions,
                                                   " positions (max_position_embeddings in ", (o.model_dir / "config.json").string(), ")"));
+  if (o.early_stopping && o.dev_file.empty())
+    throw peft::config_error("--early-stopping follows the dev score: pass --dev (or drop --early-stopping)");
   const dataset train_set = read_dataset(o.train_file, card.task, o.delimiter, o.header);
   std::optional<dataset> dev_set;
   if (!o.dev_file.empty()) dev_set = read_dataset(o.dev_file, card.task, o.delimiter, o.header);

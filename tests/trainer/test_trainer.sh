@@ -217,6 +217,7 @@ expect_error "--max-length beyond the positions" "--max-length 100 exceeds the m
 printf 'alice\tB-person\nparis\n' >"$W/bad.conll"
 expect_error "CoNLL line without a tag" "bad.conll:2: expected 'token<TAB>tag'" train --model "$M" --train "$W/bad.conll" -o "$W/bad"
 expect_error "unknown method" "method 'lorax' is not one of" "${bad_train[@]}" --method lorax
+expect_error "early stopping without a dev file" "--early-stopping follows the dev score: pass --dev" "${bad_train[@]}" --early-stopping 2
 expect_error "LoRA rank too large" "rank r = 64 must be in \[1, min" "${bad_train[@]}" --rank 64
 "$TRAIN" train "${common[@]}" --train "$W/sst_train.tsv" -o "$W/houlsby" --method houlsby --epochs 1 --no-plot >/dev/null 2>&1 ||
   fail "train houlsby"
