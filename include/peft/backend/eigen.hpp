@@ -17,6 +17,7 @@
 #include "peft/core/backend.hpp"
 #include "peft/core/host_tensor.hpp"
 #include "peft/backend/eigen_gemm.hpp"
+#include "peft/backend/eigen_packed.hpp"
 #include "peft/backend/host_memory.hpp"
 #include "peft/backend/host_parallel.hpp"
 #include "peft/backend/row_math.hpp"
@@ -42,6 +43,7 @@ struct eigen : detail::host_memory<T> {
       if (threads > 0) Eigen::setNbThreads(threads);
     }
     detail::gemm_workspace<T> gemm_buffers;
+    detail::packed_workspace<T> packed_buffers;  // tiles of packed weights (gemm_packed)
     detail::grow_only_buffer<T> scratch;  // kernel temporaries (Adafactor's update)
   };
 
@@ -118,6 +120,23 @@ struct eigen : detail::host_memory<T> {
   /// For every (o, i) of an outer_count x inner_count batch: c = alpha op(a) op(b) + beta c, with
   /// op(a) m x k, op(b) k x n, c m x n, addressed through `matrix_batch` strides. Parallel over the
   /// batch, one thread per product.
+  /// dst = src for every (o, i) of an outer_count x inner_count batch of rows x cols matrices
+  /// addressed through `matrix_batch` strides (a KV cache appending a step's keys).
+  static void copy_batched(context&, std::size_t rows, std::size_t cols, matrix_batch<const T*> src, matrix_batch<T*> dst,
+                           std::size_t outer_count, std::size_t inner_count) {
+    detail::host_parallel_for(outer_count * inner_count * rows, [&](std::size_t idx) {
+      const std::size_t r = idx % rows, b = idx / rows, o = b / inner_count, i = b % inner_count;
+      std::copy_n(src.data + o * src.outer + i * src.inner + r * src.ld, cols, dst.data + o * dst.outer + i * dst.inner + r * dst.ld);
+    }, cols);
+  }
+  /// c = alpha a op(W) + beta c for a packed W (n x k): op::t gives c (m x n) = a (m x k) W^T (a
+  /// linear layer's forward), op::n gives c (m x k) = a (m x n) W (its input gradient). W is
+  /// dequantized tile by tile, never as a whole.
+  static void gemm_packed(context& ctx, op tw, T alpha, const tensor& a, const packed_matrix& w, T beta, tensor& c) {
+    peft::detail::check_packed_shapes("eigen::gemm_packed", tw, a.shape(), w, c.shape());
+    if (tw == op::t) detail::packed_gemm_nt(ctx.packed_buffers, a.rows(), alpha, a.data(), a.cols(), w, beta, c.data(), c.cols());
+    else detail::packed_gemm_nn(ctx.packed_buffers, a.rows(), alpha, a.data(), a.cols(), w, beta, c.data(), c.cols());
+  }
   static void gemm_batched(context& ctx, op ta, op tb, std::size_t m, std::size_t n, std::size_t k, T alpha,
                            matrix_batch<const T*> a, matrix_batch<const T*> b, T beta, matrix_batch<T*> c,
                            std::size_t outer_count, std::size_t inner_count) {

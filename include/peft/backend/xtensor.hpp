@@ -140,6 +140,23 @@ struct xtensor : detail::host_memory<T> {
         C(i, j) = T(double(alpha) * s + (beta == T(0) ? 0.0 : double(beta) * double(C(i, j))));
       }
   }
+  /// dst = src, matrix by matrix and element by element.
+  static void copy_batched(context&, std::size_t rows, std::size_t cols, matrix_batch<const T*> src, matrix_batch<T*> dst,
+                           std::size_t outer_count, std::size_t inner_count) {
+    for (std::size_t o = 0; o < outer_count; ++o)
+      for (std::size_t i = 0; i < inner_count; ++i)
+        for (std::size_t r = 0; r < rows; ++r)
+          for (std::size_t c = 0; c < cols; ++c)
+            dst.data[o * dst.outer + i * dst.inner + r * dst.ld + c] = src.data[o * src.outer + i * src.inner + r * src.ld + c];
+  }
+  /// c = alpha a op(W) + beta c for a packed W, by the definition over W dequantized as a whole (the
+  /// reference for eigen's tiled product).
+  static void gemm_packed(context& ctx, op tw, T alpha, const tensor& a, const packed_matrix& w, T beta, tensor& c) {
+    peft::detail::check_packed_shapes("xtensor::gemm_packed", tw, a.shape(), w, c.shape());
+    tensor dense(shape{w.rows(), w.cols()});
+    w.dequantize_rows(0, w.rows(), dense.data());
+    gemm(ctx, op::n, tw, alpha, a, dense, beta, c);
+  }
   /// Batched c = alpha op(a) op(b) + beta c by the definition, matrix by matrix.
   static void gemm_batched(context&, op ta, op tb, std::size_t m, std::size_t n, std::size_t k, T alpha,
                            matrix_batch<const T*> a, matrix_batch<const T*> b, T beta, matrix_batch<T*> c,

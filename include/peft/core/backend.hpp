@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "peft/core/kernel_args.hpp"
+#include "peft/core/packed_matrix.hpp"
 #include "peft/core/shape.hpp"
 
 namespace peft {
@@ -54,6 +55,7 @@ concept DenseTensor = std::default_initializable<Tn> && std::movable<Tn> &&
 /// - element-wise: `fill`, `copy`, `axpy`, `scale`, `multiply`, `activation_forward/backward`,
 ///   `dropout_mask`;
 /// - matrix: `gemm` (transposes, alpha, beta), `gemm_batched` (two-level strided batches),
+///   `copy_batched` (the same addressing, a copy: KV caches),
 ///   `add_row_vector` (bias add), `sum_rows` (bias grad);
 /// - transformer kernels: `masked_softmax` (key-padding and causal masks, `softmax_mask`) and
 ///   `softmax_backward` (attention), `layer_norm_forward/backward`, `rms_norm_forward/backward`,
@@ -87,6 +89,8 @@ concept Backend =
       B::gemm_batched(ctx, op::n, op::t, std::size_t{}, std::size_t{}, std::size_t{}, a,
                       matrix_batch<const typename B::value_type*>{}, matrix_batch<const typename B::value_type*>{}, a,
                       matrix_batch<typename B::value_type*>{}, std::size_t{}, std::size_t{});
+      B::copy_batched(ctx, std::size_t{}, std::size_t{}, matrix_batch<const typename B::value_type*>{},
+                      matrix_batch<typename B::value_type*>{}, std::size_t{}, std::size_t{});
       B::add_row_vector(ctx, t, c);
       B::masked_softmax(ctx, c, &c, softmax_mask{}, a, t);
       B::softmax_backward(ctx, c, c, a, t);
@@ -109,6 +113,16 @@ concept Backend =
       B::adafactor_update(ctx, t, c, t, t, t, t, ada);
     };
 
+/// A backend that multiplies with frozen weights kept in their storage format (`packed_matrix`:
+/// fp16, bf16, block-quantized) without expanding them: `gemm_packed(ctx, op, alpha, a, w, beta, c)`
+/// computes c = alpha a op(W) + beta c (op::t: a W^T, op::n: a W). Layers use it when the backend
+/// has it and keep a dense copy otherwise.
+template <class B>
+concept PackedProducts = Backend<B> && requires(typename B::context& ctx, const typename B::tensor& a,
+                                                typename B::tensor& c, const packed_matrix& w, typename B::value_type s) {
+  B::gemm_packed(ctx, op::t, s, a, w, s, c);
+};
+
 namespace detail {
 /// Throws unless `a` and `b` have equal shapes; `what` names the kernel or layer.
 inline void require_same_shape(const char* what, const shape& a, const shape& b) {
@@ -124,6 +138,14 @@ inline void check_softmax_shapes(const char* what, const shape& scores, const sh
   if (key_mask && (key_mask->cols() != scores.cols() || key_mask->rows() * m.query_rows * m.blocks_per_mask_row != rows))
     throw shape_error(concat(what, ": scores ", scores, " vs key mask ", *key_mask, " with ", m.blocks_per_mask_row,
                              " blocks of ", m.query_rows, " rows per mask row"));
+}
+/// The shape rules of `gemm_packed`: a (m x k) and c (m x n) for op::t with W n x k; a (m x n) and
+/// c (m x k) for op::n.
+inline void check_packed_shapes(const char* what, op tw, const shape& a, const packed_matrix& w, const shape& c) {
+  const std::size_t inner = tw == op::t ? w.cols() : w.rows(), outer = tw == op::t ? w.rows() : w.cols();
+  if (a.rank() == 0 || c.rank() == 0 || a.cols() != inner || c.cols() != outer || a.rows() != c.rows())
+    throw shape_error(concat(what, ": a ", a, " times ", tw == op::t ? "W^T" : "W", " with W '", w.name(), "' ", w.shape(),
+                             " into c ", c));
 }
 /// The shape rules of `rotary`: rows of heads * head_dim, an even rotary_dims <= head_dim, rows a
 /// multiple of seq_len.

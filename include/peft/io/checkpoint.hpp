@@ -5,6 +5,7 @@
 /// saves checkpoints with no extra code.
 
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <set>
 #include <sstream>
@@ -95,7 +96,7 @@ load_report load_checkpoint(typename M::backend::context& ctx, M& model, const s
   using B = typename M::backend;
   load_report r;
   std::set<std::string> used;
-  std::vector<std::pair<typename B::tensor*, const tensor_info*>> plan;
+  std::vector<std::function<void()>> plan;  // run only once every tensor has been validated
   model.visit_parameters("", [&](const std::string& name, auto& p) {
     if (is_method_parameter(p)) {
       ++r.method_parameters;
@@ -103,17 +104,22 @@ load_report load_checkpoint(typename M::backend::context& ctx, M& model, const s
     }
     for (const auto& alias : detail::checkpoint_aliases<M>(name))
       if (const tensor_info* t = file.find(alias)) {
-        if (!detail::same_shape(p.value.shape(), t->shape))
+        const shape want = p.stored_shape();
+        if (!detail::same_shape(want, t->shape))
           throw shape_error(peft::detail::concat("checkpoint '", file.source(), "': tensor '", alias, "' has shape ",
                                                  detail::shape_str(t->shape), " but the model's '", name, "' has shape ",
-                                                 p.value.shape()));
-        plan.emplace_back(&p.value, t);
+                                                 want));
+        plan.emplace_back([&p, &ctx, &file, t, want] {
+          if constexpr (!std::remove_cvref_t<decltype(p)>::trainable) p.packed.reset();  // a dense value replaces it
+          p.value.resize(want);
+          detail::assign<B>(ctx, file, *t, p.value);
+        });
         used.insert(alias);
         return;
       }
     r.missing.push_back(name);
   });
-  for (auto& [value, t] : plan) detail::assign<B>(ctx, file, *t, *value);
+  for (auto& assign : plan) assign();
   r.loaded = plan.size();
   for (const auto& t : file.tensors())
     if (!used.count(t.name)) r.unexpected.push_back(t.name);
@@ -134,9 +140,10 @@ std::vector<tensor_to_write> collect_tensors(typename M::backend::context& ctx, 
   std::vector<tensor_to_write> out;
   model.visit_parameters("", [&](const std::string& name, const auto& p) {
     if (!keep(name, p)) return;
-    const auto host = B::copy_to_host(ctx, p.value);
+    const auto host = p.host_values(ctx);  // packed values are dequantized
+    const peft::shape stored = p.stored_shape();
     std::vector<std::size_t> shape;
-    for (std::size_t i = 0; i < p.value.shape().rank(); ++i) shape.push_back(p.value.shape()[i]);
+    for (std::size_t i = 0; i < stored.rank(); ++i) shape.push_back(stored[i]);
     out.push_back(tensor_to_write::f32<typename B::value_type>(prefix + name, shape, host));
   });
   return out;

@@ -108,7 +108,7 @@ void save_peft_adapter(typename M::backend::context& ctx, const M& model, const 
       by_method[detail::owner_of<Plan, P>()].parameters.push_back(name);
       return;
     }
-    if (p.value.shape().rank() == 2 && std::string_view(P::group::name) == groups::weight::name) linears.insert(module);
+    if (p.stored_shape().rank() == 2 && std::string_view(P::group::name) == groups::weight::name) linears.insert(module);
     if constexpr (P::trainable) {
       const std::string last = module.substr(module.rfind('.') == std::string::npos ? 0 : module.rfind('.') + 1);
       if (std::find(opts.modules_to_save.begin(), opts.modules_to_save.end(), last) == opts.modules_to_save.end() &&

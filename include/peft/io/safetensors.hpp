@@ -27,7 +27,9 @@
 #include <string>
 #include <vector>
 
+#include "peft/core/storage_format.hpp"
 #include "peft/io/atomic_file.hpp"
+#include "peft/io/mapped_file.hpp"
 
 namespace peft::io {
 
@@ -69,32 +71,6 @@ inline std::optional<dtype> parse_dtype(std::string_view s) {
   return std::nullopt;
 }
 
-/// IEEE half to float (exact; handles subnormals, infinities, NaN).
-inline float half_to_float(std::uint16_t h) {
-  const std::uint32_t sign = std::uint32_t(h & 0x8000u) << 16;
-  std::uint32_t exp = (h >> 10) & 0x1Fu, mant = h & 0x3FFu, bits;
-  if (exp == 0) {
-    if (mant == 0) {
-      bits = sign;
-    } else {  // subnormal: normalise
-      exp = 127 - 15 + 1;
-      while (!(mant & 0x400u)) {
-        mant <<= 1;
-        --exp;
-      }
-      mant &= 0x3FFu;
-      bits = sign | (exp << 23) | (mant << 13);
-    }
-  } else if (exp == 31) {
-    bits = sign | 0x7F800000u | (mant << 13);
-  } else {
-    bits = sign | ((exp + 127 - 15) << 23) | (mant << 13);
-  }
-  return std::bit_cast<float>(bits);
-}
-/// bfloat16 to float (exact).
-inline float bf16_to_float(std::uint16_t b) { return std::bit_cast<float>(std::uint32_t(b) << 16); }
-
 /// One tensor entry of a header.
 struct tensor_info {
   std::string name;
@@ -113,22 +89,10 @@ class safetensors_file {
  public:
   /// Maps and validates `path`. Throws `io_error` naming the file and what is wrong.
   static safetensors_file open(const std::filesystem::path& path) {
-    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd < 0) throw io_error(peft::detail::concat("cannot open '", path.string(), "': ", detail::errno_text()));
-    detail::fd_guard guard(fd);
-    struct stat st {};
-    if (::fstat(fd, &st) != 0) throw io_error(peft::detail::concat("cannot stat '", path.string(), "': ", detail::errno_text()));
-    if (!S_ISREG(st.st_mode)) throw io_error(peft::detail::concat("'", path.string(), "' is not a regular file"));
-    auto map = std::make_shared<mapping>();
-    map->size = std::size_t(st.st_size);
-    if (map->size > 0) {
-      void* p = ::mmap(nullptr, map->size, PROT_READ, MAP_PRIVATE, fd, 0);
-      if (p == MAP_FAILED) throw io_error(peft::detail::concat("cannot map '", path.string(), "': ", detail::errno_text()));
-      map->data = static_cast<const std::byte*>(p);
-    }
+    auto map = mapped_file::open(path);
     safetensors_file f;
     f.storage_ = map;
-    f.parse({map->data, map->size}, path.string());
+    f.parse(map->bytes(), path.string());
     return f;
   }
   /// Validates a buffer already in memory; `source` names it in errors. The buffer must outlive the
@@ -186,17 +150,6 @@ class safetensors_file {
   }
 
  private:
-  struct mapping {
-    const std::byte* data = nullptr;
-    std::size_t size = 0;
-    mapping() = default;
-    mapping(const mapping&) = delete;
-    mapping& operator=(const mapping&) = delete;
-    ~mapping() {
-      if (data) ::munmap(const_cast<std::byte*>(data), size);
-    }
-  };
-
   [[noreturn]] void fail(const std::string& what) const { throw io_error("safetensors '" + source_ + "': " + what); }
 
   void parse(std::span<const std::byte> bytes, const std::string& source) {
@@ -294,7 +247,7 @@ class safetensors_file {
     return out + "]";
   }
 
-  std::shared_ptr<const mapping> storage_;
+  std::shared_ptr<const mapped_file> storage_;
   std::span<const std::byte> data_;
   std::string source_;
   std::vector<tensor_info> tensors_;

@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <utility>
 
 #include "peft/core/error.hpp"
 #include "peft/core/layer.hpp"
@@ -55,6 +56,22 @@ template <class Tensor>
 struct attention_inputs {
   const Tensor* key_mask = nullptr;
   std::size_t position_offset = 0;
+};
+
+/// The keys and values an attention layer has seen, for incremental decoding: (batch, capacity,
+/// kv_heads * head_dim) each, keys already rotated. `reserve` sizes it for a batch and a maximum
+/// length; every `forward_cached` call appends its tokens and advances `length`.
+template <Backend B>
+struct kv_cache {
+  typename B::tensor keys, values;
+  std::size_t batch = 0, capacity = 0, length = 0;
+
+  void reserve(std::size_t batch_size, std::size_t max_tokens, std::size_t width) {
+    keys.resize(shape{batch_size, max_tokens, width});
+    values.resize(shape{batch_size, max_tokens, width});
+    batch = batch_size, capacity = max_tokens, length = 0;
+  }
+  void clear() noexcept { length = 0; }
 };
 
 /// out = O(concat_h softmax(mask(Q_h K_{g(h)}^T / sqrt(d))) V_{g(h)}), with query head h reading
@@ -154,6 +171,61 @@ class multi_head_attention : public visits_parameters<multi_head_attention<B, Pl
     B::axpy(ctx, value_type(1), v_.backward(ctx, dv_), dx_);
     return dx_;
   }
+
+  /// Inference with a KV cache: x (batch, new, hidden) are the next `new` tokens of each sequence,
+  /// at positions cache.length, cache.length + 1, ...; their keys and values are appended to
+  /// `cache`, and each query attends to every cached key up to its own position (and to none that
+  /// `key_mask`, (batch, cache.length + new) of 1/0, marks as padding). No backward follows.
+  const tensor& forward_cached(typename B::context& ctx, const tensor& x, kv_cache<B>& cache, const tensor* key_mask = nullptr) {
+    if (x.shape().rank() != 3 || x.cols() != opts_.hidden)
+      throw shape_error(peft::detail::concat("attention '", opts_.name, "': input shape ", x.shape(), " is not (batch, new, ",
+                                             opts_.hidden, ")"));
+    batch_ = x.shape()[0];
+    seq_ = x.shape()[1];
+    const std::size_t past = cache.length, total = past + seq_, width = opts_.kv_heads * d();
+    if (cache.batch != batch_ || total > cache.capacity || !(cache.keys.shape() == shape{cache.batch, cache.capacity, width}))
+      throw shape_error(peft::detail::concat("attention '", opts_.name, "': KV cache for ", cache.batch, " sequences of ",
+                                             cache.capacity, " tokens cannot take ", seq_, " more tokens of ", batch_,
+                                             " sequences after ", past));
+    if (key_mask && !(key_mask->shape() == shape{batch_, total}))
+      throw shape_error(peft::detail::concat("attention '", opts_.name, "': mask shape ", key_mask->shape(),
+                                             " differs from (batch, cached + new) = [", batch_, ", ", total, "]"));
+    offset_ = past;
+    const tensor* q = &q_.forward(ctx, x);
+    const tensor* k = &k_.forward(ctx, x);
+    const tensor& v = v_.forward(ctx, x);
+    if (opts_.rope) {
+      B::rotary(ctx, *q, rotary(opts_.heads, false), q_rot_);
+      B::rotary(ctx, *k, rotary(opts_.kv_heads, false), k_rot_);
+      q = &q_rot_, k = &k_rot_;
+    }
+    using cptr = const value_type*;
+    const matrix_batch<value_type*> keys_at{cache.keys.data() + past * width, width, 0, cache.capacity * width};
+    const matrix_batch<value_type*> values_at{cache.values.data() + past * width, width, 0, cache.capacity * width};
+    B::copy_batched(ctx, seq_, width, matrix_batch<cptr>{k->data(), width, 0, seq_ * width}, keys_at, batch_, 1);
+    B::copy_batched(ctx, seq_, width, matrix_batch<cptr>{v.data(), width, 0, seq_ * width}, values_at, batch_, 1);
+    cache.length = total;
+    // Head j of sequence b in the cache, and score matrix (b, h = j * group + g) of seq_ x total.
+    auto cached = [&](const tensor& t) { return matrix_batch<cptr>{t.data(), width, d(), cache.capacity * width}; };
+    auto scores_at = [&](auto& t, std::size_t g) {
+      using P = decltype(t.data());
+      return matrix_batch<P>{t.data() + g * seq_ * total, total, group() * seq_ * total, opts_.heads * seq_ * total};
+    };
+    scores_.resize(shape{batch_, opts_.heads, seq_, total});
+    for (std::size_t g = 0; g < group(); ++g)
+      B::gemm_batched(ctx, op::n, op::t, seq_, total, d(), value_type(1), query_view(*q, g), cached(cache.keys), value_type(0),
+                      scores_at(scores_, g), batch_, opts_.kv_heads);
+    const softmax_mask mask{.query_rows = seq_, .blocks_per_mask_row = opts_.heads, .causal = opts_.causal, .query_offset = past};
+    B::masked_softmax(ctx, scores_, key_mask, mask, scale(), probs_);
+    context_.resize(shape{batch_, seq_, opts_.heads * d()});
+    for (std::size_t g = 0; g < group(); ++g)
+      B::gemm_batched(ctx, op::n, op::n, seq_, d(), total, value_type(1), scores_at(std::as_const(probs_), g),
+                      cached(cache.values), value_type(0), query_view(context_, g), batch_, opts_.kv_heads);
+    q_out_ = nullptr;  // no backward through a cached step
+    return o_.forward(ctx, context_);
+  }
+  /// Width of one cached token: kv_heads * head_dim.
+  [[nodiscard]] std::size_t kv_width() const noexcept { return opts_.kv_heads * opts_.head_dim; }
 
   void merge(typename B::context& ctx) {
     merge_if_possible(q_, ctx), merge_if_possible(k_, ctx), merge_if_possible(v_, ctx), merge_if_possible(o_, ctx);

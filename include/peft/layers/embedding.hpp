@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <span>
 #include <string>
+#include <vector>
 
 #include "peft/core/error.hpp"
 #include "peft/core/groups.hpp"
@@ -23,13 +24,16 @@ class embedding {
   using tensor = typename B::tensor;
   using weight_parameter = parameter<B, groups::embedding, Trainable::template contains<groups::embedding>>;
 
+  /// A table of N(0, init_std) rows, or (`init` none) nothing allocated until a loader fills it.
   embedding(typename B::context& ctx, std::size_t num_embeddings, std::size_t dim, std::string name, std::uint64_t seed,
-            double init_std = 0.02)
+            double init_std = 0.02, weight_init init = weight_init::normal)
       : name_(std::move(name)) {
     if (num_embeddings == 0 || dim == 0)
       throw config_error(peft::detail::concat("embedding '", name_, "': sizes ", num_embeddings, " x ", dim, " must be positive"));
+    weight_.declared = shape{num_embeddings, dim};
     init_rng rng(seed);
-    detail::init_tensor<B>(ctx, shape{num_embeddings, dim}, weight_.value, [&] { return rng.normal(0, init_std); });
+    if (init != weight_init::none)
+      detail::init_tensor<B>(ctx, shape{num_embeddings, dim}, weight_.value, [&] { return rng.normal(0, init_std); });
     weight_.allocate_grad(ctx);
   }
 
@@ -42,6 +46,18 @@ class embedding {
                                                 " is outside [0, ", n, ")"));
     B::copy_labels(ctx, ids, ids_);
     y_.resize(out_shape);
+    if (weight_.is_packed()) {  // a frozen table kept in its storage format: dequantize the rows looked up
+      if constexpr (!weight_parameter::trainable) {
+        const packed_matrix& table = *weight_.packed;
+        if (y_.rows() != ids.size() || y_.cols() != table.cols())
+          throw shape_error(peft::detail::concat("embedding '", name_, "': output ", y_.shape(), " for ", ids.size(), " rows"));
+        host_rows_.resize(ids.size() * table.cols());
+        for (std::size_t i = 0; i < ids.size(); ++i)
+          table.dequantize_rows(std::size_t(ids[i]), std::size_t(ids[i]) + 1, host_rows_.data() + i * table.cols());
+        B::copy_from_host(ctx, host_rows_, out_shape, y_);
+      }
+      return y_;
+    }
     B::gather_rows(ctx, weight_.value, ids_, y_);
     return y_;
   }
@@ -59,8 +75,9 @@ class embedding {
     f(prefix + "weight", weight_);
   }
 
-  [[nodiscard]] std::size_t num_embeddings() const noexcept { return weight_.value.rows(); }
-  [[nodiscard]] std::size_t dim() const noexcept { return weight_.value.cols(); }
+  [[nodiscard]] std::size_t num_embeddings() const { return weight_.stored_shape().rows(); }
+  [[nodiscard]] std::size_t dim() const { return weight_.stored_shape().cols(); }
+  const weight_parameter& weight() const noexcept { return weight_; }
   weight_parameter& weight() noexcept { return weight_; }
 
  private:
@@ -68,6 +85,7 @@ class embedding {
   weight_parameter weight_;
   typename B::index_tensor ids_;
   tensor y_;
+  std::vector<typename B::value_type> host_rows_;  // rows of a packed table
 };
 
 }  // namespace peft::layers

@@ -20,6 +20,7 @@ enum class weight_init {
   kaiming_uniform,  ///< PyTorch's nn.Linear default: U(-1/sqrt(in), 1/sqrt(in)) (kaiming a = sqrt(5))
   zeros,            ///< all zeros (LoRA B, adapter up-projection)
   normal,           ///< N(0, init_std) weights and zero bias, as BERT initialises (initializer_range)
+  none,             ///< nothing drawn or allocated: a checkpoint loader fills every weight (large models)
 };
 
 /// Construction options of a linear layer. `name` is the module path used in error messages.
@@ -77,7 +78,10 @@ class linear : public visits_parameters<linear<B, Trainable, WG, BG>> {
     init_rng rng(o.seed);
     const double bound = 1.0 / std::sqrt(double(o.in_features));
     const shape ws{o.out_features, o.in_features};
+    weight_.declared = ws;
+    bias_.declared = shape{o.out_features};
     switch (o.init) {
+      case weight_init::none: break;
       case weight_init::zeros: detail::init_tensor<B>(ctx, ws, weight_.value, [] { return 0.0; }); break;
       case weight_init::normal: detail::init_tensor<B>(ctx, ws, weight_.value, [&] { return rng.normal(0, o.init_std); }); break;
       case weight_init::kaiming_uniform:
@@ -85,12 +89,12 @@ class linear : public visits_parameters<linear<B, Trainable, WG, BG>> {
         break;
     }
     weight_.allocate_grad(ctx);
-    if (o.bias) {
+    if (o.bias && o.init != weight_init::none) {
       if (o.init == weight_init::kaiming_uniform)
         detail::init_tensor<B>(ctx, shape{o.out_features}, bias_.value, [&] { return rng.uniform(-bound, bound); });
       else detail::init_tensor<B>(ctx, shape{o.out_features}, bias_.value, [] { return 0.0; });
-      bias_.allocate_grad(ctx);
     }
+    if (o.bias) bias_.allocate_grad(ctx);
   }
   /// Constructor used by plans: a plain linear ignores the method configuration.
   linear(typename B::context& ctx, const linear_options& o, const method_config&) : linear(ctx, o) {}
@@ -102,7 +106,11 @@ class linear : public visits_parameters<linear<B, Trainable, WG, BG>> {
     input_ = &x;
     input_shape_ = x.shape();
     y_.resize(x.shape().with_cols(out_features()));
-    B::gemm(ctx, op::n, op::t, value_type(1), x, weight_.value, value_type(0), y_);
+    if (const packed_matrix* w = packed_weight()) {
+      if constexpr (PackedProducts<B>) B::gemm_packed(ctx, op::t, value_type(1), x, *w, value_type(0), y_);
+    } else {
+      B::gemm(ctx, op::n, op::t, value_type(1), x, weight_.value, value_type(0), y_);
+    }
     if (has_bias()) B::add_row_vector(ctx, y_, bias_.value);
     return y_;
   }
@@ -117,8 +125,34 @@ class linear : public visits_parameters<linear<B, Trainable, WG, BG>> {
     if constexpr (bias_parameter::trainable)
       if (has_bias()) B::sum_rows(ctx, dy, value_type(1), bias_.grad);
     dx_.resize(input_shape_);
-    B::gemm(ctx, op::n, op::n, value_type(1), dy, weight_.value, value_type(0), dx_);
+    if (const packed_matrix* w = packed_weight()) {
+      if constexpr (PackedProducts<B>) B::gemm_packed(ctx, op::n, value_type(1), dy, *w, value_type(0), dx_);
+    } else {
+      B::gemm(ctx, op::n, op::n, value_type(1), dy, weight_.value, value_type(0), dx_);
+    }
     return dx_;
+  }
+
+  /// Sets the weight from its storage form (a checkpoint's fp16, bf16 or quantized matrix). A frozen
+  /// weight on a backend with `PackedProducts` stays packed: products dequantize tiles on the fly and
+  /// no fp32 copy is made. Otherwise (a trainable weight, or a backend without packed products) it is
+  /// dequantized into the dense weight. Throws `shape_error` unless `w` is out_features x in_features.
+  void set_weight(typename B::context& ctx, packed_matrix w) {
+    if (w.rows() != out_features() || w.cols() != in_features())
+      throw shape_error(peft::detail::concat("linear '", opts_.name, "': weight '", w.name(), "' is ", w.shape(), ", not ",
+                                             shape{out_features(), in_features()}));
+    if constexpr (!weight_parameter::trainable && PackedProducts<B>) {
+      weight_.packed = std::move(w);
+      weight_.value = tensor{};
+    } else {
+      const auto host = w.template dequantize<value_type>();
+      B::copy_from_host(ctx, host, w.shape(), weight_.value);
+    }
+  }
+  /// The packed weight, when the weight is kept packed; null otherwise.
+  [[nodiscard]] const packed_matrix* packed_weight() const noexcept {
+    if constexpr (weight_parameter::trainable) return nullptr;
+    else return weight_.packed ? &*weight_.packed : nullptr;
   }
 
 

@@ -181,7 +181,7 @@ class lora_linear : public linear_wrapper<Inner>, public visits_parameters<lora_
     if (merged_) throw error(peft::detail::concat("lora on '", name(), "': already merged"));
     if (active())
       B::gemm(ctx, op::n, op::n, value_type(scaling_), b_->weight().value, a_->weight().value, value_type(1),
-            base_linear().weight().value);
+            base_linear().weight().dense_value(ctx));
     merged_ = true;
   }
   /// W -= s * B A, restoring the base weight up to rounding.
@@ -189,7 +189,7 @@ class lora_linear : public linear_wrapper<Inner>, public visits_parameters<lora_
     if (!merged_) throw error(peft::detail::concat("lora on '", name(), "': unmerge without merge"));
     if (active())
       B::gemm(ctx, op::n, op::n, value_type(-scaling_), b_->weight().value, a_->weight().value, value_type(1),
-            base_linear().weight().value);
+            base_linear().weight().dense_value(ctx));
     merged_ = false;
     unmerge_if_possible(inner_, ctx);
   }

@@ -28,13 +28,9 @@
 #include <vector>
 
 #include "peft/core/error.hpp"
+#include "peft/text/text_error.hpp"
 
 namespace peft::text {
-
-/// Malformed text or tokenizer files; the message names the file or byte offset.
-struct text_error : error {
-  using error::error;
-};
 
 /// One encoded sequence (or pair). `offsets` are [begin, end) byte offsets into the input text of
 /// each token ({0, 0} for special tokens and padding); `word_ids` give the index of the word a token

@@ -22,7 +22,7 @@ template <class Model>
 parameter_counts count_parameters(const Model& m) {
   parameter_counts c;
   m.visit_parameters("", [&](const std::string&, const auto& p) {
-    c.total += p.value.size();
+    c.total += p.stored_elements();
     ++c.tensors;
     if constexpr (std::remove_cvref_t<decltype(p)>::trainable) {
       c.trainable += p.value.size();

@@ -69,6 +69,16 @@ struct matrix_kernels {
                           "cublasDgemmStridedBatched");
     }
   }
+  /// dst = src for a two-level batch of rows x cols matrices (one thread per element).
+  static void copy_batched(context& ctx, std::size_t rows, std::size_t cols, matrix_batch<const T*> src, matrix_batch<T*> dst,
+                           std::size_t outer_count, std::size_t inner_count) {
+    const std::size_t n = outer_count * inner_count * rows * cols;
+    if (n == 0) return;
+    peft::cuda::launch(ctx.stream, n, [=] __device__(std::size_t e) {
+      const std::size_t c = e % cols, r = (e / cols) % rows, b = e / (cols * rows), o = b / inner_count, i = b % inner_count;
+      dst.data[o * dst.outer + i * dst.inner + r * dst.ld + c] = src.data[o * src.outer + i * src.inner + r * src.ld + c];
+    });
+  }
   static void add_row_vector(context& ctx, tensor& y, const tensor& b) {
     if (b.size() != y.cols())
       throw shape_error(peft::detail::concat("cuda::add_row_vector: vector ", b.shape(), " vs rows of ", y.shape()));
