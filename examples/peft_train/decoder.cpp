@@ -180,7 +180,7 @@ int run_generate(const decoder_options& o) {
                        .dump()
                 << "\n";
     } else if (stream) {
-      std::cout << "\n";
+      std::cout << std::endl;
     } else {
       if (out.size() > 1) std::cout << "== " << i + 1 << "\n";
       std::cout << out[i].text << "\n";

@@ -4,7 +4,7 @@
 # usage: parity.sh PEFT_TRAIN WORK_DIR [PYTHON]
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-peft=$1 work=$2 py=${3:-python3}
+peft=$(realpath "$1") work=$2 py=${3:-python3}
 "$py" -c "import numpy, gguf" 2>/dev/null || { echo "skipped: Python lacks numpy or gguf"; exit 77; }
 model=${PEFT_SMOLLM2_GGUF:-$("$here/../../scripts/find_smollm2.sh" 2>/dev/null || true)}
 [ -n "$model" ] && [ -f "$model" ] || { echo "skipped: SmolLM2 GGUF not found (scripts/find_smollm2.sh)"; exit 77; }

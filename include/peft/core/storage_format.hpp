@@ -75,28 +75,21 @@ constexpr std::optional<std::size_t> storage_bytes(storage_format f, std::size_t
   return blocks * t.block_bytes;
 }
 
-/// IEEE half to float (exact; handles subnormals, infinities, NaN).
+/// IEEE half to float (exact for every input: normals, subnormals, zeros, infinities, NaN payloads).
+/// Branch-free: a normal half's exponent and mantissa are moved into place and the exponent bias
+/// corrected by one multiplication by 2^-112; a subnormal is scaled through the mantissa of 0.5
+/// (2^-1 + m 2^-24 - 0.5 = m 2^-24). Infinities and NaN take a separate (rare) branch, so that a
+/// signalling NaN keeps its payload as numpy keeps it.
 inline float half_to_float(std::uint16_t h) noexcept {
-  const std::uint32_t sign = std::uint32_t(h & 0x8000u) << 16;
-  std::uint32_t exp = (h >> 10) & 0x1Fu, mant = h & 0x3FFu, bits;
-  if (exp == 0) {
-    if (mant == 0) {
-      bits = sign;
-    } else {  // subnormal: normalise
-      exp = 127 - 15 + 1;
-      while (!(mant & 0x400u)) {
-        mant <<= 1;
-        --exp;
-      }
-      mant &= 0x3FFu;
-      bits = sign | (exp << 23) | (mant << 13);
-    }
-  } else if (exp == 31) {
-    bits = sign | 0x7F800000u | (mant << 13);
-  } else {
-    bits = sign | ((exp + 127 - 15) << 23) | (mant << 13);
-  }
-  return std::bit_cast<float>(bits);
+  if ((h & 0x7C00u) == 0x7C00u)  // infinities and NaN, payload kept bit for bit (no quieting)
+    return std::bit_cast<float>((std::uint32_t(h & 0x8000u) << 16) | 0x7F800000u | (std::uint32_t(h & 0x3FFu) << 13));
+  const std::uint32_t w = std::uint32_t(h) << 16;
+  const std::uint32_t sign = w & 0x80000000u;
+  const std::uint32_t two_w = w + w;  // drops the sign
+  const float normalized = std::bit_cast<float>((two_w >> 4) + (0xE0u << 23)) * 0x1.0p-112f;
+  const float denormalized = std::bit_cast<float>((two_w >> 17) | (126u << 23)) - 0.5f;
+  const std::uint32_t bits = two_w < (1u << 27) ? std::bit_cast<std::uint32_t>(denormalized) : std::bit_cast<std::uint32_t>(normalized);
+  return std::bit_cast<float>(sign | bits);
 }
 /// bfloat16 to float (exact).
 inline float bf16_to_float(std::uint16_t b) noexcept { return std::bit_cast<float>(std::uint32_t(b) << 16); }
