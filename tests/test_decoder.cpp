@@ -8,14 +8,18 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <unistd.h>
 
 #include "peft/generate/generator.hpp"
 #include "peft/io/gguf.hpp"
 #include "peft/io/gguf_checkpoint.hpp"
+#include "peft/io/peft_adapter.hpp"
+#include "peft/train/transfer.hpp"
 #include "peft/methods/full.hpp"
 #include "peft/methods/lora.hpp"
 #include "peft/models/llama/model.hpp"
 #include "peft/text/gguf_vocabulary.hpp"
+#include "bodies/scenarios.hpp"
 #include "support/backends.hpp"
 #include "support/gradcheck.hpp"
 
@@ -146,7 +150,7 @@ BOOST_AUTO_TEST_CASE(reads_metadata_and_tensors) {
   BOOST_TEST(f.get_float("llama.rope.freq_base") == 10000.0);
   BOOST_TEST((f.get_string_array("tokenizer.ggml.tokens") == std::vector<std::string>{"a", "b"}));
   BOOST_CHECK_THROW(f.get_string("llama.block_count"), io::io_error);  // wrong type
-  BOOST_CHECK_THROW(f.get_uint("missing.key"), io::io_error);
+  BOOST_CHECK_THROW((void)f.get_uint("missing.key"), io::io_error);
   BOOST_TEST(!f.get_uint_or("missing.key"));
   const auto* t = f.find_tensor("f");
   BOOST_REQUIRE(t);
@@ -363,6 +367,69 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(gradients_match_finite_differences, B, test::cpu_d
   }
 }
 
+BOOST_AUTO_TEST_CASE(backends_agree_on_training_cache_and_merge) {
+  auto a = test::llama_scenario<eigen_d>();
+  const auto d = test::compare(a, test::llama_scenario<xtensor_d>(), 1e-10);
+  BOOST_TEST(d.empty(), d);
+  const auto f = test::compare(test::llama_scenario<eigen_f>(), a, 2e-4);
+  BOOST_TEST(f.empty(), "float: " << f);
+  // The loss falls, merging changes no logit, and the cached prompt ends where the full forward does.
+  BOOST_TEST(a["loss"][2] < a["loss"][0]);
+  for (std::size_t i = 0; i < a["eval:logits"].size(); ++i)
+    BOOST_TEST(a["merged:logits"][i] == a["eval:logits"][i], boost::test_tools::tolerance(1e-10));
+  const std::size_t v = 13;
+  for (std::size_t j = 0; j < v; ++j) {
+    BOOST_TEST(a["cached:prompt"][j] == a["eval:logits"][4 * v + j], boost::test_tools::tolerance(1e-10));
+    BOOST_TEST(a["cached:prompt"][v + j] == a["eval:logits"][9 * v + j], boost::test_tools::tolerance(1e-10));
+  }
+  const auto targets = models::next_token_targets({.batch_size = 2, .seq_len = 3, .input_ids = {1, 2, 3, 4, 5, 6}, .labels = {}});
+  BOOST_TEST((targets == std::vector<std::int32_t>{2, 3, -100, 5, 6, -100}));
+}
+
+BOOST_AUTO_TEST_CASE(lora_adapter_round_trips_in_peft_format_and_merges) {
+  // The adapter a LoRA on q_proj and v_proj writes, read back by the all-projection plan that
+  // peft-train's decoder commands use, with the modules chosen at run time.
+  using B = eigen_d;
+  B::context ctx;
+  const auto dir = fs::temp_directory_path() / ("peft_llama_adapter_" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  using qv = plan<methods::lora<roles::query, roles::value>>;
+  models::llama_for_causal_lm<B, qv> trained(ctx, tiny_llama(), {lora_config{.r = 2, .alpha = 8}}, 4);
+  trained.visit_parameters("", [&](const std::string&, auto& p) {
+    if constexpr (std::remove_cvref_t<decltype(p)>::trainable) B::copy(ctx, test::random_tensor<B>(ctx, p.value.shape(), 9, 0.3), p.value);
+  });
+  const models::decoder_batch batch{.batch_size = 1, .seq_len = 4, .input_ids = {2, 7, 1, 8}, .labels = {}};
+  const auto want = B::copy_to_host(ctx, trained.forward(ctx, batch));
+  io::save_peft_adapter(ctx, trained, dir,
+                        {.base_model_name_or_path = "tiny", .task_type = "CAUSAL_LM",
+                         .methods = {lora_config{.r = 2, .alpha = 8}}, .modules_to_save = {}});
+  const auto j = nlohmann::json::parse(std::ifstream(dir / "adapter_config.json"));
+  BOOST_TEST(j["peft_type"] == "LORA");
+  BOOST_TEST(j["task_type"] == "CAUSAL_LM");
+  const auto f = io::safetensors_file::open(dir / "adapter_model.safetensors");
+  BOOST_TEST(f.find("base_model.model.model.layers.1.self_attn.v_proj.lora_B.weight"));
+  BOOST_TEST(f.tensors().size() == 2u * 2u * 2u);  // 2 layers x (q, v) x (A, B)
+
+  using all = plan<lora_all>;
+  const auto info = io::read_peft_adapter_config<all>(dir);
+  models::llama_for_causal_lm<B, all> loaded(ctx, tiny_llama(), info.options, 4);
+  std::size_t lora_tensors = 0;
+  loaded.visit_parameters("", [&](const std::string&, const auto& p) { lora_tensors += io::is_method_parameter(p); });
+  BOOST_TEST(lora_tensors == 8u);  // only q_proj and v_proj got LoRA
+  BOOST_TEST(io::load_peft_adapter(ctx, loaded, dir).loaded == 8u);
+  // Same base weights: copy them over (the adapter holds only LoRA tensors).
+  copy_parameters<B>(ctx, trained, loaded);
+  const auto got = B::copy_to_host(ctx, loaded.forward(ctx, batch));
+  double worst = 0;
+  for (std::size_t i = 0; i < got.size(); ++i) worst = std::max(worst, std::abs(got[i] - want[i]));
+  BOOST_TEST(worst < 1e-12);
+  loaded.merge(ctx);
+  const auto merged = B::copy_to_host(ctx, loaded.forward(ctx, batch));
+  for (std::size_t i = 0; i < got.size(); ++i) worst = std::max(worst, std::abs(merged[i] - want[i]));
+  BOOST_TEST(worst < 1e-10);
+  fs::remove_all(dir);
+}
+
 BOOST_AUTO_TEST_CASE(names_follow_hugging_face_and_gguf) {
   using B = eigen_f;
   B::context ctx;
@@ -422,7 +489,11 @@ BOOST_AUTO_TEST_CASE(batched_generation_equals_one_prompt_at_a_time) {
   std::vector<std::string> streamed(prompts.size());
   const auto together = generate::generate(ctx, m, std::span(prompts), o, decode,
                                            [&](std::size_t i, std::string_view piece) { streamed[i] += piece; });
+  auto chunked = o;
+  chunked.prefill_chunk = 2;  // prompts of 5, 2 and 3 tokens in chunks of 2: same tokens
+  const auto in_chunks = generate::generate(ctx, m, std::span(prompts), chunked, decode);
   for (std::size_t i = 0; i < prompts.size(); ++i) {
+    BOOST_TEST(in_chunks[i].tokens == together[i].tokens, "prompt " << i << " in chunks");
     const auto alone = generate::generate(ctx, m, std::span(prompts).subspan(i, 1), o, decode);
     BOOST_TEST(together[i].tokens == alone[0].tokens, "prompt " << i);
     BOOST_TEST(streamed[i] == together[i].text, "prompt " << i << " streamed '" << streamed[i] << "'");

@@ -3,6 +3,8 @@
 
 #include "decoder.hpp"
 
+#include "common.hpp"
+
 #include <omp.h>
 
 #include <Eigen/Core>
@@ -152,7 +154,8 @@ std::vector<std::int32_t> encode_prompt(const loaded_lm& l, const decoder_option
 }
 
 peft::generate::generation_options generation_of(const loaded_lm& l, const decoder_options& o) {
-  return {.max_new_tokens = o.max_new_tokens, .sampling = o.sampling, .stop_tokens = l.stop_tokens, .stop_strings = o.stop,
+  return {.max_new_tokens = o.max_new_tokens, .sampling = o.sampling,
+          .stop_tokens = o.ignore_eos ? std::vector<std::int32_t>{} : l.stop_tokens, .stop_strings = o.stop,
           .pad_token = l.tokenizer->vocabulary().pad.value_or(0)};
 }
 
@@ -165,12 +168,12 @@ int run_generate(const decoder_options& o) {
     for (const auto& t : prompt_texts(o)) prompts.push_back(encode_prompt(l, o, t));
   const bool stream = !o.no_stream && !o.json && prompts.size() == 1;
   auto decode = [&](std::span<const std::int32_t> ids) { return l.tokenizer->decode(ids, true); };
-  const auto t0 = std::chrono::steady_clock::now();
+  peft::generate::generation_stats stats;
   const auto out = peft::generate::generate(*l.ctx, *l.model, std::span(prompts), generation_of(l, o), decode,
                                             stream ? std::function<void(std::size_t, std::string_view)>(
                                                          [](std::size_t, std::string_view piece) { std::cout << piece << std::flush; })
-                                                   : nullptr);
-  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+                                                   : nullptr,
+                                            &stats);
   std::size_t generated = 0;
   for (std::size_t i = 0; i < out.size(); ++i) {
     generated += out[i].tokens.size();
@@ -186,7 +189,14 @@ int run_generate(const decoder_options& o) {
       std::cout << out[i].text << "\n";
     }
   }
-  std::cerr << "generated " << generated << " tokens in " << seconds << " s (" << double(generated) / seconds << " tokens/s)\n";
+  std::cerr << "prompt: " << stats.prompt_tokens << " tokens in " << stats.prompt_seconds << " s; generated " << generated
+            << " tokens in " << stats.decode_seconds << " s (" << double(stats.decode_steps) / stats.decode_seconds
+            << " steps/s)\n";
+  if (!o.stats_json.empty())
+    peft::io::write_json_file(o.stats_json, {{"prompt_tokens", stats.prompt_tokens}, {"prompt_seconds", stats.prompt_seconds},
+                                             {"new_tokens", stats.new_tokens}, {"decode_steps", stats.decode_steps},
+                                             {"decode_seconds", stats.decode_seconds}, {"peak_rss_mb", peak_rss_mb()},
+                                             {"threads", Eigen::nbThreads()}});
   return 0;
 }
 
@@ -294,6 +304,8 @@ void add_decoder_commands(CLI::App& app, decoder_commands& c) {
   add_sampling(c.generate, o);
   c.generate->add_flag("--no-stream", o.no_stream, "print the answer at the end instead of token by token");
   c.generate->add_flag("--json", o.json, "one JSON object per prompt: prompt_ids, ids, text, finish_reason");
+  c.generate->add_flag("--ignore-eos", o.ignore_eos, "do not stop at the end-of-turn token (exactly --max-new-tokens)");
+  c.generate->add_option("--stats-json", o.stats_json, "write the prompt and decoding times and the peak memory here");
   c.chat = app.add_subcommand("chat", "talk to a ChatML model: one message per line on standard input");
   add_common(c.chat, o);
   add_sampling(c.chat, o);

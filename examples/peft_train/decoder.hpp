@@ -33,6 +33,8 @@ struct decoder_options {
   std::vector<std::string> stop;
   bool no_stream = false;
   bool json = false;  ///< one JSON object per prompt (ids, text, finish reason)
+  bool ignore_eos = false;           ///< generate exactly --max-new-tokens (benchmarks)
+  std::filesystem::path stats_json;  ///< timings and peak memory of the run
   std::string ids;    ///< token ids instead of text (space- or comma-separated)
   // score
   std::filesystem::path text_file;

@@ -19,6 +19,7 @@
 #include "peft/methods/lora.hpp"
 #include "peft/methods/plan.hpp"
 #include "peft/models/bert/model.hpp"
+#include "peft/models/llama/model.hpp"
 #include "peft/models/mlp.hpp"
 #include "peft/optim/adafactor.hpp"
 #include "peft/optim/adamw.hpp"
@@ -205,6 +206,41 @@ results bert_scenario(models::pooling pool = models::pooling::first_token) {
   }
   ctx.training = false;
   record<B>(r, "eval:logits", ctx, m.forward(ctx, batch));
+  m.merge(ctx);
+  record<B>(r, "merged:logits", ctx, m.forward(ctx, batch));
+  return r;
+}
+
+/// A Llama decoder (2 blocks, 4 query / 2 key-value heads) with LoRA on all seven projections:
+/// next-token cross entropy, three AdamW steps, then the logits of a full forward, of KV-cached
+/// steps and of the merged model.
+template <class B>
+results llama_scenario() {
+  typename B::context ctx;
+  results r;
+  models::llama_config c;
+  c.vocab_size = 13, c.hidden_size = 16, c.intermediate_size = 24, c.num_hidden_layers = 2;
+  c.num_attention_heads = 4, c.num_key_value_heads = 2, c.max_position_embeddings = 16, c.rope_theta = 10000;
+  using lora_all = methods::lora<roles::query, roles::key, roles::value, roles::attention_output, roles::ffn_in,
+                                 roles::ffn_out, roles::ffn_gate>;
+  models::llama_for_causal_lm<B, plan<lora_all>> m(ctx, c, {lora_config{.r = 2, .alpha = 4}}, 3);
+  randomize_parameters(ctx, m, 6, 0.3);
+  const models::decoder_batch batch{.batch_size = 2, .seq_len = 5, .input_ids = {1, 5, 9, 2, 7, 3, 3, 8, 12, 0}, .labels = {}};
+  const auto targets = models::next_token_targets(batch);
+  loss::softmax_cross_entropy<B> ce;
+  optim::optimizer opt(m, optim::adamw{.lr = 1e-2});
+  for (int step = 0; step < 3; ++step) {
+    opt.zero_grad(ctx);
+    r["loss"].push_back(ce.forward(ctx, m.forward(ctx, batch), targets));
+    m.backward(ctx, ce.gradient());
+    if (step == 0) record_parameters(r, ctx, m, false, true);
+    opt.step(ctx);
+  }
+  record<B>(r, "eval:logits", ctx, m.forward(ctx, batch));
+  auto cache = m.make_cache(2, 8);
+  record<B>(r, "cached:prompt", ctx, m.forward_cached(ctx, batch.input_ids, 5, cache));
+  const std::vector<std::int32_t> next{4, 6};
+  record<B>(r, "cached:step", ctx, m.forward_cached(ctx, next, 1, cache));
   m.merge(ctx);
   record<B>(r, "merged:logits", ctx, m.forward(ctx, batch));
   return r;

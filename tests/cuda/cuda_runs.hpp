@@ -23,4 +23,5 @@ results training_adafactor_double();
 results bert_first_token_double();
 results bert_masked_mean_double();
 results bert_first_token_float();
+results llama_lora_double();
 }  // namespace peft::test::cuda_runs

@@ -24,4 +24,5 @@ results training_adafactor_double() { return training_scenario<cd, plan<methods:
 results bert_first_token_double() { return bert_scenario<cd>(models::pooling::first_token); }
 results bert_masked_mean_double() { return bert_scenario<cd>(models::pooling::masked_mean); }
 results bert_first_token_float() { return bert_scenario<cf>(models::pooling::first_token); }
+results llama_lora_double() { return llama_scenario<cd>(); }
 }  // namespace peft::test::cuda_runs

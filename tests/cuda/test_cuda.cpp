@@ -59,6 +59,10 @@ BOOST_AUTO_TEST_CASE(bert_encoder_training_and_merge) {
               5e-4);
 }
 
+BOOST_AUTO_TEST_CASE(llama_decoder_training_cache_and_merge) {
+  expect_same("llama lora", test::cuda_runs::llama_lora_double(), test::llama_scenario<ed>(), 1e-9);
+}
+
 BOOST_AUTO_TEST_SUITE_END()
 
 int main(int argc, char* argv[]) {

@@ -18,6 +18,7 @@
 #include "peft/core/host_tensor.hpp"
 #include "peft/backend/eigen_gemm.hpp"
 #include "peft/backend/eigen_packed.hpp"
+#include "peft/backend/element_math.hpp"
 #include "peft/backend/host_memory.hpp"
 #include "peft/backend/host_parallel.hpp"
 #include "peft/backend/row_math.hpp"
@@ -97,11 +98,9 @@ struct eigen : detail::host_memory<T> {
     });
   }
   static void dropout_mask(context&, T p, std::uint64_t seed, std::uint64_t offset, tensor& mask) {
-    const T keep_scale = T(1) / (T(1) - p);
+    const auto value = element_math::dropout_value<T>::from(p, seed, offset);
     T* m = mask.data();
-    detail::host_parallel_for(mask.size(), [&](std::size_t i) {
-      m[i] = counter_uniform(seed, offset + i) >= double(p) ? keep_scale : T(0);
-    });
+    detail::host_parallel_for(mask.size(), [&](std::size_t i) { m[i] = value(i); });
   }
 
   // ---- matrix --------------------------------------------------------------------------------------
@@ -355,36 +354,18 @@ struct eigen : detail::host_memory<T> {
   // ---- update rules --------------------------------------------------------------------------------
   static void sgd_update(context&, tensor& w, const tensor& g, tensor& velocity, const sgd_args& a) {
     peft::detail::require_same_shape("eigen::sgd_update", w.shape(), g.shape());
-    const T lr = T(a.lr), wd = T(a.weight_decay), mom = T(a.momentum), keep = T(1 - a.dampening);
+    const auto step = element_math::sgd_step<T>::from(a);
     T *wp = w.data(), *vp = velocity.data();
     const T* gp = g.data();
-    const bool momentum = a.momentum != 0, first = a.first_step, nesterov = a.nesterov;
-    detail::host_parallel_for(w.size(), [&](std::size_t i) {
-      const T gd = gp[i] + wd * wp[i];
-      if (!momentum) {
-        wp[i] -= lr * gd;
-        return;
-      }
-      vp[i] = first ? gd : mom * vp[i] + keep * gd;
-      wp[i] -= nesterov ? lr * (gd + mom * vp[i]) : lr * vp[i];
-    });
+    detail::host_parallel_for(w.size(), [&](std::size_t i) { step(wp[i], gp[i], vp[i]); });
   }
   static void adamw_update(context&, tensor& w, const tensor& g, tensor& m, tensor& v, const adamw_args& a) {
     peft::detail::require_same_shape("eigen::adamw_update", w.shape(), g.shape());
-    const T b1 = T(a.beta1), b2 = T(a.beta2);
-    const T bc1 = T(1 - std::pow(a.beta1, double(a.step))), bc2 = T(1 - std::pow(a.beta2, double(a.step)));
-    const T lr = T(a.lr), decay = T(1 - a.lr * a.weight_decay), eps = T(a.eps);
+    const auto step = element_math::adamw_step<T>::from(a);
     T *wp = w.data(), *mp = m.data(), *vp = v.data();
     const T* gp = g.data();
-    detail::host_parallel_for(w.size(), [&](std::size_t i) {
-      const T gi = gp[i];
-      mp[i] = b1 * mp[i] + (T(1) - b1) * gi;
-      vp[i] = b2 * vp[i] + (T(1) - b2) * gi * gi;
-      wp[i] = wp[i] * decay - lr * (mp[i] / bc1) / (std::sqrt(vp[i] / bc2) + eps);
-    });
+    detail::host_parallel_for(w.size(), [&](std::size_t i) { step(wp[i], gp[i], mp[i], vp[i]); });
   }
-  /// Adafactor; `row`/`col` hold the factored second moment (matrices), `v` the full one (vectors),
-  /// `m` the first moment when beta1 > 0.
   static void adafactor_update(context& ctx, tensor& w, const tensor& g, tensor& row, tensor& col, tensor& v, tensor& m,
                                const adafactor_args& a) {
     peft::detail::require_same_shape("eigen::adafactor_update", w.shape(), g.shape());

@@ -6,6 +6,7 @@
 /// are held back.
 
 #include <algorithm>
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <span>
@@ -26,6 +27,9 @@ struct generation_options {
   std::vector<std::int32_t> stop_tokens;  ///< ends a sequence (the token itself is not part of the text)
   std::vector<std::string> stop_strings;  ///< ends a sequence before the string's first occurrence
   std::int32_t pad_token = 0;             ///< fills left padding and finished sequences (always masked)
+  /// Prompt tokens per forward call: the prompt runs through the KV cache in chunks, so the
+  /// activations held at once stay those of this many tokens however long the prompt is.
+  std::size_t prefill_chunk = 64;
 };
 
 /// Why a sequence ended.
@@ -46,6 +50,16 @@ struct generation {
   std::vector<std::int32_t> tokens;  ///< generated ids (a stop token excluded)
   std::string text;                  ///< decoded, cut before a stop string
   finish_reason reason = finish_reason::length;
+};
+
+/// Where the time of a `generate` call went: the prompt step (all prompts, one batched forward) and
+/// the decoding steps (one token per unfinished sequence each).
+struct generation_stats {
+  std::size_t prompt_tokens = 0;  ///< prompt tokens run (without padding)
+  double prompt_seconds = 0;
+  std::size_t decode_steps = 0;
+  std::size_t new_tokens = 0;     ///< tokens generated over all sequences
+  double decode_seconds = 0;
 };
 
 /// A causal LM that generates: `make_cache(batch, max_tokens)`, `forward_cached(ctx, ids, new,
@@ -92,7 +106,8 @@ inline std::size_t incomplete_utf8_tail(std::string_view text) {
 template <CausalLM M, class Decode>
 std::vector<generation> generate(typename M::backend::context& ctx, M& model, std::span<const std::vector<std::int32_t>> prompts,
                                  const generation_options& opts, Decode&& decode,
-                                 const std::function<void(std::size_t, std::string_view)>& on_text = {}) {
+                                 const std::function<void(std::size_t, std::string_view)>& on_text = {},
+                                 generation_stats* stats = nullptr) {
   using B = typename M::backend;
   using T = typename B::value_type;
   opts.sampling.validate();
@@ -132,8 +147,29 @@ std::vector<generation> generate(typename M::backend::context& ctx, M& model, st
       mask_host[i * longest + longest - prompts[i].size() + t] = T(1);
     }
   const bool padded = std::any_of(prompts.begin(), prompts.end(), [&](const auto& p) { return p.size() != longest; });
-  B::copy_from_host(ctx, mask_host, shape{n, longest}, mask);
-  const typename B::tensor* logits = &model.forward_cached(ctx, ids, longest, cache, padded ? &mask : nullptr);
+  if (opts.prefill_chunk == 0) throw config_error("generate: prefill_chunk must be positive");
+  using clock = std::chrono::steady_clock;
+  auto t0 = clock::now();
+  const typename B::tensor* logits = nullptr;
+  std::vector<std::int32_t> chunk_ids;
+  std::vector<T> chunk_mask;
+  for (std::size_t c0 = 0; c0 < longest; c0 += opts.prefill_chunk) {  // the prompt, chunk by chunk
+    const std::size_t len = std::min(opts.prefill_chunk, longest - c0), seen = c0 + len;
+    chunk_ids.resize(n * len);
+    chunk_mask.resize(n * seen);
+    for (std::size_t i = 0; i < n; ++i) {
+      std::copy_n(ids.begin() + std::ptrdiff_t(i * longest + c0), len, chunk_ids.begin() + std::ptrdiff_t(i * len));
+      std::copy_n(mask_host.begin() + std::ptrdiff_t(i * longest), seen, chunk_mask.begin() + std::ptrdiff_t(i * seen));
+    }
+    if (padded) B::copy_from_host(ctx, chunk_mask, shape{n, seen}, mask);
+    logits = &model.forward_cached(ctx, chunk_ids, len, cache, padded ? &mask : nullptr);
+  }
+  B::copy_to_host(ctx, *logits);  // waits for the device, so the prompt's time is its own
+  if (stats) {
+    stats->prompt_seconds = std::chrono::duration<double>(clock::now() - t0).count();
+    for (const auto& p : prompts) stats->prompt_tokens += p.size();
+  }
+  t0 = clock::now();
 
   auto finish_text = [&](std::size_t i, bool final) {
     std::string text = decode(std::span<const std::int32_t>(out[i].tokens));
@@ -189,6 +225,11 @@ std::vector<generation> generate(typename M::backend::context& ctx, M& model, st
     const bool masked = padded || std::any_of(done.begin(), done.end(), [](bool d) { return d; });
     B::copy_from_host(ctx, mask_host, shape{n, total}, mask);
     logits = &model.forward_cached(ctx, next, 1, cache, masked ? &mask : nullptr);
+    if (stats) ++stats->decode_steps;
+  }
+  if (stats) {
+    stats->decode_seconds = std::chrono::duration<double>(clock::now() - t0).count();
+    for (const auto& g : out) stats->new_tokens += g.tokens.size();
   }
   return out;
 }

@@ -10,6 +10,7 @@
 #include <span>
 #include <vector>
 
+#include "peft/backend/element_math.hpp"
 #include "peft/core/backend.hpp"
 #include "peft/cuda/context.cuh"
 #include "peft/core/random.hpp"
@@ -92,11 +93,8 @@ struct elementwise_kernels {
   }
   static void dropout_mask(context& ctx, T p, std::uint64_t seed, std::uint64_t offset, tensor& mask) {
     T* m = mask.data();
-    const T keep = T(1) / (T(1) - p);
-    const double pd = double(p);
-    peft::cuda::launch(ctx.stream, mask.size(), [=] __device__(std::size_t i) {
-      m[i] = counter_uniform(seed, offset + i) >= pd ? keep : T(0);
-    });
+    const auto value = element_math::dropout_value<T>::from(p, seed, offset);
+    peft::cuda::launch(ctx.stream, mask.size(), [=] __device__(std::size_t i) { m[i] = value(i); });
   }
 };
 

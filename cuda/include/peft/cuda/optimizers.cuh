@@ -10,6 +10,7 @@
 #include <span>
 #include <vector>
 
+#include "peft/backend/element_math.hpp"
 #include "peft/core/backend.hpp"
 #include "peft/cuda/context.cuh"
 #include "peft/cuda/launch.cuh"
@@ -26,34 +27,18 @@ struct update_kernels {
   // ---- update rules --------------------------------------------------------------------------------
   static void sgd_update(context& ctx, tensor& w, const tensor& g, tensor& velocity, const sgd_args& a) {
     peft::detail::require_same_shape("cuda::sgd_update", w.shape(), g.shape());
+    const auto step = element_math::sgd_step<T>::from(a);
     T* wp = w.data();
     const T* gp = g.data();
     T* vp = velocity.data();
-    const T lr = T(a.lr), mom = T(a.momentum), damp = T(a.dampening), wd = T(a.weight_decay);
-    const bool nesterov = a.nesterov, first = a.first_step, plain = a.momentum == 0;
-    peft::cuda::launch(ctx.stream, w.size(), [=] __device__(std::size_t i) {
-      const T d = gp[i] + wd * wp[i];
-      if (plain) {
-        wp[i] -= lr * d;
-        return;
-      }
-      vp[i] = first ? d : mom * vp[i] + (T(1) - damp) * d;
-      wp[i] -= lr * (nesterov ? d + mom * vp[i] : vp[i]);
-    });
+    peft::cuda::launch(ctx.stream, w.size(), [=] __device__(std::size_t i) { step(wp[i], gp[i], vp[i]); });
   }
   static void adamw_update(context& ctx, tensor& w, const tensor& g, tensor& m, tensor& v, const adamw_args& a) {
     peft::detail::require_same_shape("cuda::adamw_update", w.shape(), g.shape());
+    const auto step = element_math::adamw_step<T>::from(a);
     T *wp = w.data(), *mp = m.data(), *vp = v.data();
     const T* gp = g.data();
-    const T b1 = T(a.beta1), b2 = T(a.beta2), eps = T(a.eps), lr = T(a.lr);
-    const T bc1 = T(1 - std::pow(a.beta1, double(a.step))), bc2 = T(1 - std::pow(a.beta2, double(a.step)));
-    const T decay = T(1 - a.lr * a.weight_decay);
-    peft::cuda::launch(ctx.stream, w.size(), [=] __device__(std::size_t i) {
-      const T gi = gp[i];
-      mp[i] = b1 * mp[i] + (T(1) - b1) * gi;
-      vp[i] = b2 * vp[i] + (T(1) - b2) * gi * gi;
-      wp[i] = wp[i] * decay - lr * (mp[i] / bc1) / (sqrt(vp[i] / bc2) + eps);
-    });
+    peft::cuda::launch(ctx.stream, w.size(), [=] __device__(std::size_t i) { step(wp[i], gp[i], mp[i], vp[i]); });
   }
   static void adafactor_update(context& ctx, tensor& w, const tensor& g, tensor& row, tensor& col, tensor& v, tensor& m,
                                const adafactor_args& a) {

@@ -37,6 +37,19 @@ struct decoder_batch {
   std::vector<std::int32_t> labels;
 };
 
+/// The target of each position for next-token cross entropy, row-major like the logits: position t
+/// of a sequence is scored against labels[t + 1] (input_ids when `labels` is empty), and the last
+/// position of each sequence against nothing (-100, the ignore index).
+inline std::vector<std::int32_t> next_token_targets(const decoder_batch& b) {
+  const auto& labels = b.labels.empty() ? b.input_ids : b.labels;
+  if (labels.size() != b.batch_size * b.seq_len)
+    throw shape_error(peft::detail::concat("next_token_targets: ", labels.size(), " labels for ", b.batch_size, " x ", b.seq_len));
+  std::vector<std::int32_t> t(labels.size(), -100);
+  for (std::size_t s = 0; s < b.batch_size; ++s)
+    for (std::size_t i = 0; i + 1 < b.seq_len; ++i) t[s * b.seq_len + i] = labels[s * b.seq_len + i + 1];
+  return t;
+}
+
 /// One decoder block: h = x + attn(norm1(x)); y = h + mlp(norm2(h)). Names under the block prefix:
 /// `input_layernorm`, `self_attn.{q,k,v,o}_proj`, `post_attention_layernorm`,
 /// `mlp.{gate,up,down}_proj`.
