@@ -510,6 +510,10 @@ BOOST_AUTO_TEST_CASE(batched_generation_equals_one_prompt_at_a_time) {
   const auto s1 = generate::generate(ctx, m, std::span(prompts), sampled, decode);
   const auto s2 = generate::generate(ctx, m, std::span(prompts), sampled, decode);
   for (std::size_t i = 0; i < prompts.size(); ++i) BOOST_TEST(s1[i].tokens == s2[i].tokens);
+  auto none = o;
+  none.max_new_tokens = 0;
+  const auto nothing = generate::generate(ctx, m, std::span(prompts), none, decode);
+  BOOST_TEST((nothing.size() == prompts.size() && nothing[0].tokens.empty() && nothing[0].text.empty()));
   const std::vector<std::vector<std::int32_t>> empty_prompt{{}};
   BOOST_CHECK_THROW(generate::generate(ctx, m, std::span(empty_prompt), o, decode), config_error);
   sampled.sampling.top_p = 0;

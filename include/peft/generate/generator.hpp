@@ -122,9 +122,10 @@ std::vector<generation> generate(typename M::backend::context& ctx, M& model, st
   if (longest >= context)
     throw config_error(peft::detail::concat("generate: a prompt of ", longest, " tokens leaves no room in the context of ", context));
   const std::size_t budget = std::min(opts.max_new_tokens, context - longest);
+  std::vector<generation> out(n);
+  if (opts.max_new_tokens == 0) return out;  // nothing asked for: no forward at all
   auto cache = model.make_cache(n, longest + budget);
 
-  std::vector<generation> out(n);
   std::vector<std::vector<std::int32_t>> history(prompts.begin(), prompts.end());
   std::vector<sampler> samplers;
   samplers.reserve(n);
