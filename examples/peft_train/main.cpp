@@ -25,6 +25,9 @@ namespace {
 
 void set_threads(int threads) {
   if (threads < 0) throw peft::config_error("--threads must be 0 (all cores) or positive");
+  // Far more threads than CPUs only slows a run down, and tens of thousands crash the OpenMP runtime.
+  if (const int cores = omp_get_num_procs(); threads > 4 * cores)
+    throw peft::config_error(peft::detail::concat("--threads ", threads, " is more than 4 x the ", cores, " CPUs available"));
   if (threads > 0) {
     omp_set_num_threads(threads);
     Eigen::setNbThreads(threads);

@@ -178,6 +178,8 @@ expect_error() {  # expect_error <name> <regex> <args...>
 }
 bad_train=(train --model "$M" --train "$W/sst_train.tsv" -o "$W/bad" --epochs 1)
 expect_error "missing model directory" "'$W/nope' does not exist" train --model "$W/nope" --train "$W/sst_train.tsv" -o "$W/bad"
+expect_error "absurd thread count" "--threads 100000 is more than 4 x the [0-9]+ CPUs" "${bad_train[@]}" --threads 100000
+expect_error "negative thread count" "--threads must be 0" eval --model "$M" --data "$W/sst_dev.tsv" --threads -3
 mkdir -p "$W/badmodel" && cp "$M"/* "$W/badmodel/"
 echo '{"hidden_size": 32, "num_attention_heads": ' >"$W/badmodel/config.json"
 expect_error "malformed config.json" "badmodel/config.json: not valid JSON" train --model "$W/badmodel" --train "$W/sst_train.tsv" -o "$W/bad"
