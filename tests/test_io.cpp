@@ -1,6 +1,8 @@
 // File formats: safetensors (round trips, conversions, every kind of malformed header), atomic
 // writes, checkpoints by Hugging Face name, config.json, PEFT adapter directories, merged export.
 #include <boost/test/unit_test.hpp>
+#include <sys/stat.h>
+#include <thread>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -166,6 +168,39 @@ BOOST_AUTO_TEST_CASE(writes_are_atomic) {
   std::size_t files = 0;
   for ([[maybe_unused]] const auto& e : fs::directory_iterator(dir.path)) ++files;
   BOOST_TEST(files == 1u);  // no temporary left over
+}
+
+BOOST_AUTO_TEST_CASE(only_regular_files_are_replaced) {
+  temp_dir dir;
+  // A symbolic link keeps pointing at its file, which gets the new content.
+  const auto real = dir.path / "real.txt", link = dir.path / "link.txt";
+  io::write_text_atomically(real, "old");
+  fs::create_symlink(real, link);
+  io::write_text_atomically(link, "new");
+  BOOST_TEST(fs::is_symlink(fs::symlink_status(link)));
+  std::ifstream in(real);
+  BOOST_TEST(std::string((std::istreambuf_iterator<char>(in)), {}) == "new");
+  // A FIFO is written to, not replaced: its reader gets the bytes and it is still a FIFO afterwards.
+  const auto fifo = dir.path / "pipe";
+  BOOST_REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
+  std::string got;
+  std::thread reader([&] {
+    std::ifstream r(fifo);
+    got.assign((std::istreambuf_iterator<char>(r)), {});
+  });
+  io::write_text_atomically(fifo, "through the pipe");
+  reader.join();
+  BOOST_TEST(got == "through the pipe");
+  BOOST_TEST(fs::is_fifo(fs::status(fifo)));
+  // /dev/null stays a device; a directory is refused with its name.
+  io::write_text_atomically("/dev/null", "discarded");
+  BOOST_TEST(fs::is_character_file(fs::status("/dev/null")));
+  try {
+    io::write_text_atomically(dir.path, "x");
+    BOOST_ERROR("a directory was accepted as a file");
+  } catch (const io::io_error& e) {
+    BOOST_TEST(std::string(e.what()).find("is a directory") != std::string::npos, e.what());
+  }
 }
 
 BOOST_AUTO_TEST_SUITE_END()

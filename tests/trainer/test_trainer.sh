@@ -51,6 +51,15 @@ import json, sys
 e = json.load(open(sys.argv[1])); s = json.load(open(sys.argv[2]))
 assert abs(e["accuracy"] - s["dev"]["accuracy"]) < 1e-12 and abs(e["loss"] - s["dev"]["loss"]) < 1e-5, (e, s["dev"])
 PY
+# Predictions onto a pipe (a FIFO, as `--predictions /dev/stdout | ...` gives): written through, not replaced.
+mkfifo "$W/pred.fifo"
+cat "$W/pred.fifo" >"$W/pred_from_fifo.tsv" &
+"$TRAIN" eval --model "$M" --adapter "$W/lora/adapter" --data "$W/sst_dev.tsv" --predictions "$W/pred.fifo" >/dev/null 2>"$W/eval.err" ||
+  fail "eval onto a FIFO: $(cat "$W/eval.err")"
+wait
+[[ -p "$W/pred.fifo" ]] || fail "the FIFO was replaced by a regular file"
+cmp -s "$W/pred_from_fifo.tsv" "$W/lora_pred.tsv" || fail "predictions through the FIFO differ from the file's"
+pass "predictions onto a FIFO arrive through it, and it stays a FIFO"
 head -5 "$W/sst_dev.tsv" | cut -f1 | "$TRAIN" predict --model "$M" --adapter "$W/lora/adapter" >"$W/predict.out" 2>"$W/predict.err" ||
   fail "predict: $(cat "$W/predict.err")"
 [[ $(wc -l <"$W/predict.out") -eq 5 ]] || fail "predict printed $(wc -l <"$W/predict.out") lines for 5 inputs"

@@ -32,7 +32,6 @@ void chunk_sums(const T* x, std::size_t cols, T* sums) {
 /// element-wise and vectorise without reassociating a reduction.
 template <class T>
 T packed_row_dot(storage_format f, const std::byte* row, std::size_t cols, const T* x, const T* sums) {
-  using peft::detail::byte_at;
   using peft::detail::load_half;
   constexpr std::size_t L = 32;
   T lane[L] = {};
@@ -94,13 +93,7 @@ T packed_row_dot(storage_format f, const std::byte* row, std::size_t cols, const
         const auto* qs = reinterpret_cast<const std::uint8_t*>(row + 16);
         for (std::size_t sb = 0; sb < 8; ++sb) {
           std::uint8_t sc, mn;
-          if (sb < 4) {
-            sc = byte_at(s, sb) & 0x3F;
-            mn = byte_at(s, sb + 4) & 0x3F;
-          } else {
-            sc = std::uint8_t((byte_at(s, sb + 4) & 0x0F) | ((byte_at(s, sb - 4) >> 2) & 0x30));
-            mn = std::uint8_t((byte_at(s, sb + 4) >> 4) | ((byte_at(s, sb) >> 2) & 0x30));
-          }
+          peft::detail::q4_k_scale_min(s, sb, sc, mn);
           const std::uint8_t* q = qs + (sb / 2) * 32;
           const int shift = (sb % 2) * 4;
           const T ds = d * T(sc);

@@ -122,6 +122,18 @@ inline std::uint16_t load_u16(const std::byte* p) noexcept {
 }
 inline float load_half(const std::byte* p) noexcept { return half_to_float(load_u16(p)); }
 inline std::uint8_t byte_at(const std::byte* p, std::size_t i) noexcept { return std::to_integer<std::uint8_t>(p[i]); }
+/// The 6-bit scale and min of sub-block `sb` (0-7) of a Q4_K block from its 12 packed bytes `s`:
+/// sub-blocks 0-3 in the low 6 bits of bytes 0-7, sub-blocks 4-7 split between bytes 8-11 and the
+/// top 2 bits of bytes 0-7.
+inline void q4_k_scale_min(const std::byte* s, std::size_t sb, std::uint8_t& scale, std::uint8_t& min) noexcept {
+  if (sb < 4) {
+    scale = byte_at(s, sb) & 0x3F;
+    min = byte_at(s, sb + 4) & 0x3F;
+  } else {
+    scale = std::uint8_t((byte_at(s, sb + 4) & 0x0F) | ((byte_at(s, sb - 4) >> 2) & 0x30));
+    min = std::uint8_t((byte_at(s, sb + 4) >> 4) | ((byte_at(s, sb) >> 2) & 0x30));
+  }
+}
 }  // namespace detail
 
 // Bit-exactness needs the products and sums below rounded one by one.
@@ -197,13 +209,7 @@ void dequantize_blocks(storage_format f, const std::byte* src, std::size_t block
         const std::byte* qs = src + 16;
         for (std::size_t sb = 0; sb < 8; ++sb) {
           std::uint8_t sc, mn;
-          if (sb < 4) {
-            sc = byte_at(s, sb) & 0x3F;
-            mn = byte_at(s, sb + 4) & 0x3F;
-          } else {
-            sc = std::uint8_t((byte_at(s, sb + 4) & 0x0F) | ((byte_at(s, sb - 4) >> 2) & 0x30));
-            mn = std::uint8_t((byte_at(s, sb + 4) >> 4) | ((byte_at(s, sb) >> 2) & 0x30));
-          }
+          detail::q4_k_scale_min(s, sb, sc, mn);
           const float ds = d * float(sc), dm = dmin * float(mn);
           const std::byte* q = qs + (sb / 2) * 32;
           const int shift = (sb % 2) * 4;
