@@ -43,11 +43,13 @@ echo "== test"
 
 FUZZ_SECONDS=${PEFT_FUZZ_SECONDS:-30}
 if command -v clang++ >/dev/null; then
-  for target in safetensors wordpiece json_config gguf bpe; do
+  for target in safetensors wordpiece json_config gguf bpe readers run_card; do
     echo "== fuzz: $target (libFuzzer + ASan/UBSan, $FUZZ_SECONDS s)"
+    extra=()  # the run card's reader lives in peft-train
+    [[ $target == run_card ]] && extra=(examples/peft_train/options.cpp)
     clang++ -std=c++20 -O1 -g -fsanitize=fuzzer,address,undefined -Iinclude \
       -DPEFT_FUZZ_VOCAB="\"$PWD/tests/fixtures/tokenizer/vocab_uncased.txt\"" \
-      "tests/fuzz/fuzz_$target.cpp" -o "$BUILD/fuzz_$target" -licuuc
+      "tests/fuzz/fuzz_$target.cpp" "${extra[@]}" -o "$BUILD/fuzz_$target" -licuuc
     rm -rf "$BUILD/fuzz-corpus-$target" && mkdir -p "$BUILD/fuzz-corpus-$target"
     cp "tests/fuzz/corpus_$target"/* "$BUILD/fuzz-corpus-$target/"
     "$BUILD/fuzz_$target" -max_total_time="$FUZZ_SECONDS" -timeout=5 -rss_limit_mb=2048 \

@@ -12,7 +12,9 @@
 #include "bodies/scenarios.hpp"
 #include "peft/io/checkpoint.hpp"
 #include "peft/io/json_config.hpp"
+#include "peft/io/output_dir.hpp"
 #include "peft/models/bert/config.hpp"
+#include "peft/models/llama/config.hpp"
 #include "peft/io/peft_adapter.hpp"
 #include "peft/io/safetensors.hpp"
 #include "peft/train/report.hpp"
@@ -32,6 +34,21 @@ struct temp_dir {
   }
   ~temp_dir() { fs::remove_all(path); }
 };
+
+std::vector<std::byte> read_bytes(const fs::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  std::vector<char> chars((std::istreambuf_iterator<char>(in)), {});
+  std::vector<std::byte> out(chars.size());
+  std::memcpy(out.data(), chars.data(), chars.size());
+  return out;
+}
+void write_bytes(const fs::path& p, const std::vector<std::byte>& bytes) {
+  std::ofstream(p, std::ios::binary).write(reinterpret_cast<const char*>(bytes.data()), std::streamsize(bytes.size()));
+}
+std::string read_text(const fs::path& p) {
+  std::ifstream in(p);
+  return {std::istreambuf_iterator<char>(in), {}};
+}
 
 /// A safetensors buffer with a hand-written header and `data_bytes` zero bytes.
 std::vector<std::byte> raw_file(const std::string& header, std::size_t data_bytes, std::uint64_t claimed = 0) {
@@ -203,6 +220,95 @@ BOOST_AUTO_TEST_CASE(only_regular_files_are_replaced) {
   }
 }
 
+BOOST_AUTO_TEST_CASE(non_finite_values_are_neither_written_nor_loaded) {
+  // The exponent test catches NaN and both infinities in every float width, and nothing else.
+  const float f32[] = {1.f, -0.f, std::numeric_limits<float>::max(), std::numeric_limits<float>::denorm_min(),
+                       std::numeric_limits<float>::quiet_NaN(), -std::numeric_limits<float>::infinity()};
+  const auto counted = io::count_non_finite(io::dtype::F32, std::as_bytes(std::span(f32)));
+  BOOST_TEST(counted.count == 2u);
+  BOOST_TEST(counted.first == 4u);
+  const std::uint16_t f16[] = {0x3c00, 0x7bff, 0x7c00, 0xfe00}, bf16[] = {0x3f80, 0x7f7f, 0xff80, 0x7fc1};
+  BOOST_TEST(io::count_non_finite(io::dtype::F16, std::as_bytes(std::span(f16))).count == 2u);
+  BOOST_TEST(io::count_non_finite(io::dtype::BF16, std::as_bytes(std::span(bf16))).count == 2u);
+  const double f64[] = {1e308, std::numeric_limits<double>::signaling_NaN()};
+  BOOST_TEST(io::count_non_finite(io::dtype::F64, std::as_bytes(std::span(f64))).first == 1u);
+  const std::int32_t ints[] = {-1, 0x7f800000};
+  BOOST_TEST(!io::count_non_finite(io::dtype::I32, std::as_bytes(std::span(ints))));
+
+  // Writing refuses, and leaves no file.
+  temp_dir dir;
+  const std::vector<float> bad = {0.f, std::numeric_limits<float>::infinity()};
+  try {
+    io::write_safetensors(dir.path / "bad.safetensors", {io::tensor_to_write::f32<float>("w", {2}, bad)});
+    BOOST_ERROR("a tensor with an infinity was written");
+  } catch (const numeric_error& e) {
+    BOOST_TEST(std::string(e.what()).find("refusing to write tensor 'w': 1 of its 2 values") != std::string::npos, e.what());
+  }
+  BOOST_TEST(!fs::exists(dir.path / "bad.safetensors"));
+
+  // Loading refuses a checkpoint with a NaN, naming the tensor, and changes nothing.
+  B::context ctx;
+  models::bert_for_sequence_classification<B, lora_qv> a(ctx, test::tiny_bert_config(), {.num_labels = 2, .seed = 1});
+  io::save_checkpoint(ctx, a, dir.path / "model.safetensors");
+  auto bytes = read_bytes(dir.path / "model.safetensors");
+  const auto file = io::safetensors_file::parse_buffer(bytes);
+  const auto* t = file.find("bert.encoder.layer.1.output.dense.weight");
+  BOOST_REQUIRE(t);
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  std::memcpy(bytes.data() + (file.bytes(*t).data() - bytes.data()) + 4 * 5, &nan, 4);
+  write_bytes(dir.path / "nan.safetensors", bytes);
+  models::bert_for_sequence_classification<B, lora_qv> b(ctx, test::tiny_bert_config(), {.num_labels = 2, .seed = 2});
+  const auto before = logits_of(ctx, b);
+  try {
+    io::load_checkpoint(ctx, b, dir.path / "nan.safetensors");
+    BOOST_ERROR("a NaN weight was loaded");
+  } catch (const numeric_error& e) {
+    BOOST_TEST(std::string(e.what()).find("tensor 'bert.encoder.layer.1.output.dense.weight' holds 1 NaN or infinite value(s) "
+                                          "(the first at element 5)") != std::string::npos, e.what());
+  }
+  expect_close(before, logits_of(ctx, b));
+}
+
+BOOST_AUTO_TEST_CASE(output_directories_swap_lock_and_clean_up) {
+  temp_dir dir;
+  // replace_with: a new directory takes the old one's place in one step; the old content is gone.
+  fs::create_directories(dir.path / "result");
+  io::write_text_atomically(dir.path / "result" / "a.txt", "old");
+  {
+    io::staging_directory staged(dir.path / "result", "test");
+    BOOST_TEST(staged.path().parent_path() == dir.path);
+    io::write_text_atomically(staged.path() / "b.txt", "new");
+    staged.commit();
+  }
+  BOOST_TEST(!fs::exists(dir.path / "result" / "a.txt"));
+  BOOST_TEST(fs::exists(dir.path / "result" / "b.txt"));
+  // A staging directory that is not committed disappears with its contents.
+  {
+    io::staging_directory staged(dir.path / "result", "test");
+    io::write_text_atomically(staged.path() / "c.txt", "abandoned");
+  }
+  BOOST_TEST(std::distance(fs::directory_iterator(dir.path), fs::directory_iterator{}) == 1);  // only result/
+  // exchange_paths swaps two files.
+  io::write_text_atomically(dir.path / "x", "1");
+  io::write_text_atomically(dir.path / "y", "2");
+  io::exchange_paths(dir.path / "x", dir.path / "y");
+  BOOST_TEST(read_text(dir.path / "x") == "2");
+  BOOST_TEST(read_text(dir.path / "y") == "1");
+  // A lock is exclusive while held, and free again once released.
+  {
+    io::directory_lock held(dir.path / "result", "test owner");
+    BOOST_TEST(!io::directory_lock::is_free(dir.path / "result"));
+  }
+  BOOST_TEST(io::directory_lock::is_free(dir.path / "result"));
+  // Only the temporary files of atomic writes are removed as stale.
+  for (const char* name : {".model.safetensors.tmp.Ab12Cd", "keep.tmp.Ab12Cd", ".notes", ".x.tmp.short"})
+    io::write_text_atomically(dir.path / "result" / name, "");
+  BOOST_TEST(io::remove_stale_temporaries(dir.path / "result") == 1u);
+  BOOST_TEST(!fs::exists(dir.path / "result" / ".model.safetensors.tmp.Ab12Cd"));
+  BOOST_TEST(fs::exists(dir.path / "result" / "keep.tmp.Ab12Cd"));
+  BOOST_TEST(fs::exists(dir.path / "result" / ".x.tmp.short"));
+}
+
 BOOST_AUTO_TEST_SUITE_END()
 
 BOOST_AUTO_TEST_SUITE(checkpoints)
@@ -231,6 +337,27 @@ BOOST_AUTO_TEST_CASE(config_json_round_trip_and_errors) {
   expect(R"({"model_type": "gpt2"})", "model_type 'gpt2'");
   expect(R"({"hidden_size": 10, "num_attention_heads": 3})", "not a multiple");
   expect("{", "not valid JSON");
+}
+
+BOOST_AUTO_TEST_CASE(sizes_beyond_limits_are_refused_before_allocation) {
+  auto refused = [](const std::string& json, const std::string& fragment) {
+    try {
+      models::bert_config::from_json(io::json_config::parse(json, "config.json"));
+      BOOST_ERROR("accepted " << json);
+    } catch (const io::io_error& e) {
+      BOOST_TEST(std::string(e.what()).find(fragment) != std::string::npos, e.what());
+    }
+  };
+  refused(R"({"intermediate_size": 1000000000000})", "config.json: bert_config: intermediate_size 1000000000000 exceeds the limit");
+  refused(R"({"num_hidden_layers": 1000000000})", "num_hidden_layers 1000000000 exceeds the limit of 1024");
+  refused(R"({"vocab_size": 100000000})", "vocab_size 100000000 exceeds the limit");
+  models::llama_config big;
+  big.hidden_size = std::size_t(1) << 20;
+  BOOST_CHECK_THROW(big.validate(), config_error);
+  adapter_config wide;
+  wide.bottleneck = 100;
+  BOOST_CHECK_THROW(methods::adapter_bottleneck(wide, 32, "layer"), config_error);
+  BOOST_TEST(methods::adapter_bottleneck(wide, 100, "layer") == 100u);
 }
 
 BOOST_AUTO_TEST_CASE(save_and_load_by_hugging_face_name) {

@@ -6,6 +6,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <set>
+#include <sstream>
 #include <unistd.h>
 
 #include "peft/io/atomic_file.hpp"
@@ -180,7 +181,7 @@ BOOST_AUTO_TEST_CASE(bad_data_files_name_the_file_and_line) {
   }
   {
     temp_file f("no label column here\n");
-    expect_data_error([&] { data::read_classification_file(f.path); }, ":1: 1 column(s)");
+    expect_data_error([&] { data::read_classification_file(f.path); }, ":1: 1 column, expected at least 2");
   }
   {
     temp_file f("text\t1\nbad \xff byte\t0\n");
@@ -188,7 +189,7 @@ BOOST_AUTO_TEST_CASE(bad_data_files_name_the_file_and_line) {
   }
   {
     temp_file f("x\t1\n" + std::string(2000, 'a') + "\t0\n");
-    expect_data_error([&] { data::read_classification_file(f.path, {.max_line_bytes = 1000}); }, ":2: line of 2002 bytes");
+    expect_data_error([&] { data::read_classification_file(f.path, {.max_line_bytes = 1000}); }, ":2: line longer than the limit of 1000 bytes");
   }
   {
     temp_file f("sentence,label\n\"quoted, with comma\",pos\n\"say \"\"hi\"\"\",neg\n", "d.csv");
@@ -213,6 +214,77 @@ BOOST_AUTO_TEST_CASE(bad_data_files_name_the_file_and_line) {
     expect_data_error([&] { data::read_classification_file(f.path); }, "has no examples");
   }
   expect_data_error([] { data::read_conll("/nonexistent/file.conll"); }, "cannot open");
+}
+
+BOOST_AUTO_TEST_CASE(columns_are_consistent_and_chosen_explicitly) {
+  auto read = [](const std::string& text, const data::table_options& o = {}) {
+    std::istringstream in(text);
+    return data::read_classification(in, "t.tsv", o);
+  };
+  auto rejected = [](const std::string& text, const data::table_options& o, const std::string& fragment) {
+    expect_data_error([&] {
+      std::istringstream in(text);
+      data::read_classification(in, "t.tsv", o);
+    }, fragment);
+  };
+  // A stray column, or a CSV text with an unquoted comma, is an error at its line, never a shifted field.
+  rejected("good film\t1\ngood\tfilm\t1\n", {}, "t.tsv:2: 3 column(s), but line 1 has 2");
+  rejected("a,1\nb, c,0\n", {.delimiter = ','}, "t.tsv:2: 3 column(s), but line 1 has 2 (a ',' inside a text must be within double quotes)");
+  // Three columns need to be named; by position, or by header name.
+  rejected("7\tgood film\t1\n", {}, "t.tsv:1: 3 columns: say which holds the text and which the label");
+  const auto by_position = read("7\tgood film\t1\n", {.text_column = std::size_t(1), .label_column = std::size_t(2)});
+  BOOST_TEST(by_position[0].text == "good film");
+  BOOST_TEST(by_position[0].label == "1");
+  const auto by_header = read("id\tsentence\tlabel\n7\tgood film\tpos\n", {.header = true});
+  BOOST_TEST(by_header.size() == 1u);
+  BOOST_TEST(by_header[0].text == "good film");
+  BOOST_TEST(by_header[0].line == 2u);
+  const auto pairs = read("sentence1\tsentence2\tlabel\na\tb\t1\n", {.header = true});
+  BOOST_TEST(pairs[0].text_pair.value_or("") == "b");
+  rejected("id\tsentence\tlabel\n", {.header = true, .label_column = "polarity"},
+           "no label column named 'polarity' (the header has 'id', 'sentence', 'label')");
+  rejected("a\tb\n", {.label_column = "label"}, "names need a header line");
+  rejected("a\tb\n", {.label_column = std::size_t(5)}, "the label column is number 6 but the file has 2 column(s)");
+  rejected("a\tb\n", {.text_column = std::size_t(1)}, "must be different columns");
+  // A NUL byte is binary data; a long line is refused before it is read whole.
+  rejected(std::string("good\0film\t1\n", 12), {}, "t.tsv:1: NUL byte at byte 5");
+  rejected("ok\t1\n" + std::string(5000, 'x'), {.max_line_bytes = 100}, "t.tsv:2: line longer than the limit of 100 bytes");
+  // CRLF line ends are accepted and do not count against the limit.
+  BOOST_TEST(read("abc\t1\r\n", {.max_line_bytes = 5})[0].label == "1");
+}
+
+BOOST_AUTO_TEST_CASE(conll_takes_the_first_and_last_fields) {
+  auto read = [](const std::string& text) {
+    std::istringstream in(text);
+    return data::read_conll(in, "t.conll");
+  };
+  // CoNLL-2003: word POS chunk NER; a document boundary ends a sentence.
+  const auto s = read("-DOCSTART- -X- O O\n\nEU NNP B-NP B-ORG\nrejects VBZ B-VP O\n-DOCSTART- -X- O O\nPeter NNP B-NP B-PER\n");
+  BOOST_REQUIRE_EQUAL(s.size(), 2u);
+  BOOST_TEST((s[0].tokens == std::vector<std::string>{"EU", "rejects"}));
+  BOOST_TEST((s[0].tags == std::vector<std::string>{"B-ORG", "O"}));
+  BOOST_TEST(s[0].first_line == 3u);
+  BOOST_TEST(s[1].first_line == 6u);
+  // Tab-separated tokens may hold spaces; every token line needs the same number of fields.
+  BOOST_TEST(read("New York\tB-loc\n")[0].tokens[0] == "New York");
+  expect_data_error([&] { read("a\tO\nb\tNN\tO\n"); }, "t.conll:2: 3 fields, but line 1 has 2");
+  expect_data_error([&] { read("a\t\tO\n"); }, "t.conll:1: expected 'token<TAB>tag'");
+  // BIO: named at its line.
+  expect_data_error([&] { data::require_bio_tags(read("a\tO\nb\tB-x\nc\tPER\n"), "t.conll"); },
+                    "t.conll:3: tag 'PER' is not O, B-<type> or I-<type>");
+  data::require_bio_tags(read("a\tO\nb\tB-x\nc\tI-x\n"), "t.conll");
+}
+
+BOOST_AUTO_TEST_CASE(tagging_with_every_tag_cut_away_is_an_error) {
+  const auto tok = text::wordpiece_tokenizer::from_vocab_file(fixtures / "vocab_uncased.txt", true);
+  std::istringstream in("alice\tB-person\nsmith\tI-person\n");
+  const auto s = data::read_conll(in, "t.conll");
+  const data::label_set tags({"B-person", "I-person", "O"});
+  data::batch_stats stats;
+  data::make_tagging_batches(tok, s, tags, {.batch_size = 2, .max_length = 3}, "t.conll", &stats);
+  BOOST_TEST(stats.labels == 1u);  // [CLS] alice [SEP]: one tag left
+  expect_data_error([&] { data::make_tagging_batches(tok, s, tags, {.batch_size = 2, .max_length = 2}, "t.conll"); },
+                    "t.conll: no tag is left to train or score on");
 }
 
 BOOST_AUTO_TEST_CASE(classification_batches_pad_bucket_and_shuffle) {

@@ -4,6 +4,8 @@
 #include <cmath>
 #include <fstream>
 #include <iomanip>
+#include <optional>
+#include <set>
 #include <sstream>
 
 #include <peft/train/callbacks.hpp>
@@ -64,9 +66,9 @@ int commands<Plan>::train(const train_options& o) {
                                                   " positions (max_position_embeddings in ", (o.model_dir / "config.json").string(), ")"));
   if (o.early_stopping && o.dev_file.empty())
     throw peft::config_error("--early-stopping follows the dev score: pass --dev (or drop --early-stopping)");
-  const dataset train_set = read_dataset(o.train_file, card.task, o.delimiter, o.header);
+  const dataset train_set = read_dataset(o.train_file, card.task, o.format);
   std::optional<dataset> dev_set;
-  if (!o.dev_file.empty()) dev_set = read_dataset(o.dev_file, card.task, o.delimiter, o.header);
+  if (!o.dev_file.empty()) dev_set = read_dataset(o.dev_file, card.task, o.format);
   card.labels = labels_of(train_set);
   if (card.labels.size() < 2)
     throw peft::data::data_error("'" + o.train_file.string() + "' has only one label ('" + card.labels.front() + "'); need two or more");
@@ -95,13 +97,25 @@ int commands<Plan>::train(const train_options& o) {
   const std::size_t total_steps =
       o.max_steps ? std::min(o.max_steps, o.epochs * updates_per_epoch) : o.epochs * updates_per_epoch;
 
-  const fs::path checkpoint = o.output_dir / "checkpoint.safetensors";
+  // The output directory: locked while this run owns it; the run works in run.partial/ and its
+  // results replace the previous ones only once they are complete.
+  refuse_output_over_input(o.output_dir, o.model_dir, "--model");
+  output_directory out(o.output_dir);
+  const fs::path partial = out.partial();
+  const fs::path checkpoint = partial / "checkpoint.safetensors";
   const fs::path weights = detail::weights_dir(o);
   if (o.resume && !fs::exists(checkpoint))
     throw peft::io::io_error("--resume: '" + checkpoint.string() + "' does not exist (nothing to resume)");
-  if (!o.resume && !o.overwrite && (fs::exists(checkpoint) || fs::exists(weights) || fs::exists(o.output_dir / "metrics.jsonl")))
-    throw peft::io::io_error("'" + o.output_dir.string() +
-                             "' already holds a run; pass --resume to continue it or --overwrite to start again");
+  if (!o.resume && !o.overwrite) {
+    if (fs::exists(checkpoint))
+      throw peft::io::io_error("'" + o.output_dir.string() +
+                               "' holds an unfinished run (run.partial/); pass --resume to continue it or --overwrite to start again");
+    if (fs::exists(weights) || fs::exists(o.output_dir / "metrics.jsonl") || fs::exists(o.output_dir / "checkpoint.safetensors"))
+      throw peft::io::io_error("'" + o.output_dir.string() +
+                               "' already holds a run; pass --overwrite to replace it once the new run has finished (or "
+                               "choose another directory)");
+  }
+  if (!o.resume) out.discard_partial();  // an unfinished run's state; the finished results stay until replaced
 
   // 2. The model: base weights, then the plan's method parameters on top.
   session<Plan> s(md, card, o.seed, o.threads);
@@ -138,10 +152,8 @@ int commands<Plan>::train(const train_options& o) {
       loop.resume();
       std::cerr << "resuming from " << checkpoint.string() << ": epoch " << loop.state().epoch + 1 << ", step "
                 << loop.state().step << "\n";
-    } else if (o.overwrite) {
-      for (const auto& p : {checkpoint, weights, o.output_dir / "metrics.jsonl"}) fs::remove_all(p);
     }
-    fs::create_directories(o.output_dir);
+    out.create_partial();
     if (dev_set)
       loop.set_evaluator([&](const peft::train::train_state& st) {
         const auto r = s.evaluate(dev_batches, *dev_set, md.tokenizer);
@@ -150,7 +162,7 @@ int commands<Plan>::train(const train_options& o) {
         return peft::train::evaluation{r.score(card.task), detail::eval_record(r, card.task)};
       });
     peft::train::progress_callback progress(o.epochs);
-    peft::train::jsonl_metrics_callback metrics(o.output_dir / "metrics.jsonl");
+    metrics_log metrics(partial / "metrics.jsonl");
     std::optional<peft::train::tensorboard_callback> board;
     if (!o.tensorboard_dir.empty()) board.emplace(o.tensorboard_dir);
     struct interrupt_at : peft::train::callback {  // testing aid: behave as if Ctrl-C came after step n
@@ -178,21 +190,24 @@ int commands<Plan>::train(const train_options& o) {
     const nlohmann::json last_eval = loop.state().last_eval;
     const double train_seconds = loop.elapsed();
 
-    // 4. The result: adapter (or model), run card, summary, plot; then the checkpoint goes.
+    // 4. The result: adapter (or model), run card, summary, plot, written in run.partial/ and then
+    // moved over the previous ones; then the checkpoint goes.
+    const fs::path staged = partial / weights.filename();
+    fs::remove_all(staged);  // a result half-written by a run killed while writing it
     if (card.method == "full") {
-      fs::create_directories(weights);
-      peft::io::save_checkpoint(ctx, m, weights / "model.safetensors");
+      fs::create_directories(staged);
+      peft::io::save_checkpoint(ctx, m, staged / "model.safetensors");
       peft::io::write_json_file(
-          weights / "config.json",
+          staged / "config.json",
           md.config.to_json(card.task == "token" ? "BertForTokenClassification" : "BertForSequenceClassification", card.labels));
-      copy_tokenizer_files(o.model_dir, weights);
+      copy_tokenizer_files(o.model_dir, staged);
     } else {
-      peft::io::save_peft_adapter(ctx, m, weights,
+      peft::io::save_peft_adapter(ctx, m, staged,
                                   {.base_model_name_or_path = card.base_model,
                                    .task_type = card.task == "token" ? "TOKEN_CLS" : "SEQ_CLS",
                                    .methods = run_time_methods(card)});
     }
-    card.write(weights);
+    card.write(staged);
     const nlohmann::json summary = {
         {"method", card.method},
         {"description", detail::method_description(card)},
@@ -209,11 +224,12 @@ int commands<Plan>::train(const train_options& o) {
         {"train_tokens_per_s", double(train_stats.tokens) * double(step) / double(updates_per_epoch) / train_seconds},
         {"peak_rss_mb", peak_rss_mb()},
         {"weights_dir", weights.string()},
-        {"weights_bytes", size_on_disk(weights)},
+        {"weights_bytes", size_on_disk(staged)},
         {"threads", Eigen::nbThreads()}};
-    peft::io::write_text_atomically(o.output_dir / "summary.json", summary.dump(2) + "\n");
-    if (o.plot) draw_plot(o.output_dir, detail::metric_name(card.task));
-    fs::remove(checkpoint);
+    peft::io::write_text_atomically(partial / "summary.json", summary.dump(2) + "\n");
+    if (o.plot) draw_plot(partial, detail::metric_name(card.task));
+    out.commit({weights.filename().string(), "metrics.jsonl", "training.svg", "summary.json"});
+    fs::remove(o.output_dir / "checkpoint.safetensors");  // where earlier versions kept an unfinished run's
 
     std::printf("\n== peft-train summary\n");
     std::printf("%-18s %s\n", "method", detail::method_description(card).c_str());
@@ -247,7 +263,9 @@ int commands<Plan>::eval(const eval_options& o, const run_card& card) {
   if (card.max_length > md.config.max_position_embeddings)
     throw peft::config_error(peft::detail::concat("the run card's max_length ", card.max_length, " exceeds the model's ",
                                                   md.config.max_position_embeddings, " positions"));
-  const dataset d = read_dataset(o.data_file, card.task, o.delimiter, o.header);
+  if (!o.predictions_file.empty() && fs::exists(o.predictions_file) && fs::equivalent(o.predictions_file, o.data_file))
+    throw peft::config_error("--predictions '" + o.predictions_file.string() + "' is the --data file; write them elsewhere");
+  const dataset d = read_dataset(o.data_file, card.task, o.format);
   peft::data::batch_stats stats;
   const auto batches = make_batches(md.tokenizer, d, card, {.batch_size = o.batch_size, .max_length = card.max_length,
                                                             .truncate = card.truncate}, &stats);
@@ -278,22 +296,26 @@ int commands<Plan>::eval(const eval_options& o, const run_card& card) {
 template <class Plan>
 int commands<Plan>::predict(const predict_options& o, const run_card& card) {
   const model_dir md = open_model_dir(o.model_dir);
-  // Input: one text per line (sequence) or one whitespace-tokenised sentence per line (token).
+  // Input: one text per line (sequence) or one whitespace-tokenised sentence per line (token). Every
+  // input line gets its output: a blank line gives a blank line, so outputs stay aligned with inputs.
   std::ifstream file;
   const bool from_stdin = o.input_file.empty() || o.input_file == "-";
   if (!from_stdin) {
-    file.open(o.input_file);
+    file.open(o.input_file, std::ios::binary);
     if (!file) throw peft::io::io_error("cannot open '" + o.input_file.string() + "'");
   }
   std::istream& in = from_stdin ? std::cin : file;
   const std::string where = from_stdin ? "<stdin>" : o.input_file.string();
   dataset d{where, {}, {}};
-  const std::string placeholder = card.labels.front();  // labels are unknown; the batches need one
+  std::vector<std::optional<std::size_t>> example_of_line;  // per input line: its example, or none (blank)
+  const std::string placeholder = card.labels.front();     // labels are unknown; the batches need one
   std::string line;
-  for (std::size_t n = 1; std::getline(in, line); ++n) {
-    if (!line.empty() && line.back() == '\r') line.pop_back();
-    if (line.find_first_not_of(" \t") == std::string::npos) continue;
-    if (!peft::data::detail::valid_utf8(line)) throw peft::data::data_error(peft::detail::concat(where, ":", n, ": invalid UTF-8"));
+  for (std::size_t n = 1; peft::data::detail::read_text_line(in, line, o.max_line_bytes, where, n); ++n) {
+    if (line.find_first_not_of(" \t") == std::string::npos) {
+      example_of_line.emplace_back();
+      continue;
+    }
+    example_of_line.emplace_back(d.size());
     if (card.task == "token") {
       peft::data::tagged_sentence s;
       std::istringstream words(line);
@@ -304,42 +326,72 @@ int commands<Plan>::predict(const predict_options& o, const run_card& card) {
       d.texts.push_back({line, std::nullopt, placeholder, n});
     }
   }
+  if (in.bad()) throw peft::io::io_error("reading " + where + " failed");
   if (d.size() == 0) throw peft::data::data_error(where + ": no text to label");
-  const auto batches =
-      make_batches(md.tokenizer, d, card, {.batch_size = o.batch_size, .max_length = card.max_length, .truncate = card.truncate});
+  std::vector<peft::data::labeled_batch> batches;
+  try {
+    batches = make_batches(md.tokenizer, d, card,
+                           {.batch_size = o.batch_size, .max_length = card.max_length, .truncate = card.truncate || o.truncate});
+  } catch (const peft::data::data_error& e) {
+    if (std::string(e.what()).find("exceed the maximum length") == std::string::npos) throw;
+    throw peft::data::data_error(std::string(e.what()) + " (predict --truncate labels it from its first tokens)");
+  }
   session<Plan> s(md, card, 0, o.threads);
   load_for_inference(s, md, o.adapter_dir);
   const auto r = s.evaluate(batches, d, md.tokenizer, false);
-  for (std::size_t i = 0; i < d.size(); ++i) {
-    if (card.task == "token") {
-      for (std::size_t w = 0; w < d.sentences[i].tokens.size(); ++w)
-        std::printf("%s\t%s\t%.4f\n", d.sentences[i].tokens[w].c_str(), r.predicted[i][w].c_str(), double(r.confidence[i][w]));
-      std::printf("\n");
+  std::string out;
+  char number[32];
+  for (const auto& i : example_of_line) {
+    if (!i) {
+      out += '\n';
+    } else if (card.task == "token") {
+      for (std::size_t w = 0; w < d.sentences[*i].tokens.size(); ++w) {
+        std::snprintf(number, sizeof number, "%.4f", double(r.confidence[*i][w]));
+        out += d.sentences[*i].tokens[w] + '\t' + r.predicted[*i][w] + '\t' + number + '\n';
+      }
+      out += '\n';
     } else {
-      std::printf("%s\t%.4f\t%s\n", r.predicted[i][0].c_str(), double(r.confidence[i][0]), d.texts[i].text.c_str());
+      std::snprintf(number, sizeof number, "%.4f", double(r.confidence[*i][0]));
+      out += r.predicted[*i][0] + '\t' + number + '\t' + d.texts[*i].text + '\n';
     }
   }
+  std::fwrite(out.data(), 1, out.size(), stdout);
   return 0;
 }
 
 template <class Plan>
 int commands<Plan>::merge(const merge_options& o, const run_card& card) {
   if (o.adapter_dir.empty()) throw peft::config_error("merge: --adapter is required");
-  if (fs::exists(o.output_dir) && !fs::is_empty(o.output_dir) && !o.overwrite)
-    throw peft::io::io_error("'" + o.output_dir.string() + "' is not empty; pass --overwrite to replace its files");
+  refuse_output_over_input(o.output_dir, o.model_dir, "--model");
+  refuse_output_over_input(o.output_dir, o.adapter_dir, "--adapter");
+  if (fs::exists(o.output_dir) && !fs::is_directory(o.output_dir))
+    throw peft::io::io_error("the output '" + o.output_dir.string() + "' exists and is not a directory");
+  if (fs::exists(o.output_dir) && !fs::is_empty(o.output_dir)) {
+    if (!o.overwrite) throw peft::io::io_error("'" + o.output_dir.string() + "' is not empty; pass --overwrite to replace it");
+    // --overwrite replaces the whole directory: only a model directory, never one with other files.
+    static const std::set<std::string> ours = {"config.json", "model.safetensors", "vocab.txt", "tokenizer.json",
+                                               "tokenizer_config.json", "special_tokens_map.json", "peft_train.json"};
+    for (const auto& e : fs::directory_iterator(o.output_dir))
+      if (!ours.count(e.path().filename().string()))
+        throw peft::io::io_error("refusing to replace '" + o.output_dir.string() + "': it holds '" + e.path().filename().string() +
+                                 "', which merge does not write (is it a model directory?)");
+  }
   const model_dir md = open_model_dir(o.model_dir);
   session<Plan> s(md, card, 0, 0);
   load_for_inference(s, md, o.adapter_dir);
+  // Written beside the target and swapped in when complete: a kill leaves the previous model whole.
+  peft::io::staging_directory staged(o.output_dir, "merge");
   s.with_model([&](auto& m) {
     peft::io::save_merged_checkpoint(
-        s.ctx(), m, o.output_dir,
+        s.ctx(), m, staged.path(),
         md.config.to_json(card.task == "token" ? "BertForTokenClassification" : "BertForSequenceClassification", card.labels));
   });
-  copy_tokenizer_files(o.model_dir, o.output_dir);
+  copy_tokenizer_files(o.model_dir, staged.path());
   run_card merged = card;
   merged.method = "full";
   merged.base_model = fs::absolute(o.model_dir).lexically_normal().string();
-  merged.write(o.output_dir);
+  merged.write(staged.path());
+  staged.commit();
   std::printf("merged %s into %s: %s (%.1f MB)\n", o.adapter_dir.string().c_str(), o.model_dir.string().c_str(),
               o.output_dir.string().c_str(), double(size_on_disk(o.output_dir)) / 1048576.0);
   return 0;

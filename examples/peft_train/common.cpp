@@ -1,8 +1,10 @@
 #include "common.hpp"
 
 #include <sys/resource.h>
+#include <unistd.h>
 
 #include <csignal>
+#include <algorithm>
 #include <fstream>
 #include <optional>
 #include <set>
@@ -53,6 +55,34 @@ model_dir open_model_dir(const fs::path& dir) {
     throw io_error(peft::detail::concat((dir / "model.safetensors").string(), ": '", emb->name, "' has ",
                                         emb->shape.empty() ? 0 : emb->shape[0], " rows but config.json says vocab_size ",
                                         config.vocab_size));
+  // The other sizes of config.json against the checkpoint, before they size any allocation.
+  const std::string config_file = (dir / "config.json").string(), weights_file = (dir / "model.safetensors").string();
+  auto disagree = [&](const std::string& key, std::size_t said, const peft::io::tensor_info& t) {
+    std::string shape;
+    for (auto d : t.shape) shape += (shape.empty() ? "" : ", ") + std::to_string(d);
+    throw io_error(peft::detail::concat(config_file, ": ", key, " is ", said, " but ", weights_file, "'s '", t.name,
+                                        "' has shape [", shape, "]: the config does not belong to these weights"));
+  };
+  if (emb->shape[1] != config.hidden_size) disagree("hidden_size", config.hidden_size, *emb);
+  const std::string prefix = emb->name.substr(0, emb->name.find("embeddings."));
+  if (const auto* pos = weights.find(prefix + "embeddings.position_embeddings.weight");
+      pos && (pos->shape.size() != 2 || pos->shape[0] != config.max_position_embeddings))
+    disagree("max_position_embeddings", config.max_position_embeddings, *pos);
+  if (const auto* ffn = weights.find(prefix + "encoder.layer.0.intermediate.dense.weight");
+      ffn && (ffn->shape.size() != 2 || ffn->shape[0] != config.intermediate_size))
+    disagree("intermediate_size", config.intermediate_size, *ffn);
+  std::size_t layers = 0;  // 1 + the highest encoder.layer.<i> in the file
+  const std::string layer_key = prefix + "encoder.layer.";
+  for (const auto& t : weights.tensors())
+    if (t.name.rfind(layer_key, 0) == 0) {
+      const auto digits = t.name.substr(layer_key.size(), t.name.find('.', layer_key.size()) - layer_key.size());
+      if (!digits.empty() && digits.size() < 6 && digits.find_first_not_of("0123456789") == std::string::npos)
+        layers = std::max(layers, std::size_t(std::stoul(digits)) + 1);
+    }
+  if (layers != config.num_hidden_layers)
+    throw io_error(peft::detail::concat(config_file, ": num_hidden_layers is ", config.num_hidden_layers, " but ", weights_file,
+                                        " has ", layers, " encoder layers (", layer_key, "0 to ", layers ? layers - 1 : 0,
+                                        "): the config does not belong to these weights"));
   if (tok->vocab_size() != config.vocab_size)
     throw io_error(peft::detail::concat(tok_file, " has ", tok->vocab_size(), " tokens but the model's embedding table has ",
                                         config.vocab_size, " rows (", (dir / "config.json").string(),
@@ -75,14 +105,29 @@ std::string task_from_extension(const fs::path& file) {
   return ext == ".conll" || ext == ".bio" || ext == ".iob" || ext == ".conllu" ? "token" : "sequence";
 }
 
-dataset read_dataset(const fs::path& path, const std::string& task, char delimiter, bool header) {
+namespace {
+/// "3" is the third column, anything else a header name.
+peft::data::column column_of(const std::string& spec, const char* option) {
+  if (spec.empty()) return {};
+  if (spec.find_first_not_of("0123456789") != std::string::npos) return spec;
+  const auto n = std::stoull(spec.size() > 9 ? std::string("0") : spec);
+  if (n == 0) throw peft::config_error(peft::detail::concat(option, " ", spec, ": columns are numbered from 1 (or give a header name)"));
+  return std::size_t(n - 1);
+}
+}  // namespace
+
+dataset read_dataset(const fs::path& path, const std::string& task, const data_format& f) {
   dataset d{path, {}, {}};
   if (task == "token") {
     d.sentences = peft::data::read_conll(path);
+    peft::data::require_bio_tags(d.sentences, path.string());
   } else {
     peft::data::table_options o;
-    o.delimiter = delimiter ? delimiter : (path.extension() == ".csv" ? ',' : '\t');
-    o.header = header;
+    o.delimiter = f.delimiter ? f.delimiter : (path.extension() == ".csv" ? ',' : '\t');
+    o.header = f.header;
+    o.text_column = column_of(f.text_column, "--text-column");
+    o.pair_column = column_of(f.pair_column, "--pair-column");
+    o.label_column = column_of(f.label_column, "--label-column");
     d.texts = peft::data::read_classification_file(path, o);
   }
   return d;
@@ -121,6 +166,61 @@ double peak_rss_mb() {
   rusage u{};
   getrusage(RUSAGE_SELF, &u);
   return double(u.ru_maxrss) / 1024.0;
+}
+
+double current_rss_mb() {
+  std::ifstream statm("/proc/self/statm");
+  std::size_t pages = 0, resident = 0;
+  if (!(statm >> pages >> resident)) return 0;
+  return double(resident) * double(sysconf(_SC_PAGESIZE)) / 1048576.0;
+}
+
+void refuse_output_over_input(const fs::path& output, const fs::path& input, const char* option) {
+  std::error_code ec;
+  if (!input.empty() && fs::exists(output, ec) && fs::exists(input, ec) && fs::equivalent(output, input, ec))
+    throw peft::config_error("the output directory '" + output.string() + "' is the " + option +
+                             " directory this command reads; write the result somewhere else");
+}
+
+output_directory::output_directory(const fs::path& dir) : dir_(dir) {
+  std::error_code ec;
+  if (!fs::exists(dir_, ec)) {
+    fs::create_directories(dir_, ec);
+    if (ec) throw io_error("cannot create the output directory '" + dir_.string() + "': " + ec.message());
+    created_ = true;
+  } else if (!fs::is_directory(dir_, ec)) {
+    throw io_error("the output '" + dir_.string() + "' exists and is not a directory");
+  }
+  try {
+    lock_ = std::make_unique<peft::io::directory_lock>(dir_, "another peft-train run");
+  } catch (...) {
+    if (created_) fs::remove(dir_, ec);
+    throw;
+  }
+  // Temporary files of writes that a kill interrupted: no one else writes here while we hold the lock.
+  peft::io::remove_stale_temporaries(dir_);
+  peft::io::remove_stale_temporaries(partial());
+}
+
+output_directory::~output_directory() {
+  if (committed_) return;
+  std::error_code ec;
+  if (!fs::exists(partial() / "checkpoint.safetensors", ec)) fs::remove_all(partial(), ec);
+  if (created_ && fs::is_empty(dir_, ec)) fs::remove(dir_, ec);
+}
+
+void output_directory::discard_partial() { fs::remove_all(partial()); }
+
+void output_directory::create_partial() { fs::create_directories(partial()); }
+
+void output_directory::commit(std::initializer_list<std::string> names) {
+  for (const auto& name : names) {
+    std::error_code ec;
+    if (fs::exists(fs::symlink_status(partial() / name, ec))) peft::io::replace_with(partial() / name, dir_ / name);
+    else fs::remove_all(dir_ / name, ec);
+  }
+  fs::remove_all(partial());
+  committed_ = true;
 }
 
 std::uintmax_t size_on_disk(const fs::path& p) {

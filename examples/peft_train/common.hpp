@@ -5,11 +5,15 @@
 #include <atomic>
 #include <cstdio>
 #include <filesystem>
+#include <initializer_list>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
 #include <peft/data/batching.hpp>
+#include <peft/io/output_dir.hpp>
+#include <peft/train/callbacks.hpp>
 #include <peft/data/readers.hpp>
 #include <peft/models/bert/config.hpp>
 #include <peft/text/wordpiece.hpp>
@@ -44,7 +48,8 @@ struct dataset {
 
 /// "token" for CoNLL-like extensions (.conll, .bio, .iob), "sequence" otherwise.
 std::string task_from_extension(const fs::path& file);
-dataset read_dataset(const fs::path& path, const std::string& task, char delimiter, bool header);
+/// Reads a data file of `task`; CoNLL tags must be BIO (entity scoring needs them).
+dataset read_dataset(const fs::path& path, const std::string& task, const data_format& format);
 /// Sorted distinct labels (tags for "token").
 std::vector<std::string> labels_of(const dataset& d);
 /// Labelled batches of `d` for `card`'s task; `stats` receives counts.
@@ -58,6 +63,49 @@ void install_interrupt_handlers();
 
 /// Peak resident memory of this process in MiB.
 double peak_rss_mb();
+/// Resident memory of this process now, in MiB (0 where /proc is not there).
+double current_rss_mb();
+
+/// The training log (metrics.jsonl) with the resident memory at each train record ("rss_mb"), so
+/// that a long run shows whether memory grows.
+class metrics_log : public peft::train::jsonl_metrics_callback {
+ public:
+  using jsonl_metrics_callback::jsonl_metrics_callback;
+  void on_log(const peft::train::train_state& s, const nlohmann::json& record) override {
+    nlohmann::json r = record;
+    r["rss_mb"] = current_rss_mb();
+    jsonl_metrics_callback::on_log(s, r);
+  }
+};
+
+/// Throws when `output` is the directory `input` (given as `option`): a command must never write
+/// over what it reads.
+void refuse_output_over_input(const fs::path& output, const fs::path& input, const char* option);
+
+/// The output directory of `train`, owned by one run at a time (a lock held while this object
+/// lives). The run keeps its state in `run.partial/` (checkpoint, metrics log, and at the end the
+/// result); `commit` moves the results over the previous ones, each in one atomic step, so that a
+/// kill at any moment leaves either the previous complete result or the new one. If the run fails
+/// before committing, `run.partial/` is removed unless it holds a checkpoint (then `--resume`
+/// continues from it), and the directory itself when this object created it and it is empty.
+class output_directory {
+ public:
+  explicit output_directory(const fs::path& dir);
+  output_directory(const output_directory&) = delete;
+  output_directory& operator=(const output_directory&) = delete;
+  ~output_directory();
+  [[nodiscard]] fs::path partial() const { return dir_ / "run.partial"; }
+  void discard_partial();  ///< removes an unfinished run's state
+  void create_partial();
+  /// Moves each of `names` from run.partial/ over the entry of that name in the directory (an entry
+  /// the new result lacks is removed), then removes run.partial/.
+  void commit(std::initializer_list<std::string> names);
+
+ private:
+  fs::path dir_;
+  bool created_ = false, committed_ = false;
+  std::unique_ptr<peft::io::directory_lock> lock_;
+};
 /// Size of a file or the sum over a directory's files, in bytes.
 std::uintmax_t size_on_disk(const fs::path& p);
 

@@ -5,6 +5,9 @@
 
 #include <omp.h>
 
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
 #include <CLI/CLI.hpp>
 #include <Eigen/Core>
 #include <iostream>
@@ -39,6 +42,17 @@ char delimiter_of(const std::string& d) {
   if (d == "tab" || d == "\\t") return '\t';
   if (d == "comma" || d == ",") return ',';
   throw peft::config_error("--delimiter must be tab or comma");
+}
+
+/// The layout options of a sequence data file, on `cmd`; `delimiter` receives --delimiter's text.
+void add_format_options(CLI::App* cmd, data_format& f, std::string& delimiter) {
+  cmd->add_option("--delimiter", delimiter, "column separator of a sequence file: tab or comma (default: comma for .csv)");
+  cmd->add_flag("--header", f.header, "the sequence file starts with a header line naming its columns");
+  cmd->add_option("--text-column", f.text_column,
+                  "column of the text: a number from 1, or a header name (default: header 'text'/'sentence', else column 1 "
+                  "of a two-column file)");
+  cmd->add_option("--pair-column", f.pair_column, "column of the second text of a pair (default: header 'sentence2', else none)");
+  cmd->add_option("--label-column", f.label_column, "column of the label (default: header 'label', else the last column)");
 }
 
 /// The run card of an adapter directory, or of a full model directory when there is no adapter; an
@@ -125,8 +139,7 @@ int main(int argc, char** argv) {
                     "stop after this many dev evaluations without improvement (0: off; needs --dev)")
       ->capture_default_str();
   train->add_option("--tensorboard", t.tensorboard_dir, "also write TensorBoard scalars to this directory");
-  train->add_option("--delimiter", delimiter, "column separator of a sequence file: tab or comma (default: comma for .csv)");
-  train->add_flag("--header", t.header, "the sequence file starts with a header line");
+  add_format_options(train, t.format, delimiter);
   train->add_flag("--resume", t.resume, "continue the run saved in the output directory's checkpoint");
   train->add_flag("--overwrite", t.overwrite, "replace a previous run in the output directory");
   train->add_flag("!--no-plot", t.plot, "do not draw training.svg");
@@ -143,8 +156,7 @@ int main(int argc, char** argv) {
   eval->add_option("--predictions", e.predictions_file, "also write each prediction next to its gold label");
   eval->add_option("--batch-size", e.batch_size)->capture_default_str();
   eval->add_option("--threads", e.threads)->capture_default_str();
-  eval->add_option("--delimiter", eval_delimiter, "tab or comma");
-  eval->add_flag("--header", e.header);
+  add_format_options(eval, e.format, eval_delimiter);
 
   // ---- predict -------------------------------------------------------------------------------------
   predict_options p;
@@ -155,6 +167,8 @@ int main(int argc, char** argv) {
   predict->add_option("--input", p.input_file, "input file ('-' or absent: standard input)");
   predict->add_option("--batch-size", p.batch_size)->capture_default_str();
   predict->add_option("--threads", p.threads)->capture_default_str();
+  predict->add_flag("--truncate", p.truncate, "label an over-long line from its first tokens (default: the run card's choice; "
+                                              "without either, an over-long line is an error naming it)");
 
   // ---- merge ---------------------------------------------------------------------------------------
   merge_options g;
@@ -169,7 +183,7 @@ int main(int argc, char** argv) {
   add_decoder_commands(app, decoder);
 
   CLI11_PARSE(app, argc, argv);
-  try {
+  auto run_command = [&]() -> int {
     if (decoder.parsed()) return run_decoder_command(decoder);
     if (train->parsed()) {
       t.card.task = task.empty() ? task_from_extension(t.train_file) : task;
@@ -178,12 +192,12 @@ int main(int argc, char** argv) {
       // Houlsby's adapter after the attention output collapsed with ReLU on WNUT-17 (docs/results.md).
       if (activation.empty()) activation = t.card.method.find("houlsby") != std::string::npos ? "gelu" : "relu";
       t.card.methods.get<peft::adapter_config>().nonlinearity = activation_named(activation);
-      t.delimiter = delimiter_of(delimiter);
+      t.format.delimiter = delimiter_of(delimiter);
       set_threads(t.threads);
       return commands_of(t.card.method).train(t);
     }
     if (eval->parsed()) {
-      e.delimiter = delimiter_of(eval_delimiter);
+      e.format.delimiter = delimiter_of(eval_delimiter);
       set_threads(e.threads);
       const auto card = card_for(e.model_dir, e.adapter_dir);
       return commands_of(card.method).eval(e, card);
@@ -197,6 +211,15 @@ int main(int argc, char** argv) {
       const auto card = card_for(g.model_dir, g.adapter_dir);
       return commands_of(card.method).merge(g, card);
     }
+    return 0;
+  };
+  try {
+    const int status = run_command();
+    // Output that never arrived (a full disk, a closed pipe) is a failure, not a result.
+    std::cout.flush();
+    if (std::fflush(stdout) != 0 || std::ferror(stdout) || !std::cout)
+      throw peft::io::io_error(std::string("writing to standard output failed: ") + std::strerror(errno));
+    return status;
   } catch (const peft::error& ex) {
     std::cerr << "peft-train: error: " << ex.what() << "\n";
     return 1;
@@ -204,5 +227,4 @@ int main(int argc, char** argv) {
     std::cerr << "peft-train: error: " << ex.what() << "\n";
     return 1;
   }
-  return 0;
 }

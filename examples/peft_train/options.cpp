@@ -194,7 +194,12 @@ nlohmann::json train_options::identity() const {
           {"dev_file", dev_file.empty() ? "" : fs::absolute(dev_file).lexically_normal().string()},
           {"lr", lr}, {"weight_decay", weight_decay}, {"warmup_ratio", warmup_ratio}, {"clip", clip},
           {"schedule", schedule}, {"epochs", epochs}, {"batch_size", batch_size}, {"seed", seed}, {"max_steps", max_steps},
-          {"gradient_accumulation", gradient_accumulation}, {"early_stopping", early_stopping}};
+          {"gradient_accumulation", gradient_accumulation}, {"early_stopping", early_stopping}, {"format", format.to_json()}};
+}
+
+nlohmann::json data_format::to_json() const {
+  return {{"delimiter", delimiter ? std::string(1, delimiter) : std::string()}, {"header", header}, {"text_column", text_column},
+          {"pair_column", pair_column}, {"label_column", label_column}};
 }
 
 }  // namespace peft_train

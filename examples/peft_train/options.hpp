@@ -56,6 +56,15 @@ struct run_card {
   void write(const fs::path& dir) const;      ///< atomically
 };
 
+/// How a sequence data file is laid out: separator, header line, and which columns hold what
+/// (a 1-based number, or a header name; empty: the reader's defaults, see `peft::data::table_options`).
+struct data_format {
+  char delimiter = 0;  ///< 0: from the file extension (.csv ',', else tab)
+  bool header = false;
+  std::string text_column, pair_column, label_column;
+  [[nodiscard]] nlohmann::json to_json() const;
+};
+
 /// `train` options (also recorded in the checkpoint, so that `--resume` can refuse a changed run).
 struct train_options {
   fs::path model_dir, train_file, dev_file, output_dir;
@@ -72,8 +81,7 @@ struct train_options {
   fs::path tensorboard_dir;         ///< TensorBoard event files (empty: none)
   std::size_t interrupt_after = 0;  ///< testing aid: raise SIGINT after this many steps
   bool resume = false, overwrite = false, plot = true;
-  char delimiter = 0;  ///< 0: from the file extension (.csv ',', else tab)
-  bool header = false;
+  data_format format;
 
   /// Everything that must not change between a run and its resumption.
   [[nodiscard]] nlohmann::json identity() const;
@@ -83,14 +91,15 @@ struct eval_options {
   fs::path model_dir, adapter_dir, data_file, predictions_file;
   std::size_t batch_size = 64;
   int threads = 0;
-  char delimiter = 0;
-  bool header = false;
+  data_format format;
 };
 
 struct predict_options {
   fs::path model_dir, adapter_dir, input_file;  ///< input "-" or empty: stdin
   std::size_t batch_size = 64;
   int threads = 0;
+  bool truncate = false;                        ///< cut over-long lines instead of stopping
+  std::size_t max_line_bytes = 1 << 20;
 };
 
 struct merge_options {

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <csignal>
 #include <cstdio>
 #include <iostream>
@@ -116,6 +117,15 @@ class session {
         }
         const auto host = B::copy_to_host(ctx_, logits);
         const std::size_t L = card_.labels.size();
+        // Finite weights can still overflow; a NaN score must never be printed as a prediction.
+        if (const auto bad = std::find_if(host.begin(), host.end(), [](float v) { return !std::isfinite(v); }); bad != host.end()) {
+          const std::size_t row = std::size_t(bad - host.begin()) / L;
+          const std::size_t e = card_.task == "token" ? row / b.inputs.seq_len : row;
+          const std::size_t i = b.example_indices[e];
+          throw peft::numeric_error(peft::detail::concat(
+              d.path.string(), ":", card_.task == "token" ? d.sentences[i].first_line : d.texts[i].line,
+              ": the model's scores for this example are not finite (", *bad, "); the weights are unusable"));
+        }
         auto best = [&](std::size_t row) {
           const float* z = host.data() + row * L;
           const std::size_t k = std::size_t(std::max_element(z, z + L) - z);

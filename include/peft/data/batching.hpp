@@ -42,6 +42,7 @@ struct batch_stats {
   std::size_t examples = 0;
   std::size_t truncated = 0;  ///< sequences cut to max_length
   std::size_t tokens = 0;     ///< real (non-padding) tokens
+  std::size_t labels = 0;     ///< positions that carry a label (not -100): examples, or tagged words kept
 };
 
 namespace detail {
@@ -132,6 +133,7 @@ inline std::vector<labeled_batch> make_classification_batches(const text::wordpi
   for (const auto& ex : examples) {
     const std::string at = peft::detail::concat(where, ":", ex.line);
     ids.push_back(labels.id(ex.label, at));
+    ++local.labels;
     enc.push_back(detail::encode_checked(
         [&](std::size_t max_length) {
           return ex.text_pair ? tok.encode(ex.text, std::string_view(*ex.text_pair), {.max_length = max_length})
@@ -144,7 +146,8 @@ inline std::vector<labeled_batch> make_classification_batches(const text::wordpi
 }
 
 /// Tokenises tagged sentences (tag on each word's first piece, -100 elsewhere) and batches them.
-/// A truncated sentence loses the tags of its cut words (`batch_stats::truncated` counts sentences).
+/// A truncated sentence loses the tags of its cut words (`batch_stats::truncated` counts sentences);
+/// when no tag is left at all, that is a `data_error`.
 inline std::vector<labeled_batch> make_tagging_batches(const text::wordpiece_tokenizer& tok,
                                                        const std::vector<tagged_sentence>& sentences, const label_set& tags,
                                                        const batch_options& o, const std::string& where = "data",
@@ -160,7 +163,12 @@ inline std::vector<labeled_batch> make_tagging_batches(const text::wordpiece_tok
         [&](std::size_t max_length) { return tok.encode_words(s.tokens, {.max_length = max_length}); }, o,
         peft::detail::concat(where, ":", s.first_line), local));
     token_labels.push_back(text::align_word_labels(enc.back(), word_labels));
+    for (auto y : token_labels.back()) local.labels += y != -100;
   }
+  // Nothing to learn or score: a loss of exactly 0 would look like success.
+  if (!sentences.empty() && local.labels == 0)
+    throw data_error(peft::detail::concat(where, ": no tag is left to train or score on: every tagged word was cut away by "
+                                          "the maximum length ", o.max_length, " (or has no word pieces)"));
   if (stats) *stats = local;
   return detail::pack(enc, token_labels, {}, tok.pad_id(), o);
 }

@@ -72,6 +72,13 @@ inline bool same_shape(const shape& a, const std::vector<std::size_t>& b) {
     if (a[i] != b[i]) return false;
   return true;
 }
+/// Throws `numeric_error` naming the file and the tensor when `t` holds NaN or infinite values.
+inline void require_finite(const safetensors_file& f, const tensor_info& t) {
+  if (const auto bad = f.count_non_finite(t))
+    throw numeric_error(peft::detail::concat("'", f.source(), "': tensor '", t.name, "' holds ", bad.count,
+                                             " NaN or infinite value(s) (the first at element ", bad.first,
+                                             "): the file is damaged or came from a diverged run"));
+}
 /// Copies file tensor `t` into parameter value `v` (F32 into float without an intermediate copy).
 template <class B>
 void assign(typename B::context& ctx, const safetensors_file& f, const tensor_info& t, typename B::tensor& v) {
@@ -89,8 +96,8 @@ void assign(typename B::context& ctx, const safetensors_file& f, const tensor_in
 
 /// Loads every base parameter of `model` found in `file`, by name (see `HasCheckpointNames`). Method parameters
 /// (LoRA, BitFit deltas, adapters) are left as initialised. Validates everything first: a tensor whose
-/// shape differs from the parameter's throws `shape_error` naming the key and both shapes, and then
-/// nothing has been modified.
+/// shape differs from the parameter's throws `shape_error` naming the key and both shapes, one with NaN
+/// or infinite values `numeric_error`, and then nothing has been modified.
 template <Module M>
 load_report load_checkpoint(typename M::backend::context& ctx, M& model, const safetensors_file& file) {
   using B = typename M::backend;
@@ -109,6 +116,7 @@ load_report load_checkpoint(typename M::backend::context& ctx, M& model, const s
           throw shape_error(peft::detail::concat("checkpoint '", file.source(), "': tensor '", alias, "' has shape ",
                                                  detail::shape_str(t->shape), " but the model's '", name, "' has shape ",
                                                  want));
+        detail::require_finite(file, *t);
         plan.emplace_back([&p, &ctx, &file, t, want] {
           if constexpr (!std::remove_cvref_t<decltype(p)>::trainable) p.packed.reset();  // a dense value replaces it
           p.value.resize(want);

@@ -230,7 +230,7 @@ adapter_config_info read_peft_adapter_config(const std::filesystem::path& dir) {
 /// Loads `dir/adapter_model.safetensors` into the trainable parameters of `model`, which must have been
 /// built with the directory's configuration (see `read_peft_adapter_config`). Every tensor must find
 /// its parameter and every method parameter must be in the file; shapes must match (the message names
-/// the key and both shapes). Nothing is modified unless all checks pass.
+/// the key and both shapes) and values finite. Nothing is modified unless all checks pass.
 template <PlannedModule M>
 load_report load_peft_adapter(typename M::backend::context& ctx, M& model, const std::filesystem::path& dir) {
   using B = typename M::backend;
@@ -265,6 +265,7 @@ load_report load_peft_adapter(typename M::backend::context& ctx, M& model, const
         throw shape_error(peft::detail::concat("adapter '", dir.string(), "': tensor '", it->second->name, "' has shape ",
                                                detail::shape_str(it->second->shape), " but the model's '", name,
                                                "' has shape ", p.value.shape()));
+      detail::require_finite(file, *it->second);
       plan.emplace_back(&p.value, it->second);
       used.insert(name);
     }

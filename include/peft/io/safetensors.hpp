@@ -25,6 +25,7 @@
 #include <set>
 #include <span>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "peft/core/storage_format.hpp"
@@ -37,6 +38,35 @@ static_assert(std::endian::native == std::endian::little, "safetensors I/O assum
 
 /// Element types of safetensors files.
 enum class dtype { F64, F32, F16, BF16, I64, I32, I16, I8, U8, BOOL };
+
+/// NaN / infinite elements found in a tensor's data: how many, and the index of the first.
+struct non_finite_count {
+  std::size_t count = 0;
+  std::size_t first = 0;
+  explicit operator bool() const noexcept { return count != 0; }
+};
+
+/// NaN / infinite elements of little-endian data of dtype `t` (an all-ones exponent field is what
+/// makes a float non-finite, in every one of the four widths); integer types have none.
+inline non_finite_count count_non_finite(dtype t, std::span<const std::byte> data) {
+  non_finite_count r;
+  auto scan = [&]<class U>(std::type_identity<U>, U exponent_mask) {
+    const std::size_t n = data.size() / sizeof(U);
+    for (std::size_t i = 0; i < n; ++i) {
+      U v;
+      std::memcpy(&v, data.data() + i * sizeof(U), sizeof(U));
+      if ((v & exponent_mask) == exponent_mask && r.count++ == 0) r.first = i;
+    }
+  };
+  switch (t) {
+    case dtype::F64: scan(std::type_identity<std::uint64_t>{}, std::uint64_t(0x7ff0000000000000ull)); break;
+    case dtype::F32: scan(std::type_identity<std::uint32_t>{}, std::uint32_t(0x7f800000u)); break;
+    case dtype::F16: scan(std::type_identity<std::uint16_t>{}, std::uint16_t(0x7c00u)); break;
+    case dtype::BF16: scan(std::type_identity<std::uint16_t>{}, std::uint16_t(0x7f80u)); break;
+    default: break;
+  }
+  return r;
+}
 
 /// Bytes per element of `t`.
 constexpr std::size_t dtype_size(dtype t) noexcept {
@@ -118,6 +148,9 @@ class safetensors_file {
     if (t.dtype != dtype::F32 || reinterpret_cast<std::uintptr_t>(b.data()) % alignof(float) != 0) return std::nullopt;
     return std::span<const float>(reinterpret_cast<const float*>(b.data()), t.numel());
   }
+  /// How many elements of a floating-point tensor are NaN or infinite, and the first one's index
+  /// (integer tensors have none). Works on the bytes in place, by exponent bits, so it is one pass.
+  [[nodiscard]] non_finite_count count_non_finite(const tensor_info& t) const { return io::count_non_finite(t.dtype, bytes(t)); }
   /// The values converted to T (F64, F32, F16, BF16 and the integer types are accepted).
   template <class T>
   std::vector<T> read(const tensor_info& t) const {
@@ -277,7 +310,9 @@ struct tensor_to_write {
 
 /// Serialises tensors and metadata as safetensors bytes: header keys sorted, header padded with spaces
 /// to a multiple of 8 bytes (as the reference implementation does), data in header order.
-/// Throws `io_error` for duplicate names or a byte count that does not match shape x dtype.
+/// Throws `io_error` for duplicate names or a byte count that does not match shape x dtype, and
+/// `numeric_error` for a tensor holding NaN or infinite values (a model or adapter with them is
+/// broken, and a file that carried them would look like a result).
 inline std::vector<std::byte> serialize_safetensors(const std::vector<tensor_to_write>& tensors,
                                                      const std::map<std::string, std::string>& metadata = {}) {
   using nlohmann::json;
@@ -290,6 +325,9 @@ inline std::vector<std::byte> serialize_safetensors(const std::vector<tensor_to_
     if (n * dtype_size(t.dtype) != t.data.size())
       throw io_error(peft::detail::concat("safetensors: tensor '", t.name, "' has ", t.data.size(), " bytes for ", n,
                                           " elements of ", dtype_name(t.dtype)));
+    if (const auto bad = count_non_finite(t.dtype, t.data))
+      throw numeric_error(peft::detail::concat("refusing to write tensor '", t.name, "': ", bad.count, " of its ", n,
+                                               " values are NaN or infinite (the first at element ", bad.first, ")"));
   }
   json header = json::object();
   if (!metadata.empty()) header["__metadata__"] = metadata;

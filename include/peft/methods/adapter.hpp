@@ -21,7 +21,8 @@
 namespace peft {
 
 /// Bottleneck adapter (Houlsby et al. 2019): `h + up(act(down(h)))`. The bottleneck is `bottleneck`
-/// when non-zero, else `max(1, width / reduction_factor)` (AdapterHub's convention; Pfeiffer uses 16).
+/// when non-zero, else `max(1, width / reduction_factor)` (AdapterHub's convention; Pfeiffer uses 16);
+/// it must not exceed the layer's width.
 /// `enabled` and `target_modules` (a regular expression matched in full; empty = every module the
 /// plan's roles reach) choose at run time where adapters go, e.g. Pfeiffer's placement inside a plan
 /// compiled with Houlsby's roles.
@@ -51,6 +52,10 @@ inline std::size_t adapter_bottleneck(const adapter_config& c, std::size_t width
     throw config_error(peft::detail::concat("adapter on '", name, "': reduction_factor = ", c.reduction_factor,
                                             " must be >= 1"));
   const std::size_t b = c.bottleneck ? c.bottleneck : std::max<std::size_t>(1, std::size_t(double(width) / c.reduction_factor));
+  // A bottleneck wider than the layer is no bottleneck; checked before anything is allocated.
+  if (b > width)
+    throw config_error(peft::detail::concat("adapter on '", name, "': bottleneck ", b, " exceeds the layer's width ", width,
+                                            " (a bottleneck adapter projects down)"));
   return b;
 }
 
