@@ -46,7 +46,7 @@ if command -v clang++ >/dev/null; then
   for target in safetensors wordpiece json_config gguf bpe readers run_card; do
     echo "== fuzz: $target (libFuzzer + ASan/UBSan, $FUZZ_SECONDS s)"
     extra=()  # the run card's reader lives in peft-train
-    [[ $target == run_card ]] && extra=(examples/peft_train/options.cpp)
+    [[ $target == run_card ]] && extra=(examples/peft_train/run_card.cpp)
     clang++ -std=c++20 -O1 -g -fsanitize=fuzzer,address,undefined -Iinclude \
       -DPEFT_FUZZ_VOCAB="\"$PWD/tests/fixtures/tokenizer/vocab_uncased.txt\"" \
       "tests/fuzz/fuzz_$target.cpp" "${extra[@]}" -o "$BUILD/fuzz_$target" -licuuc

@@ -115,6 +115,9 @@ peft::method_config run_time_methods(const run_card& card);
 /// An activation by its Hugging Face name (relu, gelu, gelu_new, tanh, linear); `config_error` otherwise.
 peft::activation activation_named(const std::string& name);
 
+/// The non-empty pieces of `s` between `sep` characters.
+std::vector<std::string> split_nonempty(const std::string& s, char sep);
+
 /// LoRA target roles ("query,value", "all", ...) as PEFT's regular-expression `target_modules`.
 std::string lora_target_regex(const std::string& roles);
 
