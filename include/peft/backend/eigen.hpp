@@ -357,7 +357,11 @@ struct eigen : detail::host_memory<T> {
     const auto step = element_math::sgd_step<T>::from(a);
     T *wp = w.data(), *vp = velocity.data();
     const T* gp = g.data();
-    detail::host_parallel_for(w.size(), [&](std::size_t i) { step(wp[i], gp[i], vp[i]); });
+    // Without momentum there is no velocity (an empty tensor): a local stands in, never a null reference.
+    detail::host_parallel_for(w.size(), [&](std::size_t i) {
+      T unused = 0;
+      step(wp[i], gp[i], vp ? vp[i] : unused);
+    });
   }
   static void adamw_update(context&, tensor& w, const tensor& g, tensor& m, tensor& v, const adamw_args& a) {
     peft::detail::require_same_shape("eigen::adamw_update", w.shape(), g.shape());

@@ -31,7 +31,10 @@ struct update_kernels {
     T* wp = w.data();
     const T* gp = g.data();
     T* vp = velocity.data();
-    peft::cuda::launch(ctx.stream, w.size(), [=] __device__(std::size_t i) { step(wp[i], gp[i], vp[i]); });
+    peft::cuda::launch(ctx.stream, w.size(), [=] __device__(std::size_t i) {
+      T unused = 0;  // without momentum the velocity is empty
+      step(wp[i], gp[i], vp ? vp[i] : unused);
+    });
   }
   static void adamw_update(context& ctx, tensor& w, const tensor& g, tensor& m, tensor& v, const adamw_args& a) {
     peft::detail::require_same_shape("cuda::adamw_update", w.shape(), g.shape());
