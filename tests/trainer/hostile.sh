@@ -5,16 +5,7 @@
 # docs/reliability.md describes them; add a case with every new parser, option or command.
 #
 #   hostile.sh <peft-train> <make_tiny_model> <work dir>
-set -uo pipefail
-TRAIN=$1
-MAKE=$2
-W=$3
-rm -rf "$W" && mkdir -p "$W"
-"$MAKE" "$W" >/dev/null || { echo "make_tiny_model failed"; exit 1; }
-M="$W/model"
-failures=0
-fail() { echo "FAIL: $*"; failures=$((failures + 1)); }
-pass() { echo "ok: $*"; }
+source "$(dirname "$0")/setup.sh"
 common=(--model "$M" --threads 2 --batch-size 8 --seed 7 --no-plot)
 # Peak-memory bounds hold for a normal build; AddressSanitizer's shadow memory raises them (scripts/sanitize.sh).
 rss_bound() { if [[ -n ${PEFT_SANITIZED:-} ]]; then echo 100000000; else echo "$1"; fi; }

@@ -4,16 +4,7 @@
 # interruption reaching the same weights and metrics, and bad input failing cleanly.
 #
 #   test_trainer.sh <peft-train> <make_tiny_model> <work dir>
-set -uo pipefail
-TRAIN=$1
-MAKE=$2
-W=$3
-rm -rf "$W" && mkdir -p "$W"
-"$MAKE" "$W" >/dev/null || { echo "make_tiny_model failed"; exit 1; }
-M="$W/model"
-failures=0
-fail() { echo "FAIL: $*"; failures=$((failures + 1)); }
-pass() { echo "ok: $*"; }
+source "$(dirname "$0")/setup.sh"
 json() { python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print(eval(sys.argv[2], {}, {'d': d}))" "$@"; }
 common=(--model "$M" --threads 2 --batch-size 8 --log-every 5 --seed 7)
 

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "peft/core/error.hpp"
+#include "peft/models/size_limits.hpp"
 #include "peft/core/kernel_args.hpp"
 #include "peft/io/json_config.hpp"
 
@@ -35,17 +36,7 @@ struct bert_config {
     auto positive = [](std::size_t v, const char* name) {
       if (v == 0) throw config_error(peft::detail::concat("bert_config: ", name, " must be positive"));
     };
-    // Sizes far beyond any released model are typos or hostile files: refused before they size an allocation.
-    auto at_most = [](std::size_t v, const char* name, std::size_t limit) {
-      if (v > limit)
-        throw config_error(peft::detail::concat("bert_config: ", name, " ", v, " exceeds the limit of ", limit));
-    };
-    at_most(vocab_size, "vocab_size", std::size_t(1) << 24);
-    at_most(hidden_size, "hidden_size", std::size_t(1) << 16);
-    at_most(intermediate_size, "intermediate_size", std::size_t(1) << 18);
-    at_most(num_hidden_layers, "num_hidden_layers", 1024);
-    at_most(num_attention_heads, "num_attention_heads", 1024);
-    at_most(max_position_embeddings, "max_position_embeddings", std::size_t(1) << 20);
+    detail::require_sizes_within_limits(*this, "bert_config");
     positive(vocab_size, "vocab_size");
     positive(hidden_size, "hidden_size");
     positive(num_hidden_layers, "num_hidden_layers");
