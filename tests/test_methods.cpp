@@ -183,6 +183,12 @@ BOOST_AUTO_TEST_CASE(methods_eigen_and_xtensor) {
   d = test::compare(test::method_scenario<test::eigen_d, test::lora_adapter_plan>(),
                     test::method_scenario<test::xtensor_d, test::lora_adapter_plan>(), 1e-12);
   BOOST_TEST(d.empty(), "lora+adapter: " << d);
+  for (const bool feedforward : {false, true}) {
+    const auto cfg = test::scenario_ia3_methods(feedforward);
+    d = test::compare(test::method_scenario<test::eigen_d, test::lora_bitfit_ia3_plan>(cfg),
+                      test::method_scenario<test::xtensor_d, test::lora_bitfit_ia3_plan>(cfg), 1e-12);
+    BOOST_TEST(d.empty(), "lora+bitfit+ia3 (feedforward " << feedforward << "): " << d);
+  }
 }
 
 BOOST_AUTO_TEST_SUITE_END()

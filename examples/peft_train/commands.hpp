@@ -30,18 +30,6 @@ inline nlohmann::json eval_record(const eval_result& r, const std::string& task)
     j["accuracy"] = r.accuracy;
   return j;
 }
-inline std::string method_description(const run_card& c) {
-  std::ostringstream os;
-  os << c.method;
-  if (c.method.find("lora") != std::string::npos)
-    os << " (r=" << c.methods.get<peft::lora_config>().r << ", alpha=" << c.methods.get<peft::lora_config>().alpha << ", dropout=" << c.methods.get<peft::lora_config>().dropout
-       << ", targets " << c.lora_targets << (c.methods.get<peft::lora_config>().use_rslora ? ", rsLoRA" : "") << ")";
-  if (c.method.find("houlsby") != std::string::npos || c.method.find("pfeiffer") != std::string::npos)
-    os << " (bottleneck " << (c.methods.get<peft::adapter_config>().bottleneck ? std::to_string(c.methods.get<peft::adapter_config>().bottleneck)
-                                                            : "hidden/" + std::to_string(int(c.methods.get<peft::adapter_config>().reduction_factor)))
-       << ", " << peft::to_string(c.methods.get<peft::adapter_config>().nonlinearity) << ")";
-  return os.str();
-}
 /// Where the trained weights go: an adapter in PEFT's layout, or a full model for full fine-tuning.
 inline fs::path weights_dir(const train_options& o) {
   return o.output_dir / (o.card.method == "full" ? "model" : "adapter");
@@ -121,7 +109,7 @@ int commands<Plan>::train(const train_options& o) {
   session<Plan> s(md, card, o.seed, o.threads);
   s.load_base(md.weights, false, true);
   const auto counts = s.with_model([](auto& m) { return peft::count_parameters(m); });
-  std::cerr << "method: " << detail::method_description(card) << "\n"
+  std::cerr << "method: " << card.describe() << "\n"
             << s.with_model([](auto& m) { return peft::trainable_parameters_report(m); }) << "\n"
             << "train: " << train_set.size() << " examples, " << train_stats.tokens << " tokens, " << steps_per_epoch
             << " steps/epoch";
@@ -134,10 +122,12 @@ int commands<Plan>::train(const train_options& o) {
   const auto schedule = peft::optim::named_schedule::from_name(o.schedule, warmup, std::int64_t(total_steps));
   return s.with_model([&](auto& m) -> int {
     peft::optim::optimizer opt(m, peft::optim::adamw{.lr = o.lr, .weight_decay = o.weight_decay}, schedule);
-    // No weight decay on biases, norms and bias deltas (as transformers' Trainer).
+    // No weight decay on biases, norms and bias deltas (as transformers' Trainer), nor on (IA)3's
+    // vectors: decay would pull them to 0, away from the identity (1) they start at.
     opt.template set_group_options<peft::groups::bias>({.weight_decay = 0.0});
     opt.template set_group_options<peft::groups::norm>({.weight_decay = 0.0});
     opt.template set_group_options<peft::groups::bias_delta>({.weight_decay = 0.0});
+    opt.template set_group_options<peft::groups::ia3>({.weight_decay = 0.0});
 
     // 3. The loop: the library's trainer, with the tool's progress, logs and interruption.
     peft::train::classification_task<std::remove_reference_t<decltype(m)>> task(m);
@@ -210,7 +200,7 @@ int commands<Plan>::train(const train_options& o) {
     card.write(staged);
     const nlohmann::json summary = {
         {"method", card.method},
-        {"description", detail::method_description(card)},
+        {"description", card.describe()},
         {"task", card.task},
         {"trainable_params", counts.trainable},
         {"total_params", counts.total},
@@ -232,7 +222,7 @@ int commands<Plan>::train(const train_options& o) {
     fs::remove(o.output_dir / "checkpoint.safetensors");  // where earlier versions kept an unfinished run's
 
     std::printf("\n== peft-train summary\n");
-    std::printf("%-18s %s\n", "method", detail::method_description(card).c_str());
+    std::printf("%-18s %s\n", "method", card.describe().c_str());
     std::printf("%-18s %s of %s (%.4f%%)\n", "trainable params", peft::detail::thousands(counts.trainable).c_str(),
                 peft::detail::thousands(counts.total).c_str(), 100.0 * double(counts.trainable) / double(counts.total));
     if (!last_eval.is_null())

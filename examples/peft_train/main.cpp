@@ -63,7 +63,7 @@ run_card card_for(const fs::path& model_dir, const fs::path& adapter_dir) {
     std::string labels;
     for (const auto& l : c.labels) labels += (labels.empty() ? "" : ",") + l;
     std::cerr << "note: " << adapter_dir.string() << " has no peft_train.json; from its PEFT files: task " << c.task
-              << ", LoRA r=" << c.methods.get<peft::lora_config>().r << " alpha=" << c.methods.get<peft::lora_config>().alpha << " on " << c.lora_targets
+              << ", " << c.describe()
               << ", labels " << labels << "\n";
     return c;
   }
@@ -90,7 +90,7 @@ int main(int argc, char** argv) {
   train->add_option("--task", task, "sequence or token (default: from the file extension, .conll/.bio/.iob = token)")
       ->check(CLI::IsMember({"sequence", "token"}));
   train->add_option("--method", method,
-                    "full, lora, bitfit, houlsby, pfeiffer, or a combination joined by '+' (e.g. lora+bitfit)")
+                    "full, lora, bitfit, ia3, houlsby, pfeiffer, or a combination joined by '+' (e.g. lora+bitfit)")
       ->capture_default_str();
   train->add_option("--rank,-r", t.card.methods.get<peft::lora_config>().r, "LoRA rank")->capture_default_str();
   t.card.methods.get<peft::lora_config>().alpha = 16;
@@ -99,6 +99,9 @@ int main(int argc, char** argv) {
   train->add_option("--lora-dropout", t.card.methods.get<peft::lora_config>().dropout, "dropout on the LoRA input")->capture_default_str();
   train->add_option("--target", t.card.lora_targets,
                     "LoRA roles, comma-separated: query, key, value, attention_output, ffn_in, ffn_out, or all")
+      ->capture_default_str();
+  train->add_option("--ia3-target", t.card.ia3_targets,
+                    "(IA)3 roles, comma-separated (ffn_out scales its input, the others their output); as --target")
       ->capture_default_str();
   train->add_flag("--rslora", t.card.methods.get<peft::lora_config>().use_rslora, "scale by alpha/sqrt(r) (rsLoRA)");
   train->add_option("--adapter-size", t.card.methods.get<peft::adapter_config>().bottleneck,
@@ -187,8 +190,9 @@ int main(int argc, char** argv) {
     if (decoder.parsed()) return run_decoder_command(decoder);
     if (train->parsed()) {
       t.card.task = task.empty() ? task_from_extension(t.train_file) : task;
-      t.card.method = method_names[std::size_t(method_index(method))];
-      t.card.methods.get<peft::lora_config>().target_modules = lora_target_regex(t.card.lora_targets);
+      t.card.method = canonical_method(method);
+      t.card.methods.get<peft::lora_config>().target_modules = role_target_regex(t.card.lora_targets, "--target");
+      t.card.methods.get<peft::ia3_config>().target_modules = role_target_regex(t.card.ia3_targets, "--ia3-target");
       // Houlsby's adapter after the attention output collapsed with ReLU on WNUT-17 (docs/results.md).
       if (activation.empty()) activation = t.card.method.find("houlsby") != std::string::npos ? "gelu" : "relu";
       t.card.methods.get<peft::adapter_config>().nonlinearity = activation_named(activation);

@@ -16,11 +16,11 @@
 namespace peft_train {
 
 peft::method_config run_time_methods(const run_card& card) {
-  const auto parts = split_nonempty(card.method, '+');
-  auto has = [&](const char* m) { return std::find(parts.begin(), parts.end(), m) != parts.end(); };
+  auto has = [&](const char* m) { return has_component(card.method, m); };
   peft::method_config m = card.methods;
   m.get<peft::lora_config>().enabled = has("lora");
   m.get<peft::bitfit_config>().enabled = has("bitfit");
+  m.get<peft::ia3_config>().enabled = has("ia3");
   auto& a = m.get<peft::adapter_config>();
   a.enabled = has("houlsby") || has("pfeiffer");
   // BertModel's FFN output; Houlsby's placement also takes attention.output.dense.
@@ -29,19 +29,26 @@ peft::method_config run_time_methods(const run_card& card) {
 }
 
 run_card run_card::from_peft_adapter(const fs::path& adapter_dir, const fs::path& model_dir) {
-  const auto info = peft::io::read_peft_adapter_config<peft::plan<peft::methods::lora<peft::roles::query>>>(adapter_dir);
+  const auto info =
+      peft::io::read_peft_adapter_config<peft::plan<peft::methods::lora<peft::roles::query>, peft::methods::ia3<peft::roles::key>>>(adapter_dir);
   const std::string config_file = (adapter_dir / "adapter_config.json").string();
-  if (info.peft_type != "LORA")
-    throw peft::io::io_error("'" + adapter_dir.string() + "' has no peft_train.json, and only a PEFT LoRA adapter can do without one");
+  if (info.peft_type != "LORA" && info.peft_type != "IA3")
+    throw peft::io::io_error("'" + adapter_dir.string() + "' has no peft_train.json, and only a PEFT LoRA or IA3 adapter can do without one");
   run_card c;
   if (info.task_type == "SEQ_CLS") c.task = "sequence";
   else if (info.task_type == "TOKEN_CLS") c.task = "token";
   else
     throw peft::io::io_error(config_file + ": task_type '" + info.task_type +
                              "' is not one peft-train runs (SEQ_CLS, TOKEN_CLS)");
-  c.method = "lora";
-  c.methods.get<peft::lora_config>() = info.options.get<peft::lora_config>();
-  c.lora_targets = info.json.value("target_modules", nlohmann::json()).dump();
+  if (info.peft_type == "IA3") {
+    c.method = "ia3";
+    c.methods.get<peft::ia3_config>() = info.options.get<peft::ia3_config>();
+    c.ia3_targets = info.json.value("target_modules", nlohmann::json()).dump();
+  } else {
+    c.method = "lora";
+    c.methods.get<peft::lora_config>() = info.options.get<peft::lora_config>();
+    c.lora_targets = info.json.value("target_modules", nlohmann::json()).dump();
+  }
   c.base_model = info.base_model_name_or_path;
 
   // The head: PEFT saves modules_to_save under their plain names, the same key load_peft_adapter reads.

@@ -15,22 +15,24 @@
 #include <peft/core/method_config.hpp>
 #include <peft/methods/adapter.hpp>
 #include <peft/methods/bitfit.hpp>
+#include <peft/methods/ia3.hpp>
 #include <peft/methods/lora.hpp>
 
 namespace peft_train {
 
 namespace fs = std::filesystem;
 
-/// Methods the tool is compiled for, in dispatch order (see plans.hpp). A method is its components
-/// joined by '+', in this canonical order: lora, bitfit, houlsby|pfeiffer; or "full".
-inline constexpr std::array<std::string_view, 12> method_names = {
-    "full",           "lora",           "bitfit",          "houlsby",
-    "pfeiffer",       "lora+bitfit",    "lora+houlsby",    "lora+pfeiffer",
-    "bitfit+houlsby", "bitfit+pfeiffer", "lora+bitfit+houlsby", "lora+bitfit+pfeiffer"};
+/// The methods `--method` combines with '+', in canonical order ("full" stands alone; one of houlsby
+/// and pfeiffer at most).
+inline constexpr std::array<std::string_view, 6> method_components = {"full", "lora", "bitfit", "ia3", "houlsby", "pfeiffer"};
 
-/// Index into `method_names` of a user's method string ("bitfit+lora" is "lora+bitfit"; "adapter" is
-/// "houlsby"); throws `config_error` listing the choices.
-int method_index(const std::string& method);
+/// A user's method string in canonical form: its components in `method_components` order
+/// ("bitfit+lora" is "lora+bitfit"; "adapter" is "houlsby"). Throws `config_error` naming what is
+/// wrong and the choices.
+std::string canonical_method(const std::string& method);
+
+/// Whether canonical method `method` has component `component` ("lora+bitfit" has "bitfit").
+bool has_component(const std::string& method, std::string_view component);
 
 /// What a subcommand needs to know about the task and the model it builds: the run card.
 struct run_card {
@@ -42,8 +44,11 @@ struct run_card {
   bool truncate = false;
   peft::method_config methods{};
   std::string lora_targets = "query,value";  ///< roles, as given (also encoded in methods.lora.target_modules)
+  std::string ia3_targets = "key,value,ffn_out";  ///< (IA)3 roles, as given (also in methods.ia3.target_modules)
   std::string base_model;         ///< where the base checkpoint was (informational)
 
+  /// The method and its settings in words, for logs and reports ("lora (r=8, alpha=16, ...)").
+  [[nodiscard]] std::string describe() const;
   [[nodiscard]] nlohmann::json to_json() const;
   static run_card from_json(const nlohmann::json& j, const std::string& source);
   static run_card read(const fs::path& dir);  ///< dir/peft_train.json
@@ -108,8 +113,8 @@ struct merge_options {
 };
 
 /// The card's method options with each method of the run-time plan switched on or off by
-/// `card.method` (LoRA, BitFit, Houlsby adapters after attention and FFN output, Pfeiffer adapters
-/// after the FFN output only).
+/// `card.method` (LoRA, BitFit, (IA)3, Houlsby adapters after attention and FFN output, Pfeiffer
+/// adapters after the FFN output only).
 peft::method_config run_time_methods(const run_card& card);
 
 /// An activation by its Hugging Face name (relu, gelu, gelu_new, tanh, linear); `config_error` otherwise.
@@ -118,7 +123,8 @@ peft::activation activation_named(const std::string& name);
 /// The non-empty pieces of `s` between `sep` characters.
 std::vector<std::string> split_nonempty(const std::string& s, char sep);
 
-/// LoRA target roles ("query,value", "all", ...) as PEFT's regular-expression `target_modules`.
-std::string lora_target_regex(const std::string& roles);
+/// Target roles of BertModel ("query,value", "all", ...) as PEFT's regular-expression
+/// `target_modules`; `option` names the command-line option in errors.
+std::string role_target_regex(const std::string& roles, const std::string& option);
 
 }  // namespace peft_train

@@ -2,7 +2,7 @@
 // peft-train: the two tuning plans behind every --method, and one table of subcommands per plan.
 //
 // Full fine-tuning changes which base parameters train, so it is a plan of its own. Every other method
-// (LoRA, BitFit, Houlsby or Pfeiffer adapters and their combinations) runs in one plan that holds
+// (LoRA, BitFit, (IA)3, Houlsby or Pfeiffer adapters and their combinations) runs in one plan that holds
 // them all, switched on and off at run time through their options (`run_time_methods`): a method
 // left off builds no parameters and costs nothing in a step. Two instantiations instead of one per
 // combination keep the build short; each is compiled in its own translation unit (plans/plan.cpp
@@ -11,6 +11,7 @@
 #include <peft/methods/adapter.hpp>
 #include <peft/methods/bitfit.hpp>
 #include <peft/methods/full.hpp>
+#include <peft/methods/ia3.hpp>
 #include <peft/methods/lora.hpp>
 #include <peft/methods/plan.hpp>
 
@@ -29,10 +30,15 @@ namespace m = peft::methods;
 using lora_all = m::lora<peft::roles::query, peft::roles::key, peft::roles::value, peft::roles::attention_output,
                          peft::roles::ffn_in, peft::roles::ffn_out>;
 
+/// (IA)3 may reach every role, so that PEFT's IA3 adapters for BERT (which also scale
+/// attention.output.dense) load; `--ia3-target` picks the paper's key, value, ffn_out by default.
+using ia3_all = m::ia3<peft::roles::query, peft::roles::key, peft::roles::value, peft::roles::attention_output,
+                       peft::roles::ffn_in, peft::roles::ffn_out>;
+
 /// Plan 0: full fine-tuning. Plan 1: every other method, chosen at run time.
 template <int I> struct plan_at;
 template <> struct plan_at<0> { using type = peft::plan<m::full>; };
-template <> struct plan_at<1> { using type = peft::plan<lora_all, m::bitfit, m::houlsby_adapter>; };
+template <> struct plan_at<1> { using type = peft::plan<lora_all, m::bitfit, ia3_all, m::houlsby_adapter>; };
 using peft_plan = plan_at<1>::type;
 
 command_table commands_of_plan_0();
@@ -40,8 +46,7 @@ command_table commands_of_plan_1();
 
 /// The subcommands compiled for `method`: full fine-tuning, or the run-time-switched plan.
 inline command_table commands_of(const std::string& method) {
-  method_index(method);  // validates
-  return method == "full" ? commands_of_plan_0() : commands_of_plan_1();
+  return canonical_method(method) == "full" ? commands_of_plan_0() : commands_of_plan_1();
 }
 
 }  // namespace peft_train

@@ -23,32 +23,39 @@ std::vector<std::string> split_nonempty(const std::string& s, char sep) {
   return out;
 }
 
-namespace {
-std::string choices() {
-  std::string s;
-  for (auto m : method_names) s += (s.empty() ? "" : ", ") + std::string(m);
-  return s;
-}
-}  // namespace
 
 peft::activation activation_named(const std::string& name) {
   if (const auto a = peft::activation_from_name(name)) return *a;
   throw peft::config_error("activation '" + name + "' is not one of " + peft::supported_activation_names);
 }
 
-int method_index(const std::string& method) {
+std::string canonical_method(const std::string& method) {
+  const std::string choices =
+      "full, or any of lora, bitfit, ia3, houlsby (or adapter), pfeiffer joined by '+' (e.g. lora+bitfit, ia3+pfeiffer)";
   std::set<std::string> parts;
-  for (auto p : split_nonempty(method, '+')) parts.insert(p == "adapter" ? "houlsby" : p);
+  for (auto p : split_nonempty(method, '+')) {
+    if (p == "adapter") p = "houlsby";
+    if (std::find(method_components.begin(), method_components.end(), p) == method_components.end())
+      throw peft::config_error("method '" + method + "': '" + p + "' is not a method; use " + choices);
+    if (!parts.insert(p).second) throw peft::config_error("method '" + method + "' names '" + p + "' twice");
+  }
+  if (parts.empty()) throw peft::config_error("method '" + method + "' names no method; use " + choices);
+  if (parts.count("full") && parts.size() > 1)
+    throw peft::config_error("method '" + method + "': full fine-tuning trains every weight and combines with nothing");
+  if (parts.count("houlsby") && parts.count("pfeiffer"))
+    throw peft::config_error("method '" + method + "': houlsby and pfeiffer are two placements of one adapter; pick one");
   std::string canonical;
-  for (const char* c : {"full", "lora", "bitfit", "houlsby", "pfeiffer"})
-    if (parts.erase(c)) canonical += (canonical.empty() ? "" : "+") + std::string(c);
-  if (parts.empty())
-    for (std::size_t i = 0; i < method_names.size(); ++i)
-      if (method_names[i] == canonical) return int(i);
-  throw peft::config_error("method '" + method + "' is not one of: " + choices());
+  for (auto c : method_components)
+    if (parts.count(std::string(c))) canonical += (canonical.empty() ? "" : "+") + std::string(c);
+  return canonical;
 }
 
-std::string lora_target_regex(const std::string& roles) {
+bool has_component(const std::string& method, std::string_view component) {
+  const auto parts = split_nonempty(method, '+');
+  return std::find(parts.begin(), parts.end(), component) != parts.end();
+}
+
+std::string role_target_regex(const std::string& roles, const std::string& option) {
   // Module names of BertModel per role; PEFT full-matches the expression against each module name.
   static const std::map<std::string, std::string> module_of = {
       {"query", R"(attention\.self\.query)"},      {"key", R"(attention\.self\.key)"},
@@ -56,20 +63,35 @@ std::string lora_target_regex(const std::string& roles) {
       {"ffn_in", R"(intermediate\.dense)"},        {"ffn_out", R"(layer\.\d+\.output\.dense)"}};
   std::vector<std::string> names = roles == "all" ? std::vector<std::string>{"query", "key", "value", "attention_output", "ffn_in", "ffn_out"}
                                                   : split_nonempty(roles, ',');
-  if (names.empty()) throw peft::config_error("--target: name at least one role");
+  if (names.empty()) throw peft::config_error(option + ": name at least one role");
   std::string alternatives;
   for (const auto& n : names) {
     const auto it = module_of.find(n);
     if (it == module_of.end())
-      throw peft::config_error("--target: role '" + n + "' is not one of query, key, value, attention_output, ffn_in, ffn_out, all");
+      throw peft::config_error(option + ": role '" + n + "' is not one of query, key, value, attention_output, ffn_in, ffn_out, all");
     alternatives += (alternatives.empty() ? "" : "|") + it->second;
   }
   return ".*\\.(" + alternatives + ")";
 }
 
+std::string run_card::describe() const {
+  const run_card& c = *this;
+  std::ostringstream os;
+  os << c.method;
+  if (has_component(c.method, "lora"))
+    os << " (r=" << c.methods.get<peft::lora_config>().r << ", alpha=" << c.methods.get<peft::lora_config>().alpha << ", dropout=" << c.methods.get<peft::lora_config>().dropout
+       << ", targets " << c.lora_targets << (c.methods.get<peft::lora_config>().use_rslora ? ", rsLoRA" : "") << ")";
+  if (has_component(c.method, "ia3")) os << " (targets " << c.ia3_targets << ")";
+  if (has_component(c.method, "houlsby") || has_component(c.method, "pfeiffer"))
+    os << " (bottleneck " << (c.methods.get<peft::adapter_config>().bottleneck ? std::to_string(c.methods.get<peft::adapter_config>().bottleneck)
+                                                            : "hidden/" + std::to_string(int(c.methods.get<peft::adapter_config>().reduction_factor)))
+       << ", " << peft::to_string(c.methods.get<peft::adapter_config>().nonlinearity) << ")";
+  return os.str();
+}
 nlohmann::json run_card::to_json() const {
   const auto& l = methods.get<peft::lora_config>();
   const auto& a = methods.get<peft::adapter_config>();
+  const auto& i = methods.get<peft::ia3_config>();
   return {{"format", "peft-train run card 1"},
           {"method", method},
           {"task", task},
@@ -81,14 +103,16 @@ nlohmann::json run_card::to_json() const {
                     {"targets", lora_targets}, {"target_modules", l.target_modules}}},
           {"adapter", {{"bottleneck", a.bottleneck}, {"reduction_factor", a.reduction_factor},
                        {"nonlinearity", std::string(peft::to_string(a.nonlinearity))}}},
+          {"ia3", {{"targets", ia3_targets}, {"target_modules", i.target_modules},
+                   {"feedforward_modules", i.feedforward_modules ? nlohmann::json(*i.feedforward_modules) : nlohmann::json(nullptr)},
+                   {"init_ia3_weights", i.init_ia3_weights}}},
           {"base_model", base_model}};
 }
 
 run_card run_card::from_json(const nlohmann::json& j, const std::string& source) {
   run_card c;
   try {
-    c.method = j.at("method").get<std::string>();
-    method_index(c.method);
+    c.method = canonical_method(j.at("method").get<std::string>());
     c.task = j.at("task").get<std::string>();
     if (c.task != "sequence" && c.task != "token") throw peft::config_error("task '" + c.task + "' is not sequence or token");
     c.labels = j.at("labels").get<std::vector<std::string>>();
@@ -107,6 +131,14 @@ run_card run_card::from_json(const nlohmann::json& j, const std::string& source)
     c.methods.get<peft::adapter_config>().bottleneck = a.at("bottleneck").get<std::size_t>();
     c.methods.get<peft::adapter_config>().reduction_factor = a.at("reduction_factor").get<double>();
     c.methods.get<peft::adapter_config>().nonlinearity = activation_named(a.at("nonlinearity").get<std::string>());
+    if (j.contains("ia3")) {  // cards written before (IA)3 have no section
+      const auto& i = j.at("ia3");
+      auto& ic = c.methods.get<peft::ia3_config>();
+      c.ia3_targets = i.at("targets").get<std::string>();
+      ic.target_modules = i.at("target_modules").get<std::string>();
+      if (!i.at("feedforward_modules").is_null()) ic.feedforward_modules = i.at("feedforward_modules").get<std::string>();
+      ic.init_ia3_weights = i.at("init_ia3_weights").get<bool>();
+    }
     c.base_model = j.value("base_model", "");
   } catch (const nlohmann::json::exception& e) {
     throw peft::io::io_error(source + ": malformed run card: " + e.what());

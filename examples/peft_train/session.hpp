@@ -46,16 +46,18 @@ class session {
     const peft::method_config methods = run_time_methods(card);
     if (card.task == "token") token_ = std::make_unique<token_model>(ctx_, md.config, head, methods);
     else sequence_ = std::make_unique<sequence_model>(ctx_, md.config, head, methods);
-    if (methods.get<peft::lora_config>().enabled) {
-      std::size_t lora_modules = 0;
+    // A method switched on whose targets reach no module would train nothing in silence.
+    auto modules_with = [&](std::string_view group) {
+      std::size_t n = 0;
       with_model([&](auto& m) {
-        m.visit_parameters("", [&](const std::string&, const auto& p) {
-          lora_modules += std::remove_cvref_t<decltype(p)>::group::name == peft::groups::lora_a::name;
-        });
+        m.visit_parameters("", [&](const std::string&, const auto& p) { n += std::remove_cvref_t<decltype(p)>::group::name == group; });
       });
-      if (lora_modules == 0)
-        throw peft::config_error("LoRA targets '" + card.lora_targets + "' select no module of the model");
-    }
+      return n;
+    };
+    if (methods.get<peft::lora_config>().enabled && modules_with(peft::groups::lora_a::name) == 0)
+      throw peft::config_error("LoRA targets '" + card.lora_targets + "' select no module of the model");
+    if (methods.get<peft::ia3_config>().enabled && modules_with(peft::groups::ia3::name) == 0)
+      throw peft::config_error("(IA)3 targets '" + card.ia3_targets + "' select no module of the model");
   }
 
   /// Loads base weights from `file`. Missing encoder weights are an error; a missing head is one

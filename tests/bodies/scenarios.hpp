@@ -16,6 +16,7 @@
 #include "peft/methods/adapter.hpp"
 #include "peft/methods/bitfit.hpp"
 #include "peft/methods/full.hpp"
+#include "peft/methods/ia3.hpp"
 #include "peft/methods/lora.hpp"
 #include "peft/methods/plan.hpp"
 #include "peft/models/bert/model.hpp"
@@ -95,17 +96,29 @@ results dropout_scenario() {
 
 using lora_bitfit_plan = plan<methods::lora<roles::hidden>, methods::bitfit>;
 using lora_adapter_plan = plan<methods::lora<roles::hidden>, methods::adapter<roles::hidden>>;
+/// (IA)3 over LoRA and BitFit: the vector scales what both compute.
+using lora_bitfit_ia3_plan = plan<methods::lora<roles::hidden>, methods::bitfit, methods::ia3<roles::hidden>>;
 
-/// LoRA + BitFit on one linear layer with random (non-zero) adapters and LoRA dropout: forward,
+inline method_config scenario_methods() {
+  return method_config{lora_config{.r = 3, .alpha = 6, .dropout = 0.2}, adapter_config{.bottleneck = 4}};
+}
+/// The scenario's options with (IA)3 scaling the input (`feedforward`) or the output, started away
+/// from the identity.
+inline method_config scenario_ia3_methods(bool feedforward) {
+  method_config m = scenario_methods();
+  m.get<ia3_config>() = ia3_config{.feedforward_modules = feedforward ? "h" : "", .init_ia3_weights = false};
+  return m;
+}
+
+/// A method plan on one linear layer with random (non-zero) parameters and LoRA dropout: forward,
 /// backward, then merge (evaluation output) and unmerge (base weight).
 template <class B, class Plan = lora_bitfit_plan>
-results method_scenario() {
+results method_scenario(const method_config& cfg = scenario_methods()) {
   typename B::context ctx;
   ctx.training = true;
   ctx.seed = 5;
   results r;
   using layer_t = typename Plan::template linear<roles::hidden, B>;
-  method_config cfg{lora_config{.r = 3, .alpha = 6, .dropout = 0.2}, adapter_config{.bottleneck = 4}};
   layer_t l(ctx, {.in_features = 9, .out_features = 6, .bias = true, .name = "h", .seed = 7}, cfg);
   randomize_parameters(ctx, l, 8);
   const auto x = random_tensor<B>(ctx, {5, 9}, 41);

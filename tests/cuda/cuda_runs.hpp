@@ -16,6 +16,7 @@ results dropout_double();
 results loss_double();
 results lora_bitfit_double();
 results lora_adapter_double();
+results ia3_double(bool feedforward);
 results training_adamw_double();
 results training_adamw_float();
 results training_sgd_double();

@@ -15,6 +15,9 @@ results dropout_double() { return dropout_scenario<cd>(); }
 results loss_double() { return loss_scenario<cd>(); }
 results lora_bitfit_double() { return method_scenario<cd, lora_bitfit_plan>(); }
 results lora_adapter_double() { return method_scenario<cd, lora_adapter_plan>(); }
+results ia3_double(bool feedforward) {
+  return method_scenario<cd, lora_bitfit_ia3_plan>(scenario_ia3_methods(feedforward));
+}
 results training_adamw_double() { return training_scenario<cd, lora_bitfit_plan>(optim::adamw{.lr = 0.05}); }
 results training_adamw_float() { return training_scenario<cf, lora_bitfit_plan>(optim::adamw{.lr = 0.05}); }
 results training_sgd_double() {

@@ -37,6 +37,9 @@ BOOST_AUTO_TEST_CASE(losses) {
 BOOST_AUTO_TEST_CASE(lora_bitfit_adapter) {
   expect_same("lora+bitfit", test::cuda_runs::lora_bitfit_double(), test::method_scenario<ed, test::lora_bitfit_plan>(), 1e-12);
   expect_same("lora+adapter", test::cuda_runs::lora_adapter_double(), test::method_scenario<ed, test::lora_adapter_plan>(), 1e-12);
+  for (const bool feedforward : {false, true})
+    expect_same(feedforward ? "lora+bitfit+ia3 feedforward" : "lora+bitfit+ia3", test::cuda_runs::ia3_double(feedforward),
+                test::method_scenario<ed, test::lora_bitfit_ia3_plan>(test::scenario_ia3_methods(feedforward)), 1e-12);
 }
 BOOST_AUTO_TEST_CASE(training_with_adamw_sgd_adafactor) {
   expect_same("adamw double", test::cuda_runs::training_adamw_double(),

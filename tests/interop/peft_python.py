@@ -15,7 +15,7 @@ import sys
 
 import peft
 import torch
-from peft import LoraConfig, PeftModel, get_peft_model
+from peft import IA3Config, LoraConfig, PeftModel, get_peft_model
 from safetensors.torch import load_file
 from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification, AutoTokenizer
 
@@ -128,6 +128,25 @@ def check_mode():
     model = PeftModel.from_pretrained(base, os.path.join(W, "py_adapter")).eval()
     compare_sentences(model, labels, os.path.join(W, "py_pred.tsv"), "PEFT-written adapter evaluated by peft-train")
 
+    # 5. An IA3 adapter: PEFT reads its feed-forward modules, predicts the same, merges the same.
+    adapter = os.path.join(W, "ia3", "adapter")
+    labels = run_card(adapter)["labels"]
+    base = AutoModelForSequenceClassification.from_pretrained(MODEL, num_labels=len(labels))
+    model = PeftModel.from_pretrained(base, adapter).eval()
+    c = model.peft_config["default"]
+    check(c.peft_type.value == "IA3" and c.feedforward_modules == {"0.output.dense", "1.output.dense"},
+          f"PEFT reads adapter_config.json as IA3 with feedforward_modules {sorted(c.feedforward_modules)}")
+    compare_sentences(model, labels, os.path.join(W, "ia3_pred.tsv"), "PEFT-loaded IA3 adapter vs peft-train eval")
+    merged_py = model.merge_and_unload().state_dict()
+    ours = load_file(os.path.join(W, "ia3_merged", "model.safetensors"))
+    worst = max(float((merged_py[name].float() - t.float()).abs().max()) for name, t in ours.items() if name in merged_py)
+    check(set(ours) == set(merged_py) and worst < 1e-5, f"IA3 merged weights equal PEFT's merge_and_unload (largest difference {worst:.1e})")
+
+    # 6. PEFT's IA3 adapter with its BERT defaults, evaluated by peft-train.
+    base = AutoModelForSequenceClassification.from_pretrained(MODEL, num_labels=len(labels))
+    model = PeftModel.from_pretrained(base, os.path.join(W, "py_ia3")).eval()
+    compare_sentences(model, labels, os.path.join(W, "py_ia3_pred.tsv"), "PEFT-written IA3 adapter evaluated by peft-train")
+
 
 def write_mode():
     labels = run_card(os.path.join(W, "seq", "adapter"))["labels"]
@@ -139,6 +158,16 @@ def write_mode():
     with torch.no_grad():
         model.base_model.model.classifier.modules_to_save["default"].weight.normal_(0, 0.5)
     model.save_pretrained(os.path.join(W, "py_adapter"))
+    # IA3 with PEFT's defaults for BERT (key, value, output.dense; output.dense feed-forward, which
+    # also matches attention.output.dense), its vectors moved off the identity.
+    base = AutoModelForSequenceClassification.from_pretrained(MODEL, num_labels=len(labels))
+    model = get_peft_model(base, IA3Config(task_type="SEQ_CLS"))
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "ia3_l" in name:
+                p.uniform_(0.5, 1.5)
+        model.base_model.model.classifier.modules_to_save["default"].weight.normal_(0, 0.5)
+    model.save_pretrained(os.path.join(W, "py_ia3"))
     # Without modules_to_save the head stays the base model's (random here): peft-train must refuse it.
     # (PEFT adds the classifier to modules_to_save by itself for SEQ_CLS, so write without a task type
     # and say SEQ_CLS afterwards.)

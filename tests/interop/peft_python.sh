@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Hugging Face PEFT and transformers (Python) against peft-train, on the tiny BERT of make_tiny_model:
-# PEFT loads peft-train's LoRA adapters (sequence and token classification, rsLoRA) and predicts what
+# PEFT loads peft-train's LoRA and IA3 adapters (sequence and token classification, rsLoRA) and predicts what
 # peft-train predicts; transformers loads peft-train's merged model; PEFT's merge_and_unload equals
 # peft-train merge; peft-train evaluates an adapter written by PEFT as PEFT does. Skipped (77) where
 # torch, transformers and peft are not installed: they are large, so CI does not install them.
@@ -26,17 +26,26 @@ quiet "$TRAIN" merge --model "$W/model" --adapter "$W/seq/adapter" -o "$W/merged
 quiet "$TRAIN" train "${common[@]}" --train "$W/ner_train.conll" --dev "$W/ner_dev.conll" -o "$W/tok" --method lora \
   --rank 4 --alpha 8 --target all --rslora --epochs 4 --lr 1e-2
 quiet "$TRAIN" eval --model "$W/model" --adapter "$W/tok/adapter" --data "$W/ner_dev.conll" --predictions "$W/tok_pred.tsv"
+# (IA)3: key and value scale their output, the FFN output projection its input.
+quiet "$TRAIN" train "${common[@]}" --train "$W/sst_train.tsv" --dev "$W/sst_dev.tsv" -o "$W/ia3" --method ia3 \
+  --epochs 6 --lr 5e-2
+quiet "$TRAIN" eval --model "$W/model" --adapter "$W/ia3/adapter" --data "$W/sst_dev.tsv" --predictions "$W/ia3_pred.tsv"
+quiet "$TRAIN" merge --model "$W/model" --adapter "$W/ia3/adapter" -o "$W/ia3_merged"
 
 # The other way: PEFT writes LoRA adapters; peft-train evaluates one as it is (no run card: the task,
 # LoRA settings and labels come from its files) and refuses the one without a trained head.
 "$PY" "$SCRIPT" write "$W"
 quiet "$TRAIN" eval --model "$W/model" --adapter "$W/py_adapter" --data "$W/sst_dev.tsv" --predictions "$W/py_pred.tsv"
-grep -q "no peft_train.json; from its PEFT files: task sequence, LoRA r=4 alpha=12" "$W/last.log" ||
+grep -q "no peft_train.json; from its PEFT files: task sequence, lora (r=4, alpha=12" "$W/last.log" ||
   { echo "FAIL: no note on the derived run card"; cat "$W/last.log"; exit 1; }
 if "$TRAIN" eval --model "$W/model" --adapter "$W/py_adapter_nohead" --data "$W/sst_dev.tsv" >"$W/nohead.log" 2>&1 ||
   ! grep -q "has no classifier head" "$W/nohead.log"; then
   echo "FAIL: an adapter without its head was not refused clearly"; cat "$W/nohead.log"; exit 1
 fi
 echo "ok: a PEFT adapter without the trained head is refused: $(grep -o 'has no classifier head[^;]*' "$W/nohead.log")"
+# PEFT's own IA3 adapter with its BERT defaults (attention.output.dense scaled too), read as it is.
+quiet "$TRAIN" eval --model "$W/model" --adapter "$W/py_ia3" --data "$W/sst_dev.tsv" --predictions "$W/py_ia3_pred.tsv"
+grep -q "no peft_train.json; from its PEFT files: task sequence, ia3" "$W/last.log" ||
+  { echo "FAIL: no note on the IA3 adapter's derived run card"; cat "$W/last.log"; exit 1; }
 
 "$PY" "$SCRIPT" check "$W"

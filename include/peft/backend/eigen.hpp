@@ -185,6 +185,12 @@ struct eigen : detail::host_memory<T> {
       throw shape_error(peft::detail::concat("eigen::add_row_vector: vector ", b.shape(), " vs rows of ", y.shape()));
     mat(y).rowwise() += Eigen::Map<const Eigen::Matrix<T, 1, Eigen::Dynamic>>(b.data(), Eigen::Index(b.size()));
   }
+  /// y[r, :] *= v (element by element) for every row r: per-column scales such as (IA)3's.
+  static void multiply_row_vector(context&, tensor& y, const tensor& v) {
+    if (v.size() != y.cols())
+      throw shape_error(peft::detail::concat("eigen::multiply_row_vector: vector ", v.shape(), " vs rows of ", y.shape()));
+    mat(y).array().rowwise() *= Eigen::Map<const Eigen::Array<T, 1, Eigen::Dynamic>>(v.data(), Eigen::Index(v.size()));
+  }
   /// out = beta * out + (sum over rows of x); out has x.cols() elements.
   static void sum_rows(context&, const tensor& x, T beta, tensor& out) {
     if (out.size() != x.cols())

@@ -183,6 +183,12 @@ struct xtensor : detail::host_memory<T> {
     auto Y = view(y);
     Y = Y + xt::view(flat(b), xt::newaxis(), xt::all());
   }
+  static void multiply_row_vector(context&, tensor& y, const tensor& v) {
+    if (v.size() != y.cols())
+      throw shape_error(peft::detail::concat("xtensor::multiply_row_vector: vector ", v.shape(), " vs rows of ", y.shape()));
+    auto Y = view(y);
+    Y = Y * xt::view(flat(v), xt::newaxis(), xt::all());
+  }
   static void sum_rows(context&, const tensor& x, T beta, tensor& out) {
     if (out.size() != x.cols())
       throw shape_error(peft::detail::concat("xtensor::sum_rows: output ", out.shape(), " vs columns of ", x.shape()));

@@ -56,7 +56,7 @@ concept DenseTensor = std::default_initializable<Tn> && std::movable<Tn> &&
 ///   `dropout_mask`;
 /// - matrix: `gemm` (transposes, alpha, beta), `gemm_batched` (two-level strided batches),
 ///   `copy_batched` (the same addressing, a copy: KV caches),
-///   `add_row_vector` (bias add), `sum_rows` (bias grad);
+///   `add_row_vector` (bias add), `multiply_row_vector` (per-column scales), `sum_rows` (bias grad);
 /// - transformer kernels: `masked_softmax` (key-padding and causal masks, `softmax_mask`) and
 ///   `softmax_backward` (attention), `layer_norm_forward/backward`, `rms_norm_forward/backward`,
 ///   `rotary` (rotary position embedding, `rotary_args`), `gather_rows` and `scatter_add_rows`
@@ -92,6 +92,7 @@ concept Backend =
       B::copy_batched(ctx, std::size_t{}, std::size_t{}, matrix_batch<const typename B::value_type*>{},
                       matrix_batch<typename B::value_type*>{}, std::size_t{}, std::size_t{});
       B::add_row_vector(ctx, t, c);
+      B::multiply_row_vector(ctx, t, c);
       B::masked_softmax(ctx, c, &c, softmax_mask{}, a, t);
       B::softmax_backward(ctx, c, c, a, t);
       B::layer_norm_forward(ctx, c, c, c, a, t, t, t);

@@ -105,7 +105,9 @@ void save_peft_adapter(typename M::backend::context& ctx, const M& model, const 
     using P = std::remove_cvref_t<decltype(p)>;
     const std::string module = detail::module_of(name);
     if (is_method_parameter(p)) {
-      by_method[detail::owner_of<Plan, P>()].parameters.push_back(name);
+      auto& contents = by_method[detail::owner_of<Plan, P>()];
+      contents.parameters.push_back(name);
+      contents.shapes[name] = p.value.shape();
       return;
     }
     if (p.stored_shape().rank() == 2 && std::string_view(P::group::name) == groups::weight::name) linears.insert(module);

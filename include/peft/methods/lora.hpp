@@ -71,14 +71,8 @@ struct lora_b {
 namespace peft::methods {
 
 namespace detail {
-/// The layer index of a module name as PEFT finds it without a `layers_pattern`: the number of the
-/// last `<name>.<i>.` segment (`bert.encoder.layer.3.attention...` and `model.layers.3.mlp...` are
-/// both 3), or -1.
-inline int layer_index(const std::string& name) {
-  static const std::regex pattern(R"(.*\.[^.]*\.(\d+)\.)");
-  std::smatch m;
-  return std::regex_search(name, m, pattern) ? std::stoi(m[1].str()) : -1;
-}
+using io::detail::layer_index;
+using io::detail::target_modules_for;
 /// Whether `name` matches PEFT's pattern key `key`: `(.*\.)?key` in full.
 inline bool matches_pattern_key(const std::string& name, const std::string& key) {
   try {
@@ -247,39 +241,6 @@ class lora_linear : public linear_wrapper<Inner>, public visits_parameters<lora_
 };
 
 namespace detail {
-/// PEFT `target_modules` that select exactly the LoRA modules `lora` among `linears`: the shortest
-/// dotted suffixes when they select nothing else (honouring layers_to_transform, as PEFT does for
-/// lists), else a regular expression that PEFT full-matches against each module name.
-inline nlohmann::json target_modules_for(const std::set<std::string>& lora, const std::set<std::string>& linears,
-                                         const std::vector<int>& layers) {
-  using io::detail::ends_with_module;
-  auto in_scope = [&](const std::string& m) {
-    if (layers.empty()) return true;
-    return std::find(layers.begin(), layers.end(), layer_index(m + ".")) != layers.end();
-  };
-  std::set<std::string> suffixes;
-  bool clean = true;
-  for (const auto& m : lora) {
-    std::string chosen;
-    std::size_t pos = m.size();
-    while (chosen.empty()) {
-      pos = m.rfind('.', pos == m.size() ? std::string::npos : pos - 1);
-      const std::string s = pos == std::string::npos ? m : m.substr(pos + 1);
-      bool selects_only_lora = true;
-      for (const auto& other : linears)
-        if (!lora.count(other) && in_scope(other) && ends_with_module(other, s)) selects_only_lora = false;
-      if (selects_only_lora) chosen = s;
-      if (pos == std::string::npos || pos == 0) break;
-    }
-    if (chosen.empty()) clean = false;
-    else suffixes.insert(chosen);
-  }
-  if (clean) return nlohmann::json(std::vector<std::string>(suffixes.begin(), suffixes.end()));
-  std::string re;
-  for (const auto& m : lora) re += (re.empty() ? "" : "|") + io::detail::regex_escape(m);
-  return "(" + re + ")";
-}
-
 /// LoRA in Hugging Face PEFT's files: `peft_type` LORA, `LoraConfig`'s keys, tensors
 /// `<module>.lora_A.weight` / `.lora_B.weight` (the parameter names themselves).
 struct lora_peft_format {
@@ -348,18 +309,7 @@ struct lora_peft_format {
         }
       }
     }
-    if (f.has("target_modules")) {
-      const auto& t = j["target_modules"];
-      if (t.is_string()) {
-        c.target_modules = t.get<std::string>();
-      } else if (t.is_array() && !t.empty() && std::all_of(t.begin(), t.end(), [](const auto& v) { return v.is_string(); })) {
-        std::string alternatives;
-        for (const auto& v : t) alternatives += (alternatives.empty() ? "" : "|") + io::detail::regex_escape(v.get<std::string>());
-        c.target_modules = "(.*\\.)?(" + alternatives + ")";
-      } else {
-        fail("target_modules", "a string or a non-empty list of strings");
-      }
-    }
+    if (const auto t = io::detail::read_module_selection(f, "target_modules", io::detail::suffix_match::dotted)) c.target_modules = *t;
   }
 
   /// PEFT's in-memory names carry the adapter name (`lora_A.default.weight`); saved files do not,

@@ -45,6 +45,8 @@ concept has_method_groups = requires { typename M::groups; };
 /// - `template <class Inner> using wrap`: the layer type that wraps `Inner`, constructible from
 ///   `(context&, const layers::linear_options&, const method_config&)`.
 /// Optional: `using options` (its run-time options type, read from `method_config`);
+/// `template <class Role, class Inner> using wrap_role` (a layer that depends on the role; the plan
+/// then uses it instead of `wrap`);
 /// `template <class Inner> using wrap_norm` (it also wraps layer norms); a `peft_format` member
 /// (how Hugging Face PEFT's adapter files spell it, see io/peft_adapter.hpp).
 template <class M>

@@ -21,6 +21,19 @@
 namespace peft {
 
 namespace detail {
+/// The layer method `M` makes of `Inner` for `Role`: `M::wrap_role<Role, Inner>` when the method
+/// declares it (a method whose layers differ by role, as (IA)3's scale the FFN output's input),
+/// else `M::wrap<Inner>`.
+template <class M, class Role, class Inner>
+struct method_wrap {
+  using type = typename M::template wrap<Inner>;
+};
+template <class M, class Role, class Inner>
+  requires requires { typename M::template wrap_role<Role, Inner>; }
+struct method_wrap<M, Role, Inner> {
+  using type = typename M::template wrap_role<Role, Inner>;
+};
+
 /// Wraps `L` with every method of stage `Stage` that targets `Role`, in the order listed.
 template <class L, class Role, int Stage, class... Ms>
 struct apply_stage {
@@ -29,7 +42,7 @@ struct apply_stage {
 template <class L, class Role, int Stage, class M, class... Ms>
 struct apply_stage<L, Role, Stage, M, Ms...> {
   using wrapped = typename std::conditional_t<(M::stage == Stage && M::template targets<Role>),
-                                              typename M::template wrap<L>, L>;
+                                              typename method_wrap<M, Role, L>::type, L>;
   using type = typename apply_stage<wrapped, Role, Stage, Ms...>::type;
 };
 /// Applies stages `Stage`, `Stage + 1`, ..., `Last` (as a type_identity).

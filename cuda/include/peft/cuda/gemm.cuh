@@ -87,6 +87,14 @@ struct matrix_kernels {
     const std::size_t cols = y.cols();
     peft::cuda::launch(ctx.stream, y.size(), [=] __device__(std::size_t i) { yp[i] += bp[i % cols]; });
   }
+  static void multiply_row_vector(context& ctx, tensor& y, const tensor& v) {
+    if (v.size() != y.cols())
+      throw shape_error(peft::detail::concat("cuda::multiply_row_vector: vector ", v.shape(), " vs rows of ", y.shape()));
+    T* yp = y.data();
+    const T* vp = v.data();
+    const std::size_t cols = y.cols();
+    peft::cuda::launch(ctx.stream, y.size(), [=] __device__(std::size_t i) { yp[i] *= vp[i % cols]; });
+  }
   static void sum_rows(context& ctx, const tensor& x, T beta, tensor& out) {
     if (out.size() != x.cols())
       throw shape_error(peft::detail::concat("cuda::sum_rows: output ", out.shape(), " vs columns of ", x.shape()));
