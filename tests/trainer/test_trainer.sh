@@ -61,7 +61,7 @@ pass "eval and predict"
 rm -rf "$W/lora_peft" && cp -r "$W/lora/adapter" "$W/lora_peft" && rm "$W/lora_peft/peft_train.json"
 "$TRAIN" eval --model "$M" --adapter "$W/lora_peft" --data "$W/sst_dev.tsv" >"$W/eval_peft.json" 2>"$W/eval_peft.err" ||
   fail "eval of a PEFT adapter without run card: $(cat "$W/eval_peft.err")"
-grep -q "no peft_train.json; from its PEFT files: task sequence, LoRA r=4 alpha=8" "$W/eval_peft.err" || fail "no note on the derived card"
+grep -q "no peft_train.json; from its PEFT files: task sequence, lora (r=4, alpha=8" "$W/eval_peft.err" || fail "no note on the derived card"
 cmp -s <(json "$W/eval.json" "d['accuracy'], d['loss']") <(json "$W/eval_peft.json" "d['accuracy'], d['loss']") ||
   fail "the adapter scores differently without its run card"
 pass "eval of an adapter without run card"
@@ -160,6 +160,36 @@ adapters = [n for n in names if ".adapter." in n]
 assert adapters and all(".attention." not in n for n in adapters), adapters
 assert not any("lora_" in n or "bias_delta" in n for n in names), names
 PY
+# (IA)3, alone (PEFT's IA3 format, read back without its run card) and over LoRA + BitFit (merged whole).
+"$TRAIN" train "${common[@]}" --train "$W/sst_train.tsv" --dev "$W/sst_dev.tsv" -o "$W/ia3" --method ia3 --epochs 2 --lr 5e-2 \
+  --no-plot >/dev/null 2>"$W/ia3.err" || fail "ia3 run failed: $(tail -3 "$W/ia3.err")"
+python3 - "$W/ia3/adapter" <<'PY' && pass "ia3 writes PEFT's IA3 adapter" || fail "ia3 adapter files"
+import json, struct, sys
+c = json.load(open(sys.argv[1] + "/adapter_config.json"))
+assert c["peft_type"] == "IA3" and set(c["feedforward_modules"]) <= set(c["target_modules"]), c
+raw = open(sys.argv[1] + "/adapter_model.safetensors", "rb").read()
+head = json.loads(raw[8:8 + struct.unpack("<Q", raw[:8])[0]])
+shapes = {k: v["shape"] for k, v in head.items() if k.endswith(".ia3_l")}
+assert len(shapes) == 6, shapes  # key, value, FFN output in 2 layers
+assert all(v[1] == 1 for k, v in shapes.items() if ".attention.self." in k), shapes
+assert all(v[0] == 1 for k, v in shapes.items() if ".attention." not in k), shapes
+PY
+rm -rf "$W/ia3_peft" && cp -r "$W/ia3/adapter" "$W/ia3_peft" && rm "$W/ia3_peft/peft_train.json"
+"$TRAIN" eval --model "$M" --adapter "$W/ia3/adapter" --data "$W/sst_dev.tsv" >"$W/ia3_eval.json" 2>/dev/null &&
+  "$TRAIN" eval --model "$M" --adapter "$W/ia3_peft" --data "$W/sst_dev.tsv" >"$W/ia3_peft_eval.json" 2>/dev/null &&
+  cmp -s <(json "$W/ia3_eval.json" "d['accuracy'], d['loss']") <(json "$W/ia3_peft_eval.json" "d['accuracy'], d['loss']") &&
+  pass "an IA3 adapter scores the same without its run card" || fail "IA3 adapter without run card"
+"$TRAIN" train "${common[@]}" --train "$W/sst_train.tsv" -o "$W/lbi" --method ia3+bitfit+lora --rank 2 --epochs 1 --lr 2e-2 \
+  --no-plot >/dev/null 2>"$W/lbi.err" || fail "lora+bitfit+ia3 run failed: $(tail -3 "$W/lbi.err")"
+"$TRAIN" eval --model "$M" --adapter "$W/lbi/adapter" --data "$W/sst_dev.tsv" >"$W/lbi_eval.json" 2>/dev/null &&
+  "$TRAIN" merge --model "$M" --adapter "$W/lbi/adapter" -o "$W/lbi_merged" >/dev/null 2>&1 &&
+  "$TRAIN" eval --model "$W/lbi_merged" --data "$W/sst_dev.tsv" >"$W/lbi_merged_eval.json" 2>/dev/null &&
+  python3 - "$W/lbi_eval.json" "$W/lbi_merged_eval.json" "$W/lbi/adapter/peft_train.json" <<'PY' && pass "lora+bitfit+ia3 merges into one model that scores the same" || fail "lora+bitfit+ia3 merge"
+import json, sys
+a, b, card = (json.load(open(p)) for p in sys.argv[1:])
+assert card["method"] == "lora+bitfit+ia3", card["method"]
+assert a["accuracy"] == b["accuracy"] and abs(a["loss"] - b["loss"]) < 1e-4, (a, b)
+PY
 
 # ---- 7. bad input: a clear message naming the file and line, non-zero exit, nothing written --------
 expect_error() {  # expect_error <name> <regex> <args...>
@@ -218,7 +248,9 @@ expect_error "sequence longer than the model's positions" "train_long.tsv:3: 62 
 expect_error "--max-length beyond the positions" "--max-length 100 exceeds the model's 40 positions" "${bad_train[@]}" --max-length 100
 printf 'alice\tB-person\nparis\n' >"$W/bad.conll"
 expect_error "CoNLL line without a tag" "bad.conll:2: expected 'token<TAB>tag'" train --model "$M" --train "$W/bad.conll" -o "$W/bad"
-expect_error "unknown method" "method 'lorax' is not one of" "${bad_train[@]}" --method lorax
+expect_error "unknown method" "method 'lorax': 'lorax' is not a method; use full, or any of" "${bad_train[@]}" --method lorax
+expect_error "two placements of one adapter" "houlsby and pfeiffer are two placements of one adapter" "${bad_train[@]}" --method houlsby+pfeiffer
+expect_error "(IA)3 on no module" "--ia3-target: role 'keys' is not one of" "${bad_train[@]}" --method ia3 --ia3-target keys
 expect_error "early stopping without a dev file" "--early-stopping follows the dev score: pass --dev" "${bad_train[@]}" --early-stopping 2
 expect_error "LoRA rank too large" "rank r = 64 must be in \[1, min" "${bad_train[@]}" --rank 64
 "$TRAIN" train "${common[@]}" --train "$W/sst_train.tsv" -o "$W/houlsby" --method houlsby --epochs 1 --no-plot >/dev/null 2>&1 ||
