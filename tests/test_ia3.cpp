@@ -123,9 +123,9 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(starts_as_the_identity_with_peft_names_and_shapes,
   BOOST_REQUIRE_EQUAL(names.size(), 6u);  // key, value, FFN output in each of two layers
   BOOST_TEST(names[0] == "bert.encoder.layer.0.attention.self.key.ia3_l [16, 1]");
   BOOST_TEST(names[1] == "bert.encoder.layer.0.attention.self.value.ia3_l [16, 1]");
-  BOOST_TEST(names[2] == "bert.encoder.layer.0.output.dense.ia3_l [1, 32]");  // scales the FFN's hidden activations
+  BOOST_TEST(names[2] == "bert.encoder.layer.0.output.dense.ia3_l [1, 24]");  // scales the FFN's hidden activations
   const auto counts = count_parameters(m);
-  BOOST_TEST(counts.trainable == 2u * (16u + 16u + 32u) + 16u * 3u + 3u);  // the vectors, the head
+  BOOST_TEST(counts.trainable == 2u * (16u + 16u + 24u) + 16u * 3u + 3u);  // the vectors (FFN width 24), the head
 }
 
 BOOST_AUTO_TEST_CASE_TEMPLATE(merge_equals_unmerged_and_unmerge_restores, B, cpu_double_backends) {
@@ -201,7 +201,7 @@ BOOST_AUTO_TEST_CASE(saves_peft_ia3_and_loads_it_back_and_merges) {
   const auto f = io::safetensors_file::open(dir.path / "adapter" / "adapter_model.safetensors");
   const auto* t = f.find("base_model.model.bert.encoder.layer.1.output.dense.ia3_l");
   BOOST_REQUIRE(t);
-  BOOST_TEST((t->shape == std::vector<std::size_t>{1, 32}));
+  BOOST_TEST((t->shape == std::vector<std::size_t>{1, 24}));
   BOOST_TEST(f.tensors().size() == 6u + 2u);  // six vectors, the classifier's weight and bias
 
   // Read back into the plan peft-train compiles (every role): only the written modules get vectors.
@@ -230,9 +230,9 @@ BOOST_AUTO_TEST_CASE(reads_peft_bert_defaults_and_in_memory_names) {
   // all "output.dense" modules scaling their input (PEFT matches feedforward lists by plain suffix).
   using B = backend::eigen<float>;
   temp_dir dir;
-  write_file(dir.path / "adapter_config.json", R"({"peft_type": "IA3", "task_type": "SEQ_CLS",
+  write_file(dir.path / "adapter_config.json", R"js({"peft_type": "IA3", "task_type": "SEQ_CLS",
     "target_modules": ["key", "value", "output.dense"], "feedforward_modules": ["output.dense"],
-    "fan_in_fan_out": false, "init_ia3_weights": true, "modules_to_save": ["classifier"]})");
+    "fan_in_fan_out": false, "init_ia3_weights": true, "modules_to_save": ["classifier"]})js");
   const auto info = io::read_peft_adapter_config<bert_ia3_all>(dir.path);
   B::context ctx;
   models::bert_for_sequence_classification<B, bert_ia3_all> m(ctx, test::tiny_bert_config(), {.num_labels = 3, .seed = 1}, info.options);
@@ -242,15 +242,15 @@ BOOST_AUTO_TEST_CASE(reads_peft_bert_defaults_and_in_memory_names) {
   });
   BOOST_TEST(shapes.size() == 8u);
   BOOST_TEST(shapes["bert.encoder.layer.0.attention.output.dense.ia3_l"] == "[1, 16]");
-  BOOST_TEST(shapes["bert.encoder.layer.0.output.dense.ia3_l"] == "[1, 32]");
+  BOOST_TEST(shapes["bert.encoder.layer.0.output.dense.ia3_l"] == "[1, 24]");
   BOOST_TEST(shapes["bert.encoder.layer.1.attention.self.value.ia3_l"] == "[16, 1]");
   BOOST_TEST(!shapes.count("bert.encoder.layer.0.attention.self.query.ia3_l"));
   BOOST_TEST(methods::detail::ia3_peft_format::parameter_name("bert.encoder.layer.0.attention.self.key.ia3_l.default") ==
              "bert.encoder.layer.0.attention.self.key.ia3_l");
 
   // No feedforward_modules at all: no module scales its input.
-  write_file(dir.path / "adapter_config.json", R"({"peft_type": "IA3", "target_modules": "(.*\\.)?(key|value)"})");
-  BOOST_TEST(io::read_peft_adapter_config<bert_ia3_all>(dir.path).options.get<ia3_config>().feedforward_modules == std::string());
+  write_file(dir.path / "adapter_config.json", R"js({"peft_type": "IA3", "target_modules": "(.*\\.)?(key|value)"})js");
+  BOOST_TEST((io::read_peft_adapter_config<bert_ia3_all>(dir.path).options.get<ia3_config>().feedforward_modules == std::string()));
 }
 
 BOOST_AUTO_TEST_CASE(bad_configs_name_the_key) {
@@ -264,14 +264,14 @@ BOOST_AUTO_TEST_CASE(bad_configs_name_the_key) {
     }
     return "no error";
   };
-  BOOST_TEST(error_of(R"({"peft_type": "IA3", "target_modules": ["key"], "fan_in_fan_out": true})").find("'fan_in_fan_out'") !=
+  BOOST_TEST(error_of(R"js({"peft_type": "IA3", "target_modules": ["key"], "fan_in_fan_out": true})js").find("'fan_in_fan_out'") !=
              std::string::npos);
-  BOOST_TEST(error_of(R"({"peft_type": "IA3", "target_modules": 3})").find("'target_modules' must be a string or a non-empty list") !=
+  BOOST_TEST(error_of(R"js({"peft_type": "IA3", "target_modules": 3})js").find("'target_modules' must be a string or a non-empty list") !=
              std::string::npos);
-  BOOST_TEST(error_of(R"({"peft_type": "IA3", "feedforward_modules": [1]})").find("'feedforward_modules'") != std::string::npos);
-  BOOST_TEST(error_of(R"({"peft_type": "IA3", "exclude_modules": ["key"]})").find("'exclude_modules' is not supported") !=
+  BOOST_TEST(error_of(R"js({"peft_type": "IA3", "feedforward_modules": [1]})js").find("'feedforward_modules'") != std::string::npos);
+  BOOST_TEST(error_of(R"js({"peft_type": "IA3", "exclude_modules": ["key"]})js").find("'exclude_modules' is not supported") !=
              std::string::npos);
-  BOOST_TEST(error_of(R"({"peft_type": "IA3", "init_ia3_weights": "yes"})").find("init_ia3_weights") != std::string::npos);
+  BOOST_TEST(error_of(R"js({"peft_type": "IA3", "init_ia3_weights": "yes"})js").find("init_ia3_weights") != std::string::npos);
 }
 
 BOOST_AUTO_TEST_CASE(switched_off_it_costs_nothing_and_changes_nothing) {

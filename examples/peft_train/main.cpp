@@ -98,7 +98,8 @@ int main(int argc, char** argv) {
   train->add_option("--alpha", t.card.methods.get<peft::lora_config>().alpha, "LoRA alpha (scaling alpha/r)")->capture_default_str();
   train->add_option("--lora-dropout", t.card.methods.get<peft::lora_config>().dropout, "dropout on the LoRA input")->capture_default_str();
   train->add_option("--target", t.card.lora_targets,
-                    "LoRA roles, comma-separated: query, key, value, attention_output, ffn_in, ffn_out, or all")
+                    "LoRA roles, comma-separated: query, key, value, attention_output, ffn_in, ffn_out, pooler, or all "
+                    "(the six attention and FFN roles)")
       ->capture_default_str();
   train->add_option("--ia3-target", t.card.ia3_targets,
                     "(IA)3 roles, comma-separated (ffn_out scales its input, the others their output); as --target")

@@ -27,13 +27,15 @@ struct command_table {
 };
 
 namespace m = peft::methods;
+/// LoRA may reach every linear layer of BertModel, the pooler included, so that PEFT adapters whose
+/// target_modules also match `bert.pooler.dense` (PEFT's `dense` does) load; `--target` picks.
 using lora_all = m::lora<peft::roles::query, peft::roles::key, peft::roles::value, peft::roles::attention_output,
-                         peft::roles::ffn_in, peft::roles::ffn_out>;
+                         peft::roles::ffn_in, peft::roles::ffn_out, peft::roles::pooler>;
 
 /// (IA)3 may reach every role, so that PEFT's IA3 adapters for BERT (which also scale
 /// attention.output.dense) load; `--ia3-target` picks the paper's key, value, ffn_out by default.
 using ia3_all = m::ia3<peft::roles::query, peft::roles::key, peft::roles::value, peft::roles::attention_output,
-                       peft::roles::ffn_in, peft::roles::ffn_out>;
+                       peft::roles::ffn_in, peft::roles::ffn_out, peft::roles::pooler>;
 
 /// Plan 0: full fine-tuning. Plan 1: every other method, chosen at run time.
 template <int I> struct plan_at;

@@ -60,7 +60,8 @@ std::string role_target_regex(const std::string& roles, const std::string& optio
   static const std::map<std::string, std::string> module_of = {
       {"query", R"(attention\.self\.query)"},      {"key", R"(attention\.self\.key)"},
       {"value", R"(attention\.self\.value)"},      {"attention_output", R"(attention\.output\.dense)"},
-      {"ffn_in", R"(intermediate\.dense)"},        {"ffn_out", R"(layer\.\d+\.output\.dense)"}};
+      {"ffn_in", R"(intermediate\.dense)"},        {"ffn_out", R"(layer\.\d+\.output\.dense)"},
+      {"pooler", R"(pooler\.dense)"}};
   std::vector<std::string> names = roles == "all" ? std::vector<std::string>{"query", "key", "value", "attention_output", "ffn_in", "ffn_out"}
                                                   : split_nonempty(roles, ',');
   if (names.empty()) throw peft::config_error(option + ": name at least one role");
@@ -68,7 +69,8 @@ std::string role_target_regex(const std::string& roles, const std::string& optio
   for (const auto& n : names) {
     const auto it = module_of.find(n);
     if (it == module_of.end())
-      throw peft::config_error(option + ": role '" + n + "' is not one of query, key, value, attention_output, ffn_in, ffn_out, all");
+      throw peft::config_error(option + ": role '" + n +
+                               "' is not one of query, key, value, attention_output, ffn_in, ffn_out, pooler, all");
     alternatives += (alternatives.empty() ? "" : "|") + it->second;
   }
   return ".*\\.(" + alternatives + ")";

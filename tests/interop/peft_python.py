@@ -142,7 +142,13 @@ def check_mode():
     worst = max(float((merged_py[name].float() - t.float()).abs().max()) for name, t in ours.items() if name in merged_py)
     check(set(ours) == set(merged_py) and worst < 1e-5, f"IA3 merged weights equal PEFT's merge_and_unload (largest difference {worst:.1e})")
 
-    # 6. PEFT's IA3 adapter with its BERT defaults, evaluated by peft-train.
+    # 6. PEFT's LoRA on every dense module (the pooler's too), evaluated by peft-train.
+    base = AutoModelForSequenceClassification.from_pretrained(MODEL, num_labels=len(labels))
+    model = PeftModel.from_pretrained(base, os.path.join(W, "py_dense")).eval()
+    check(any("pooler.dense.lora_A" in n for n, _ in model.named_parameters()), "PEFT's 'dense' LoRA reaches bert.pooler.dense")
+    compare_sentences(model, labels, os.path.join(W, "py_dense_pred.tsv"), "PEFT-written LoRA on every dense module evaluated by peft-train")
+
+    # 7. PEFT's IA3 adapter with its BERT defaults, evaluated by peft-train.
     base = AutoModelForSequenceClassification.from_pretrained(MODEL, num_labels=len(labels))
     model = PeftModel.from_pretrained(base, os.path.join(W, "py_ia3")).eval()
     compare_sentences(model, labels, os.path.join(W, "py_ia3_pred.tsv"), "PEFT-written IA3 adapter evaluated by peft-train")
@@ -158,6 +164,11 @@ def write_mode():
     with torch.no_grad():
         model.base_model.model.classifier.modules_to_save["default"].weight.normal_(0, 0.5)
     model.save_pretrained(os.path.join(W, "py_adapter"))
+    # LoRA on every "dense" module, which PEFT's suffix match also finds in bert.pooler.dense.
+    base = AutoModelForSequenceClassification.from_pretrained(MODEL, num_labels=len(labels))
+    model = get_peft_model(base, LoraConfig(r=2, lora_alpha=4, target_modules=["dense"], modules_to_save=["classifier"],
+                                            task_type="SEQ_CLS", init_lora_weights=False))
+    model.save_pretrained(os.path.join(W, "py_dense"))
     # IA3 with PEFT's defaults for BERT (key, value, output.dense; output.dense feed-forward, which
     # also matches attention.output.dense), its vectors moved off the identity.
     base = AutoModelForSequenceClassification.from_pretrained(MODEL, num_labels=len(labels))

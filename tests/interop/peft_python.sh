@@ -43,6 +43,8 @@ if "$TRAIN" eval --model "$W/model" --adapter "$W/py_adapter_nohead" --data "$W/
   echo "FAIL: an adapter without its head was not refused clearly"; cat "$W/nohead.log"; exit 1
 fi
 echo "ok: a PEFT adapter without the trained head is refused: $(grep -o 'has no classifier head[^;]*' "$W/nohead.log")"
+# PEFT's LoRA on "dense", which matches the pooler as well.
+quiet "$TRAIN" eval --model "$W/model" --adapter "$W/py_dense" --data "$W/sst_dev.tsv" --predictions "$W/py_dense_pred.tsv"
 # PEFT's own IA3 adapter with its BERT defaults (attention.output.dense scaled too), read as it is.
 quiet "$TRAIN" eval --model "$W/model" --adapter "$W/py_ia3" --data "$W/sst_dev.tsv" --predictions "$W/py_ia3_pred.tsv"
 grep -q "no peft_train.json; from its PEFT files: task sequence, ia3" "$W/last.log" ||
