@@ -8,6 +8,7 @@
 #include "peft/io/peft_adapter.hpp"
 #include "peft/methods/adapter.hpp"
 #include "peft/methods/bitfit.hpp"
+#include "peft/methods/ia3.hpp"
 #include "peft/methods/lora.hpp"
 #include <tuple>
 #include "peft/models/bert/config.hpp"
@@ -15,7 +16,8 @@
 // The adapter reader needs only a plan's method list (peft::plan<...> itself trips clang 14, which
 // builds the fuzzers, so the list is spelt out).
 struct fuzz_plan {
-  using methods = std::tuple<peft::methods::lora<peft::roles::query>, peft::methods::bitfit, peft::methods::houlsby_adapter>;
+  using methods = std::tuple<peft::methods::lora<peft::roles::query>, peft::methods::bitfit, peft::methods::ia3<peft::roles::key>,
+                             peft::methods::houlsby_adapter>;
 };
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
