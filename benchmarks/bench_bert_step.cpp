@@ -5,11 +5,13 @@
 //
 // Run one configuration per process so that peak resident memory belongs to it:
 //   bench_bert_step --benchmark_filter='minilm/lora$' --benchmark_format=json
-// (benchmarks/run_bert.sh does that for every configuration). GEMMs run on Eigen's own kernels
-// (OpenBLAS is not used, so OPENBLAS_CORETYPE has no effect here).
+// (benchmarks/run_bert.sh does that for every configuration; benchmarks/side_by_side/run.py runs
+// it against PyTorch). GEMMs run on Eigen's own kernels, built for PEFT_CPU_ARCH (the JSON context's
+// "peft_kernels" names them); OpenBLAS is not used, so OPENBLAS_CORETYPE has no effect here.
 #include <benchmark/benchmark.h>
 #include <sys/resource.h>
 
+#include <peft/backend/cpu_features.hpp>
 #include <peft/peft.hpp>
 
 namespace {
@@ -37,12 +39,13 @@ models::bert_config minilm() {
 models::bert_config bert_base() { return {}; }
 
 template <class Plan>
-void step(benchmark::State& state, models::bert_config config, std::size_t batch, std::size_t seq) {
+void step(benchmark::State& state, models::bert_config config, std::size_t batch, std::size_t seq, bool bf16_frozen = false) {
   const double baseline = current_rss_mb();
   B::context ctx;
   ctx.training = true;
   const method_config cfg{lora_config{.r = 8, .alpha = 16, .dropout = 0.1}, adapter_config{.bottleneck = 64}};
   models::bert_for_sequence_classification<B, Plan> m(ctx, config, {.num_labels = 2}, cfg);
+  if (bf16_frozen) store_frozen_weights<B>(ctx, m, storage_format::bf16);
   optim::optimizer opt(m, optim::adamw{.lr = 1e-4});
   loss::softmax_cross_entropy<B> ce;
   models::encoder_batch b{.batch_size = batch, .seq_len = seq};
@@ -79,8 +82,9 @@ using lora_p = plan<methods::lora<roles::query, roles::value>>;
 using bitfit_p = plan<methods::bitfit>;
 using houlsby_p = plan<methods::houlsby_adapter>;
 template <class Plan>
-void add(const char* name, models::bert_config (*config)(), std::size_t batch, std::size_t seq, int iterations) {
-  benchmark::RegisterBenchmark(name, [=](benchmark::State& st) { step<Plan>(st, config(), batch, seq); })
+void add(const char* name, models::bert_config (*config)(), std::size_t batch, std::size_t seq, int iterations,
+         bool bf16_frozen = false) {
+  benchmark::RegisterBenchmark(name, [=](benchmark::State& st) { step<Plan>(st, config(), batch, seq, bf16_frozen); })
       ->Unit(benchmark::kMillisecond)
       ->UseRealTime()
       ->Iterations(iterations)
@@ -96,6 +100,11 @@ int main(int argc, char** argv) {
   add<houlsby_p>("minilm/houlsby", minilm, 16, 128, 2);
   add<full_p>("bert_base/full", bert_base, 8, 128, 1);
   add<lora_p>("bert_base/lora", bert_base, 8, 128, 1);
+  // Frozen weights stored as bf16 (store_frozen_weights): AVX512_BF16 products where the CPU has them.
+  add<lora_p>("minilm/lora_bf16", minilm, 16, 128, 2, true);
+  add<bitfit_p>("minilm/bitfit_bf16", minilm, 16, 128, 2, true);
+  add<lora_p>("bert_base/lora_bf16", bert_base, 8, 128, 1, true);
+  benchmark::AddCustomContext("peft_kernels", backend::cpu_kernels() + "; " + backend::bf16_kernels());
   benchmark::Initialize(&argc, argv);
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
   benchmark::RunSpecifiedBenchmarks();

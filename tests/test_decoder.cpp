@@ -10,7 +10,10 @@
 #include <nlohmann/json.hpp>
 #include <unistd.h>
 
+#include "peft/core/frozen_storage.hpp"
 #include "peft/generate/generator.hpp"
+#include "peft/loss/cross_entropy.hpp"
+#include "peft/models/bert/model.hpp"
 #include "peft/io/gguf.hpp"
 #include "peft/io/gguf_checkpoint.hpp"
 #include "peft/io/peft_adapter.hpp"
@@ -269,6 +272,7 @@ using packed_backends = boost::mpl::list<eigen_f, test::xtensor_d>;
 BOOST_AUTO_TEST_CASE_TEMPLATE(packed_products_equal_dense_ones, B, packed_backends) {
   using T = typename B::value_type;
   typename B::context ctx;
+  if constexpr (requires { ctx.bf16_dot; }) ctx.bf16_dot = false;  // widened to fp32: exact (the bf16 kernels round a)
   for (storage_format f : all_storage_formats) {
     const std::size_t be = format_traits(f).block_elements, n = 37, k = 2 * std::max<std::size_t>(be, 64);
     const auto bytes = random_blocks(f, n * k / be, 11 + std::size_t(f));
@@ -294,6 +298,103 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(packed_products_equal_dense_ones, B, packed_backen
     typename B::tensor out(shape{2, n});
     BOOST_CHECK_THROW(B::gemm_packed(ctx, op::t, T(1), wrong, w, T(0), out), shape_error);
   }
+}
+
+namespace {
+bool bf16_dot_here(boost::unit_test::test_unit_id) { return backend::bf16_dot_available(); }
+}  // namespace
+
+// The AVX512_BF16 products against an independent double-precision sum of the same bf16 values: the
+// activations rounded to bf16 (nearest even), the weight as stored. Edges: odd reduction lengths,
+// partial 32-column panels, row counts that are not multiples of the 8-row micro-kernel, alpha and beta.
+BOOST_AUTO_TEST_CASE(bf16_dot_products_round_activations_and_sum_in_fp32,
+                     *boost::unit_test::precondition(bf16_dot_here)) {
+  using B = eigen_f;
+  init_rng rng(21);
+  for (auto [m, n, k] : {std::array<std::size_t, 3>{70, 37, 129}, {19, 64, 96}, {5, 33, 1}, {130, 100, 300}}) {
+    std::vector<float> wv(n * k);
+    for (auto& v : wv) v = float(rng.normal(0, 1));
+    const auto w = packed_matrix::encode(wv, n, k, storage_format::bf16, "w");
+    const auto wd = w.dequantize<float>();
+    for (int threads : {1, 2}) {
+      B::context ctx(threads);
+      const auto x = test::random_tensor<B>(ctx, {m, k}, 1), dy = test::random_tensor<B>(ctx, {m, n}, 2);
+      typename B::tensor y(shape{m, n}), dx(shape{m, k});
+      B::fill(ctx, y, 1.f), B::fill(ctx, dx, 1.f);
+      B::gemm_packed(ctx, op::t, 0.5f, x, w, 0.25f, y);
+      B::gemm_packed(ctx, op::n, 0.5f, dy, w, 0.25f, dx);
+      auto round = [](float v) { return double(bf16_to_float(float_to_bf16(v))); };
+      double worst = 0;
+      for (std::size_t i = 0; i < m; ++i)
+        for (std::size_t j = 0; j < n; ++j) {
+          double sum = 0, size = 0;
+          for (std::size_t t = 0; t < k; ++t) sum += round(x[i * k + t]) * wd[j * k + t], size += std::abs(round(x[i * k + t]) * wd[j * k + t]);
+          worst = std::max(worst, std::abs(0.25 + 0.5 * sum - y[i * n + j]) / (1 + size));
+        }
+      for (std::size_t i = 0; i < m; ++i)
+        for (std::size_t j = 0; j < k; ++j) {
+          double sum = 0, size = 0;
+          for (std::size_t t = 0; t < n; ++t) sum += round(dy[i * n + t]) * wd[t * k + j], size += std::abs(round(dy[i * n + t]) * wd[t * k + j]);
+          worst = std::max(worst, std::abs(0.25 + 0.5 * sum - dx[i * k + j]) / (1 + size));
+        }
+      BOOST_TEST(worst < 1e-6, "m " << m << " n " << n << " k " << k << " threads " << threads << ": worst " << worst);
+    }
+  }
+}
+
+// store_frozen_weights keeps a BERT's frozen linear weights as bf16: the model then computes what the
+// same model with those bf16 values as dense fp32 weights computes (exactly when the bf16 products
+// are off; within the activations' bf16 rounding when they are on), and LoRA still trains.
+BOOST_AUTO_TEST_CASE(bert_with_bf16_frozen_weights_matches_its_dense_twin) {
+  using B = eigen_f;
+  using P = plan<methods::lora<roles::query, roles::value>>;
+  B::context ctx;
+  const method_config cfg{lora_config{.r = 2, .alpha = 4}};
+  models::bert_for_sequence_classification<B, P> packed(ctx, test::tiny_bert_config(), {.num_labels = 3, .seed = 1}, cfg),
+      dense(ctx, test::tiny_bert_config(), {.num_labels = 3, .seed = 1}, cfg);
+  const std::size_t n = store_frozen_weights<B>(ctx, packed, storage_format::bf16);
+  std::size_t linears = 0, packed_count = 0;
+  packed.visit_parameters("", [&](const std::string&, const auto& p) {
+    using Pm = std::remove_cvref_t<decltype(p)>;
+    if constexpr (std::is_same_v<typename Pm::group, groups::weight> && !Pm::trainable) ++linears, packed_count += p.is_packed();
+  });
+  BOOST_TEST(n == linears);  // every frozen linear weight, pooler included; the classifier trains
+  BOOST_TEST(n == 13u);
+  BOOST_TEST(packed_count == n);
+  // The dense twin gets the bf16 values as fp32.
+  dense.visit_parameters("", [&](const std::string&, auto& p) {
+    using Pm = std::remove_cvref_t<decltype(p)>;
+    if constexpr (std::is_same_v<typename Pm::group, groups::weight> && !Pm::trainable)
+      for (std::size_t i = 0; i < p.value.size(); ++i) p.value[i] = bf16_to_float(float_to_bf16(p.value[i]));
+  });
+  BOOST_TEST(store_frozen_weights<B>(ctx, packed, storage_format::bf16) == 0u);  // already stored
+  const models::encoder_batch b{.batch_size = 2, .seq_len = 5, .input_ids = {2, 7, 11, 5, 3, 2, 9, 4, 3, 0},
+                                .attention_mask = {1, 1, 1, 1, 1, 1, 1, 1, 1, 0}};
+  ctx.training = false;
+  ctx.bf16_dot = false;
+  const auto ref = B::copy_to_host(ctx, dense.forward(ctx, b));
+  const auto exact = B::copy_to_host(ctx, packed.forward(ctx, b));
+  double worst = 0, scale = 1;
+  for (std::size_t i = 0; i < ref.size(); ++i) worst = std::max(worst, double(std::abs(exact[i] - ref[i]))), scale = std::max(scale, double(std::abs(ref[i])));
+  BOOST_TEST(worst / scale < 1e-5);
+  if (backend::bf16_dot_available()) {
+    ctx.bf16_dot = true;
+    const auto fast = B::copy_to_host(ctx, packed.forward(ctx, b));
+    double diff = 0;
+    for (std::size_t i = 0; i < ref.size(); ++i) diff = std::max(diff, double(std::abs(fast[i] - ref[i])));
+    BOOST_TEST(diff / scale < 5e-2, "bf16 products: logits differ by " << diff);
+  }
+  // A training step reaches the LoRA parameters through the packed base.
+  ctx.training = true;
+  loss::softmax_cross_entropy<B> ce;
+  ce.forward(ctx, packed.forward(ctx, b), std::vector<std::int32_t>{0, 2});
+  packed.backward(ctx, ce.gradient());
+  double grad = 0;
+  packed.visit_parameters("", [&](const std::string& name, const auto& p) {
+    if constexpr (std::remove_cvref_t<decltype(p)>::trainable)
+      if (name.find("lora_B") != std::string::npos) grad += B::sum_squares(ctx, p.grad);
+  });
+  BOOST_TEST(grad > 0);
 }
 
 BOOST_AUTO_TEST_CASE(frozen_linear_keeps_its_weight_packed_and_lora_merges_it_dense) {

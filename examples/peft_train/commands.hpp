@@ -108,6 +108,7 @@ int commands<Plan>::train(const train_options& o) {
   // 2. The model: base weights, then the plan's method parameters on top.
   session<Plan> s(md, card, o.seed, o.threads);
   s.load_base(md.weights, false, true);
+  s.store_frozen(o.frozen_weights, true);
   const auto counts = s.with_model([](auto& m) { return peft::count_parameters(m); });
   std::cerr << "method: " << card.describe() << "\n"
             << s.with_model([](auto& m) { return peft::trainable_parameters_report(m); }) << "\n"
@@ -241,10 +242,15 @@ int commands<Plan>::train(const train_options& o) {
 
 /// Builds the model of `card` on `base` and loads the adapter (or, for "full", the model itself).
 template <class Plan>
-void load_for_inference(session<Plan>& s, const model_dir& md, const fs::path& adapter_dir) {
-  if (adapter_dir.empty()) return s.load_base(md.weights, true, false);
-  s.load_base(md.weights, false, false);
-  s.with_model([&](auto& m) { peft::io::load_peft_adapter(s.ctx(), m, adapter_dir); });
+void load_for_inference(session<Plan>& s, const model_dir& md, const fs::path& adapter_dir,
+                        const std::string& frozen_weights = "f32") {
+  if (adapter_dir.empty()) {
+    s.load_base(md.weights, true, false);
+  } else {
+    s.load_base(md.weights, false, false);
+    s.with_model([&](auto& m) { peft::io::load_peft_adapter(s.ctx(), m, adapter_dir); });
+  }
+  s.store_frozen(frozen_weights, false);
 }
 
 template <class Plan>
@@ -260,7 +266,7 @@ int commands<Plan>::eval(const eval_options& o, const run_card& card) {
   const auto batches = make_batches(md.tokenizer, d, card, {.batch_size = o.batch_size, .max_length = card.max_length,
                                                             .truncate = card.truncate}, &stats);
   session<Plan> s(md, card, 0, o.threads);
-  load_for_inference(s, md, o.adapter_dir);
+  load_for_inference(s, md, o.adapter_dir, o.frozen_weights);
   const auto start = std::chrono::steady_clock::now();
   const auto r = s.evaluate(batches, d, md.tokenizer);
   const double secs = detail::seconds_since(start);
@@ -327,7 +333,7 @@ int commands<Plan>::predict(const predict_options& o, const run_card& card) {
     throw peft::data::data_error(std::string(e.what()) + " (predict --truncate labels it from its first tokens)");
   }
   session<Plan> s(md, card, 0, o.threads);
-  load_for_inference(s, md, o.adapter_dir);
+  load_for_inference(s, md, o.adapter_dir, o.frozen_weights);
   const auto r = s.evaluate(batches, d, md.tokenizer, false);
   std::string out;
   char number[32];

@@ -12,6 +12,8 @@
 #include <Eigen/Core>
 #include <iostream>
 
+#include <peft/backend/bf16_gemm.hpp>
+#include <peft/backend/cpu_features.hpp>
 #include <peft/core/error.hpp>
 #include <peft/data/readers.hpp>
 #include <peft/io/atomic_file.hpp>
@@ -73,9 +75,15 @@ run_card card_for(const fs::path& model_dir, const fs::path& adapter_dir) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  try {
+    peft::backend::require_cpu_features();  // an AVX2 build on an older CPU: say so, do not crash
+  } catch (const peft::error& ex) {
+    std::cerr << "peft-train: error: " << ex.what() << "\n";
+    return 1;
+  }
   CLI::App app{"peft-train: parameter-efficient fine-tuning of BERT-family encoders (LoRA, BitFit, adapters); Llama-family generation from GGUF"};
   app.require_subcommand(1);
-  app.set_version_flag("--version", "peft-train 0.1");
+  app.set_version_flag("--version", "peft-train 0.1, kernels: " + peft::backend::cpu_kernels() + "; " + peft::backend::bf16_kernels());
 
   // ---- train -------------------------------------------------------------------------------------
   train_options t;
@@ -133,6 +141,9 @@ int main(int argc, char** argv) {
   train->add_option("--clip", t.clip, "global gradient-norm clipping (0: off)")->capture_default_str();
   train->add_option("--seed", t.seed)->capture_default_str();
   train->add_option("--threads", t.threads, "CPU threads (0: all)")->capture_default_str();
+  train->add_option("--frozen-weights", t.frozen_weights, "storage of the frozen base weights: f32, or bf16 (half the memory; AVX512_BF16 products where the CPU has them, activations then rounded to bf16)")
+      ->check(CLI::IsMember({"f32", "bf16"}))
+      ->capture_default_str();
   train->add_option("--log-every", t.log_every, "steps between metrics records")->capture_default_str()->check(CLI::PositiveNumber);
   train->add_option("--save-every", t.save_every, "steps between checkpoints (0: only at epoch ends and on interruption)")
       ->capture_default_str();
@@ -160,6 +171,9 @@ int main(int argc, char** argv) {
   eval->add_option("--predictions", e.predictions_file, "also write each prediction next to its gold label");
   eval->add_option("--batch-size", e.batch_size)->capture_default_str();
   eval->add_option("--threads", e.threads)->capture_default_str();
+  eval->add_option("--frozen-weights", e.frozen_weights, "storage of the frozen base weights: f32, or bf16 (half the memory; AVX512_BF16 products where the CPU has them, activations then rounded to bf16)")
+      ->check(CLI::IsMember({"f32", "bf16"}))
+      ->capture_default_str();
   add_format_options(eval, e.format, eval_delimiter);
 
   // ---- predict -------------------------------------------------------------------------------------
@@ -171,6 +185,9 @@ int main(int argc, char** argv) {
   predict->add_option("--input", p.input_file, "input file ('-' or absent: standard input)");
   predict->add_option("--batch-size", p.batch_size)->capture_default_str();
   predict->add_option("--threads", p.threads)->capture_default_str();
+  predict->add_option("--frozen-weights", p.frozen_weights, "storage of the frozen base weights: f32, or bf16 (half the memory; AVX512_BF16 products where the CPU has them, activations then rounded to bf16)")
+      ->check(CLI::IsMember({"f32", "bf16"}))
+      ->capture_default_str();
   predict->add_flag("--truncate", p.truncate, "label an over-long line from its first tokens (default: the run card's choice; "
                                               "without either, an over-long line is an error naming it)");
 

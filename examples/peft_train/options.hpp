@@ -86,6 +86,7 @@ struct train_options {
   fs::path tensorboard_dir;         ///< TensorBoard event files (empty: none)
   std::size_t interrupt_after = 0;  ///< testing aid: raise SIGINT after this many steps
   bool resume = false, overwrite = false, plot = true;
+  std::string frozen_weights = "f32";  ///< storage of the frozen base weights: f32 or bf16
   data_format format;
 
   /// Everything that must not change between a run and its resumption.
@@ -96,6 +97,7 @@ struct eval_options {
   fs::path model_dir, adapter_dir, data_file, predictions_file;
   std::size_t batch_size = 64;
   int threads = 0;
+  std::string frozen_weights = "f32";
   data_format format;
 };
 
@@ -103,6 +105,7 @@ struct predict_options {
   fs::path model_dir, adapter_dir, input_file;  ///< input "-" or empty: stdin
   std::size_t batch_size = 64;
   int threads = 0;
+  std::string frozen_weights = "f32";
   bool truncate = false;                        ///< cut over-long lines instead of stopping
   std::size_t max_line_bytes = 1 << 20;
 };

@@ -86,6 +86,15 @@ class session {
     });
   }
 
+  /// Keeps the frozen base weights as `format` says: "f32" (as loaded) or "bf16" (half the memory;
+  /// AVX512_BF16 products where the CPU has them). Call after loading the base weights.
+  void store_frozen(const std::string& format, bool verbose) {
+    if (format == "f32") return;
+    if (format != "bf16") throw peft::config_error("--frozen-weights '" + format + "': expected f32 or bf16");
+    const std::size_t n = with_model([&](auto& m) { return peft::store_frozen_weights<B>(ctx_, m, peft::storage_format::bf16); });
+    if (verbose) std::cerr << "frozen weights: " << n << " matrices stored as bf16; " << peft::backend::bf16_kernels() << "\n";
+  }
+
   template <class F>
   decltype(auto) with_model(F&& f) {
     if (token_) return f(*token_);

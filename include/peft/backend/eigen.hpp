@@ -4,9 +4,11 @@
 /// Tensors live in aligned host memory and are viewed through `Eigen::Map` (no copies). GEMMs go to
 /// Eigen's blocked kernels on packing buffers kept in the context (`eigen_gemm.hpp`), split over OpenMP
 /// threads when the target is built with it (or to BLAS when the user defines `EIGEN_USE_BLAS`);
-/// element-wise kernels are OpenMP loops over contiguous memory.
+/// element-wise kernels are Eigen array expressions over one contiguous range per OpenMP thread, so they
+/// vectorise and run on every thread of the team.
 
 #include <Eigen/Core>
+#include <unsupported/Eigen/SpecialFunctions>  // vectorised erf (GELU)
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -46,6 +48,9 @@ struct eigen : detail::host_memory<T> {
     detail::gemm_workspace<T> gemm_buffers;
     detail::packed_workspace<T> packed_buffers;  // tiles of packed weights (gemm_packed)
     detail::grow_only_buffer<T> scratch;  // kernel temporaries (Adafactor's update)
+    /// Products with bf16 frozen weights use AVX512_BF16 dot products (activations rounded to bf16,
+    /// fp32 sums; bf16_gemm.hpp) when the CPU has them; false widens the weight to fp32 instead.
+    bool bf16_dot = true;
   };
 
   using matrix = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
@@ -59,27 +64,48 @@ struct eigen : detail::host_memory<T> {
   static const_matrix_map mat(const tensor& t) { return {t.data(), Eigen::Index(t.rows()), Eigen::Index(t.cols())}; }
   static array_map arr(tensor& t) { return {t.data(), Eigen::Index(t.size())}; }
   static const_array_map arr(const tensor& t) { return {t.data(), Eigen::Index(t.size())}; }
+  /// Elements [begin, end) of a tensor as an array (the ranges of `host_parallel_ranges`).
+  static Eigen::Map<array> part(T* p, std::size_t begin, std::size_t end) { return {p + begin, Eigen::Index(end - begin)}; }
+  static Eigen::Map<const array> part(const T* p, std::size_t begin, std::size_t end) {
+    return {p + begin, Eigen::Index(end - begin)};
+  }
+  /// Runs `f(begin, end)` over the elements of a tensor of n elements, one range per thread.
+  template <class F>
+  static void sweep(std::size_t n, F&& f) {
+    detail::host_parallel_ranges(n, f);
+  }
 
   // ---- element-wise (host transfers come from detail::host_memory) ------------------------------------
-  static void fill(context&, tensor& t, T v) { arr(t).setConstant(v); }
+  static void fill(context&, tensor& t, T v) {
+    sweep(t.size(), [&](std::size_t b, std::size_t e) { part(t.data(), b, e).setConstant(v); });
+  }
   static void copy(context&, const tensor& src, tensor& dst) {
     dst.resize(src.shape());
-    arr(dst) = arr(src);
+    sweep(src.size(), [&](std::size_t b, std::size_t e) { part(dst.data(), b, e) = part(src.data(), b, e); });
   }
   static void axpy(context&, T alpha, const tensor& x, tensor& y) {
     peft::detail::require_same_shape("eigen::axpy", x.shape(), y.shape());
-    arr(y) += alpha * arr(x);
+    sweep(x.size(), [&](std::size_t b, std::size_t e) { part(y.data(), b, e) += alpha * part(x.data(), b, e); });
   }
-  static void scale(context&, T alpha, tensor& x) { arr(x) *= alpha; }
+  static void scale(context&, T alpha, tensor& x) {
+    sweep(x.size(), [&](std::size_t b, std::size_t e) { part(x.data(), b, e) *= alpha; });
+  }
   static void multiply(context&, const tensor& a, const tensor& b, tensor& out) {
     peft::detail::require_same_shape("eigen::multiply", a.shape(), b.shape());
     out.resize(a.shape());
-    arr(out) = arr(a) * arr(b);
+    sweep(a.size(), [&](std::size_t i, std::size_t e) { part(out.data(), i, e) = part(a.data(), i, e) * part(b.data(), i, e); });
   }
   static void activation_forward(context&, activation a, const tensor& x, tensor& y) {
     y.resize(x.shape());
     const T* xp = x.data();
     T* yp = y.data();
+    if (a == activation::gelu) {  // vectorised: Eigen's erf is a rational approximation good to a few ulp
+      sweep(x.size(), [&](std::size_t b, std::size_t e) {
+        const auto v = part(xp, b, e);
+        part(yp, b, e) = T(0.5) * v * (T(1) + (v * T(activation_math::inv_sqrt_2)).erf());
+      });
+      return;
+    }
     dispatch(a, [&](auto k) {
       detail::host_parallel_for(x.size(), [&](std::size_t i) { yp[i] = activation_math::forward<T>(k(), xp[i]); });
     });
@@ -91,6 +117,14 @@ struct eigen : detail::host_memory<T> {
     dx.resize(x.shape());
     const T *xp = x.data(), *yp = y.data(), *dyp = dy.data();
     T* dxp = dx.data();
+    if (a == activation::gelu) {
+      sweep(x.size(), [&](std::size_t b, std::size_t e) {
+        const auto v = part(xp, b, e);
+        part(dxp, b, e) = part(dyp, b, e) * (T(0.5) * (T(1) + (v * T(activation_math::inv_sqrt_2)).erf()) +
+                                             v * T(activation_math::inv_sqrt_2pi) * (T(-0.5) * v.square()).exp());
+      });
+      return;
+    }
     dispatch(a, [&](auto k) {
       detail::host_parallel_for(x.size(), [&](std::size_t i) {
         dxp[i] = dyp[i] * activation_math::derivative<T>(k(), xp[i], yp[i]);
@@ -99,8 +133,11 @@ struct eigen : detail::host_memory<T> {
   }
   static void dropout_mask(context&, T p, std::uint64_t seed, std::uint64_t offset, tensor& mask) {
     const auto value = element_math::dropout_value<T>::from(p, seed, offset);
-    T* m = mask.data();
-    detail::host_parallel_for(mask.size(), [&](std::size_t i) { m[i] = value(i); });
+    T* const m = mask.data();
+    sweep(mask.size(), [value, m](std::size_t b, std::size_t e) {
+      const auto v = value;  // a local copy: stores through m cannot alias it, so the loop vectorises
+      for (std::size_t i = b; i < e; ++i) m[i] = v(i);
+    });
   }
 
   // ---- matrix --------------------------------------------------------------------------------------
@@ -133,8 +170,10 @@ struct eigen : detail::host_memory<T> {
   /// dequantized tile by tile, never as a whole.
   static void gemm_packed(context& ctx, op tw, T alpha, const tensor& a, const packed_matrix& w, T beta, tensor& c) {
     peft::detail::check_packed_shapes("eigen::gemm_packed", tw, a.shape(), w, c.shape());
-    if (tw == op::t) detail::packed_gemm_nt(ctx.packed_buffers, a.rows(), alpha, a.data(), a.cols(), w, beta, c.data(), c.cols());
-    else detail::packed_gemm_nn(ctx.packed_buffers, a.rows(), alpha, a.data(), a.cols(), w, beta, c.data(), c.cols());
+    if (tw == op::t)
+      detail::packed_gemm_nt(ctx.packed_buffers, a.rows(), alpha, a.data(), a.cols(), w, beta, c.data(), c.cols(), ctx.bf16_dot);
+    else
+      detail::packed_gemm_nn(ctx.packed_buffers, a.rows(), alpha, a.data(), a.cols(), w, beta, c.data(), c.cols(), ctx.bf16_dot);
   }
   static void gemm_batched(context& ctx, op ta, op tb, std::size_t m, std::size_t n, std::size_t k, T alpha,
                            matrix_batch<const T*> a, matrix_batch<const T*> b, T beta, matrix_batch<T*> c,
@@ -183,21 +222,27 @@ struct eigen : detail::host_memory<T> {
   static void add_row_vector(context&, tensor& y, const tensor& b) {
     if (b.size() != y.cols())
       throw shape_error(peft::detail::concat("eigen::add_row_vector: vector ", b.shape(), " vs rows of ", y.shape()));
-    mat(y).rowwise() += Eigen::Map<const Eigen::Matrix<T, 1, Eigen::Dynamic>>(b.data(), Eigen::Index(b.size()));
+    const auto v = Eigen::Map<const Eigen::Array<T, 1, Eigen::Dynamic>>(b.data(), Eigen::Index(b.size()));
+    row_blocks(y.rows(), y.cols(), [&](Eigen::Index r0, Eigen::Index n) { mat(y).middleRows(r0, n).array().rowwise() += v; });
   }
   /// y[r, :] *= v (element by element) for every row r: per-column scales such as (IA)3's.
   static void multiply_row_vector(context&, tensor& y, const tensor& v) {
     if (v.size() != y.cols())
       throw shape_error(peft::detail::concat("eigen::multiply_row_vector: vector ", v.shape(), " vs rows of ", y.shape()));
-    mat(y).array().rowwise() *= Eigen::Map<const Eigen::Array<T, 1, Eigen::Dynamic>>(v.data(), Eigen::Index(v.size()));
+    const auto s = Eigen::Map<const Eigen::Array<T, 1, Eigen::Dynamic>>(v.data(), Eigen::Index(v.size()));
+    row_blocks(y.rows(), y.cols(), [&](Eigen::Index r0, Eigen::Index n) { mat(y).middleRows(r0, n).array().rowwise() *= s; });
   }
   /// out = beta * out + (sum over rows of x); out has x.cols() elements.
   static void sum_rows(context&, const tensor& x, T beta, tensor& out) {
     if (out.size() != x.cols())
       throw shape_error(peft::detail::concat("eigen::sum_rows: output ", out.shape(), " vs columns of ", x.shape()));
-    auto o = Eigen::Map<Eigen::Matrix<T, 1, Eigen::Dynamic>>(out.data(), Eigen::Index(out.size()));
-    if (beta == T(0)) o = mat(x).colwise().sum();
-    else o = beta * o + mat(x).colwise().sum();
+    // Column blocks in parallel; each column is summed over the rows in order, as a serial loop would.
+    column_blocks(x.rows(), x.cols(), [&](Eigen::Index c0, Eigen::Index n) {
+      auto o = Eigen::Map<Eigen::Array<T, 1, Eigen::Dynamic>>(out.data() + c0, n);
+      const auto xs = mat(x).middleCols(c0, n).array();
+      if (beta == T(0)) o = xs.colwise().sum();
+      else o = beta * o + xs.colwise().sum();
+    });
   }
 
   // ---- transformer kernels (the per-row math is shared with CUDA: row_math.hpp) ------------------------
@@ -211,8 +256,24 @@ struct eigen : detail::host_memory<T> {
     const T* sp = scores.data();
     const T* mp = key_mask ? key_mask->data() : nullptr;
     T* pp = probs.data();
+    // row_math::softmax_row's formula, written with Eigen arrays so that exp and the reductions vectorise.
     detail::host_parallel_for(scores.rows(), [&](std::size_t r) {
-      row_math::softmax_row(sp + r * cols, mp ? mp + (r / per_mask) * cols : nullptr, mask, r, cols, scale, pp + r * cols);
+      const auto n = Eigen::Index(row_math::visible_keys(mask, r, cols));
+      Eigen::Map<array> p(pp + r * cols, Eigen::Index(cols));
+      p.tail(Eigen::Index(cols) - n).setZero();
+      if (n == 0) return;
+      const auto z = part(sp + r * cols, 0, std::size_t(n)) * scale;
+      T sum;
+      if (mp) {
+        const auto visible = part(mp + (r / per_mask) * cols, 0, std::size_t(n)) != T(0);
+        const T mx = visible.select(z, -std::numeric_limits<T>::infinity()).maxCoeff();
+        if (mx == -std::numeric_limits<T>::infinity()) return p.head(n).setZero(), void();  // no visible key
+        p.head(n) = visible.select((z - mx).exp(), T(0));
+      } else {
+        p.head(n) = (z - z.maxCoeff()).exp();
+      }
+      sum = p.head(n).sum();
+      p.head(n) *= sum > T(0) ? T(1) / sum : T(0);
     }, cols);
   }
   /// dscores = scale * p * (dp - sum_j p dp) row by row (the softmax Jacobian-vector product).
@@ -220,8 +281,10 @@ struct eigen : detail::host_memory<T> {
     peft::detail::require_same_shape("eigen::softmax_backward", probs.shape(), dprobs.shape());
     dscores.resize(probs.shape());
     const std::size_t cols = probs.cols();
-    detail::host_parallel_for(probs.rows(), [&](std::size_t r) {
-      row_math::softmax_backward_row(probs.data() + r * cols, dprobs.data() + r * cols, cols, scale, dscores.data() + r * cols);
+    detail::host_parallel_for(probs.rows(), [&](std::size_t r) {  // row_math::softmax_backward_row, vectorised
+      const auto p = part(probs.data() + r * cols, 0, cols), dp = part(dprobs.data() + r * cols, 0, cols);
+      const T dot = (p * dp).sum();
+      part(dscores.data() + r * cols, 0, cols) = scale * p * (dp - dot);
     }, cols);
   }
   /// y = gamma * (x - mean) * rstd + beta over the last dimension; keeps mean and rstd (one per row).
@@ -248,13 +311,15 @@ struct eigen : detail::host_memory<T> {
       row_math::layer_norm_backward_row(x.data() + r * cols, gamma.data(), mean[r], rstd[r], dy.data() + r * cols, cols,
                                         dx.data() + r * cols);
     }, cols);
-    if (dgamma || dbeta) {
-      for (std::size_t r = 0; r < rows; ++r) {
-        const auto xr = Eigen::Map<const array>(x.data() + r * cols, Eigen::Index(cols));
-        const auto dyr = Eigen::Map<const array>(dy.data() + r * cols, Eigen::Index(cols));
-        if (dgamma) arr(*dgamma) += dyr * (xr - mean[r]) * rstd[r];
-        if (dbeta) arr(*dbeta) += dyr;
-      }
+    if (dgamma || dbeta) {  // column blocks in parallel, rows in order within each
+      column_blocks(rows, cols, [&](Eigen::Index c0, Eigen::Index n) {
+        for (std::size_t r = 0; r < rows; ++r) {
+          const auto xr = part(x.data() + r * cols, std::size_t(c0), std::size_t(c0 + n));
+          const auto dyr = part(dy.data() + r * cols, std::size_t(c0), std::size_t(c0 + n));
+          if (dgamma) part(dgamma->data(), std::size_t(c0), std::size_t(c0 + n)) += dyr * (xr - mean[r]) * rstd[r];
+          if (dbeta) part(dbeta->data(), std::size_t(c0), std::size_t(c0 + n)) += dyr;
+        }
+      });
     }
   }
   /// y = gamma * x * rstd over the last dimension, rstd = 1 / sqrt(mean(x^2) + eps) kept per row.
@@ -279,9 +344,11 @@ struct eigen : detail::host_memory<T> {
                                       dx.data() + r * cols);
     }, cols);
     if (dgamma)
-      for (std::size_t r = 0; r < rows; ++r)
-        arr(*dgamma) += Eigen::Map<const array>(dy.data() + r * cols, Eigen::Index(cols)) *
-                        Eigen::Map<const array>(x.data() + r * cols, Eigen::Index(cols)) * rstd[r];
+      column_blocks(rows, cols, [&](Eigen::Index c0, Eigen::Index n) {
+        const std::size_t b = std::size_t(c0), e = std::size_t(c0 + n);
+        for (std::size_t r = 0; r < rows; ++r)
+          part(dgamma->data(), b, e) += part(dy.data() + r * cols, b, e) * part(x.data() + r * cols, b, e) * rstd[r];
+      });
   }
   /// y = rotary embedding of x (see `rotary_args`); y may be x.
   static void rotary(context&, const tensor& x, const rotary_args& a, tensor& y) {
@@ -416,6 +483,29 @@ struct eigen : detail::host_memory<T> {
   }
 
  private:
+  /// Runs `f(first_row, row_count)` over blocks of a rows x cols matrix's rows, one block per thread
+  /// when the matrix is large enough.
+  template <class F>
+  static void row_blocks(std::size_t rows, std::size_t cols, F&& f) {
+    const std::size_t parts = rows * cols >= 32768 ? std::min<std::size_t>(rows, std::size_t(Eigen::nbThreads())) : 1;
+    const std::size_t step = parts ? (rows + parts - 1) / parts : 0;
+    detail::host_loop(parts, parts > 1, [&](std::size_t p) {
+      const std::size_t b = std::min(rows, p * step), e = std::min(rows, b + step);
+      if (b < e) f(Eigen::Index(b), Eigen::Index(e - b));
+    });
+  }
+  /// Runs `f(first_column, column_count)` over blocks of a rows x cols matrix's columns (multiples of
+  /// 16 wide), one block per thread when the matrix is large enough.
+  template <class F>
+  static void column_blocks(std::size_t rows, std::size_t cols, F&& f) {
+    const std::size_t threads = std::size_t(Eigen::nbThreads());
+    const std::size_t parts = rows * cols >= 32768 && cols >= 32 ? std::min<std::size_t>(threads, cols / 16) : 1;
+    const std::size_t step = parts > 1 ? ((cols + parts - 1) / parts + 15) / 16 * 16 : cols;
+    detail::host_loop(parts, parts > 1, [&](std::size_t p) {
+      const std::size_t b = std::min(cols, p * step), e = std::min(cols, b + step);
+      if (b < e) f(Eigen::Index(b), Eigen::Index(e - b));
+    });
+  }
   /// Calls `f` with a type whose call operator returns activation `a` as a constant, so the switch is
   /// hoisted out of element loops.
   template <class F>

@@ -160,12 +160,15 @@ void blocked_gemm(gemm_workspace<T>& ws, const gemm_operands<T>& g, T beta, int 
   using rows_map = Eigen::Map<Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>, Eigen::Unaligned,
                               Eigen::OuterStride<>>;
   if (g.m == 0 || g.n == 0) return;
-  if (beta != T(1)) {
-    rows_map c(g.c, g.m, g.n, Eigen::OuterStride<>(g.ldc));
+  // beta is applied band by band by the thread that then accumulates into the band, while it is in
+  // that thread's cache (Eigen's kernel only accumulates: C += alpha op(A) op(B)).
+  auto apply_beta = [beta](const gemm_operands<T>& band) {
+    if (beta == T(1)) return;
+    rows_map c(band.c, band.m, band.n, Eigen::OuterStride<>(band.ldc));
     if (beta == T(0)) c.setZero();
     else c *= beta;
-  }
-  if (g.k == 0 || g.alpha == T(0)) return;
+  };
+  if (g.k == 0 || g.alpha == T(0)) return apply_beta(g);
 
   bool nested = false;
 #if defined(_OPENMP)
@@ -177,6 +180,7 @@ void blocked_gemm(gemm_workspace<T>& ws, const gemm_operands<T>& g, T beta, int 
   const Eigen::Index extent = split_rows ? g.m : g.n;
   const Eigen::Index parts = std::min<Eigen::Index>(threads, (extent + 7) / 8);
   if (nested || parts <= 1 || work < 64.0 * 64.0 * 64.0) {
+    apply_beta(g);
     const std::size_t t = gemm_thread_index();
     if (t < ws.per_thread.size()) {
       gemm_accumulate(g, ws.per_thread[t]);
@@ -190,7 +194,10 @@ void blocked_gemm(gemm_workspace<T>& ws, const gemm_operands<T>& g, T beta, int 
   const Eigen::Index step = ((extent + parts - 1) / parts + 7) / 8 * 8;
   host_loop(std::size_t(parts), true, [&](std::size_t p) {
     const Eigen::Index begin = std::min(extent, Eigen::Index(p) * step), end = std::min(extent, begin + step);
-    if (begin < end) gemm_accumulate(gemm_band(g, split_rows, begin, end), ws.per_thread[p]);
+    if (begin >= end) return;
+    const gemm_operands<T> band = gemm_band(g, split_rows, begin, end);
+    apply_beta(band);
+    gemm_accumulate(band, ws.per_thread[p]);
   });
 }
 

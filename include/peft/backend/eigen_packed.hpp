@@ -7,8 +7,11 @@
 #include <Eigen/Core>
 #include <algorithm>
 #include <cstddef>
+#include <cstdint>
+#include <type_traits>
 #include <vector>
 
+#include "peft/backend/bf16_gemm.hpp"
 #include "peft/backend/eigen_gemm.hpp"
 #include "peft/backend/host_parallel.hpp"
 #include "peft/backend/packed_dot.hpp"
@@ -22,6 +25,7 @@ struct packed_workspace {
   std::vector<grow_only_buffer<T>> tiles = std::vector<grow_only_buffer<T>>(1);
   grow_only_buffer<T> sums;  // chunk sums of the input rows (decoding)
   gemm_workspace<T> gemm;
+  bf16_workspace bf16;  // products with bf16 matrices on AVX512_BF16 (bf16_gemm.hpp)
   void reserve_threads(std::size_t n) {
     if (tiles.size() < n) tiles.resize(n);
     gemm.reserve_threads(n);
@@ -31,12 +35,31 @@ struct packed_workspace {
 /// Values per tile: about 64K (256 KB of floats), at least one block row or column.
 inline constexpr std::size_t packed_tile_values = 1u << 16;
 
+/// Runs c = beta c + alpha a op(W) with the AVX512_BF16 kernels when W is bf16, T is float, the
+/// caller allows it (`bf16_dot`), the CPU has them and W's storage is 2-byte aligned; returns
+/// whether it did.
+template <class T>
+bool try_bf16_gemm(packed_workspace<T>& ws, bool bf16_dot, bool transposed, std::size_t m, T alpha, const T* a, std::size_t lda,
+                   const packed_matrix& w, T beta, T* c, std::size_t ldc) {
+  if constexpr (std::is_same_v<T, float>) {
+    const auto* bits = reinterpret_cast<const std::uint16_t*>(w.bytes().data());
+    if (!bf16_dot || w.format() != storage_format::bf16 || reinterpret_cast<std::uintptr_t>(bits) % alignof(std::uint16_t) != 0 ||
+        !bf16_dot_available())
+      return false;
+    bf16_gemm(ws.bf16, m, alpha, a, lda, bf16_matrix_view{bits, w.rows(), w.cols(), transposed}, beta, c, ldc);
+    return true;
+  } else {
+    (void)ws, (void)bf16_dot, (void)transposed, (void)m, (void)alpha, (void)a, (void)lda, (void)w, (void)beta, (void)c, (void)ldc;
+    return false;
+  }
+}
+
 /// c (m x n, leading dimension ldc) = beta c + alpha a (m x k) W^T for W (n x k) packed: tiles of
 /// W's rows, each a band of c's columns. For a few rows of `a` (token-by-token decoding) each row
 /// of W is dotted with them straight from its blocks (packed_dot.hpp), with no tile at all.
 template <class T>
 void packed_gemm_nt(packed_workspace<T>& ws, std::size_t m, T alpha, const T* a, std::size_t lda, const packed_matrix& w,
-                    T beta, T* c, std::size_t ldc) {
+                    T beta, T* c, std::size_t ldc, bool bf16_dot = true) {
   const std::size_t n = w.rows(), k = w.cols();
   const std::size_t tile_rows = std::clamp<std::size_t>(packed_tile_values / k / 8 * 8, 8, n);
   const std::size_t tiles = (n + tile_rows - 1) / tile_rows;
@@ -58,6 +81,7 @@ void packed_gemm_nt(packed_workspace<T>& ws, std::size_t m, T alpha, const T* a,
     });
     return;
   }
+  if (try_bf16_gemm(ws, bf16_dot, true, m, alpha, a, lda, w, beta, c, ldc)) return;
   host_loop(tiles, parallel, [&](std::size_t t) {
     const std::size_t r0 = t * tile_rows, r1 = std::min(n, r0 + tile_rows), rows = r1 - r0;
     T* tile = ws.tiles[gemm_thread_index()].reserve(rows * k);
@@ -73,7 +97,8 @@ void packed_gemm_nt(packed_workspace<T>& ws, std::size_t m, T alpha, const T* a,
 /// columns (whole blocks), each a band of c's columns.
 template <class T>
 void packed_gemm_nn(packed_workspace<T>& ws, std::size_t m, T alpha, const T* a, std::size_t lda, const packed_matrix& w,
-                    T beta, T* c, std::size_t ldc) {
+                    T beta, T* c, std::size_t ldc, bool bf16_dot = true) {
+  if (m > 4 && try_bf16_gemm(ws, bf16_dot, false, m, alpha, a, lda, w, beta, c, ldc)) return;
   const std::size_t n = w.rows(), k = w.cols(), be = w.block_elements();
   const std::size_t tile_cols = std::clamp<std::size_t>(packed_tile_values / n / be * be, be, k);
   const std::size_t tiles = (k + tile_cols - 1) / tile_cols;

@@ -52,15 +52,20 @@ struct adamw_step {
 
 /// The dropout mask value of element i: 1 / (1 - p) when kept, 0 when dropped, from the
 /// counter-based stream (a pure function of seed and index, so every backend draws the same mask).
+/// `counter_uniform(seed, offset + i) >= p` is decided on the integer draw k (u = k 2^-53, exactly):
+/// u >= p exactly when k >= ceil(p 2^53). Both sides are below 2^53, so the comparison is signed,
+/// which AVX2 has (it has no unsigned 64-bit compare): a CPU loop over elements vectorises.
 template <class T>
 struct dropout_value {
-  double p;
+  std::int64_t threshold;  // ceil(p * 2^53)
   T keep_scale;
-  std::uint64_t seed, offset;
+  std::uint64_t mixed_seed, offset;
   static dropout_value from(T p, std::uint64_t seed, std::uint64_t offset) {
-    return {double(p), T(1) / (T(1) - p), seed, offset};
+    return {static_cast<std::int64_t>(std::ceil(double(p) * 0x1.0p53)), T(1) / (T(1) - p), splitmix64(seed), offset};
   }
-  PEFT_HOST_DEVICE T operator()(std::size_t i) const { return counter_uniform(seed, offset + i) >= p ? keep_scale : T(0); }
+  PEFT_HOST_DEVICE T operator()(std::size_t i) const {
+    return static_cast<std::int64_t>(counter_bits53(mixed_seed, offset + i)) >= threshold ? keep_scale : T(0);
+  }
 };
 
 }  // namespace peft::element_math

@@ -40,6 +40,23 @@ void host_parallel_for(std::size_t n, F&& f, std::size_t cost = 1) {
   host_loop(n, n * cost > 32768, f);
 }
 
+/// Runs `f(begin, end)` over [0, n) cut into one contiguous range per thread (ranges start at
+/// multiples of 16, so vector loops inside stay aligned) when n is at least `min_parallel`, and as
+/// one range otherwise. For element-wise sweeps that vectorise within a range.
+template <class F>
+void host_parallel_ranges(std::size_t n, F&& f, std::size_t min_parallel = 32768) {
+  const auto threads = static_cast<std::size_t>(Eigen::nbThreads());
+  if (n < min_parallel || threads <= 1) {
+    if (n) f(std::size_t(0), n);
+    return;
+  }
+  const std::size_t step = ((n + threads - 1) / threads + 15) / 16 * 16;
+  host_loop(threads, true, [&](std::size_t t) {
+    const std::size_t begin = t * step < n ? t * step : n, end = begin + step < n ? begin + step : n;
+    if (begin < end) f(begin, end);
+  });
+}
+
 /// Runs `f(i)` for i in [0, n) in parallel whenever there are two or more calls (each call is
 /// substantial work).
 template <class F>

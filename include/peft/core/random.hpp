@@ -21,10 +21,15 @@ PEFT_HOST_DEVICE std::uint64_t splitmix64(std::uint64_t x) {
   return x ^ (x >> 31);
 }
 
+/// The 53 random bits behind `counter_uniform(seed, index)`, given `mixed_seed = splitmix64(seed)` (so
+/// that a loop over indices mixes the seed once).
+PEFT_HOST_DEVICE std::uint64_t counter_bits53(std::uint64_t mixed_seed, std::uint64_t index) {
+  return splitmix64(mixed_seed ^ (index * 0xD1B54A32D192ED03ull)) >> 11;
+}
+
 /// Uniform double in [0, 1) that depends only on (seed, index).
 PEFT_HOST_DEVICE double counter_uniform(std::uint64_t seed, std::uint64_t index) {
-  const std::uint64_t bits = splitmix64(splitmix64(seed) ^ (index * 0xD1B54A32D192ED03ull));
-  return static_cast<double>(bits >> 11) * 0x1.0p-53;
+  return static_cast<double>(counter_bits53(splitmix64(seed), index)) * 0x1.0p-53;
 }
 
 /// Host generator for initialisation: mt19937_64 with its own uniform/normal transforms, so results do
