@@ -1,7 +1,9 @@
 // One training step (forward, backward, AdamW update) of a BERT sequence classifier per tuning plan,
 // eigen<float>: MiniLM shape (hidden 384, 6 layers, 12 heads, FFN 1536, batch 16, seq 128) for full
 // fine-tuning, LoRA (r 8, alpha 16, query + value), BitFit and a Houlsby adapter (bottleneck 64);
-// BERT-base shape (hidden 768, 12 layers, FFN 3072, batch 8, seq 128) for full and LoRA.
+// BERT-base shape (hidden 768, 12 layers, FFN 3072, batch 8, seq 128) for full and LoRA; "_bf16"
+// configurations keep the frozen weights as bf16 (store_frozen_weights), multiplied with AVX512_BF16
+// where the CPU has it (the JSON context's "peft_kernels" says).
 //
 // Run one configuration per process so that peak resident memory belongs to it:
 //   bench_bert_step --benchmark_filter='minilm/lora$' --benchmark_format=json

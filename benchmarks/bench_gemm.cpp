@@ -5,11 +5,15 @@
 // width), one chain per register, so its GFLOP/s is what one thread can reach at most; run it with
 // --benchmark_filter=peak and compare the GEMM rows. Products are row-major as the layers call them:
 // "x W^T" is a linear layer's forward, "dy^T x" its weight gradient, "dy W" its input gradient,
-// "heads" the attention's per-head products (scores = Q K^T) as one batch over 16 x 12 heads.
+// "heads" the attention's per-head products (scores = Q K^T) as one batch over 16 x 12 heads;
+// "gemm_bf16" the forward product with a frozen weight stored as bf16.
 #include <benchmark/benchmark.h>
 
 #include <peft/backend/cpu_features.hpp>
+#include <array>
 #include <peft/backend/eigen.hpp>
+#include <peft/core/packed_matrix.hpp>
+#include <vector>
 
 namespace {
 using B = peft::backend::eigen<float>;
@@ -42,6 +46,20 @@ void gemm(benchmark::State& state, op ta, op tb, std::size_t m, std::size_t n, s
   B::fill(ctx, b, 0.25f);
   B::gemm(ctx, ta, tb, 1.f, a, b, 0.f, c);  // sizes the packing buffers
   for (auto _ : state) B::gemm(ctx, ta, tb, 1.f, a, b, 0.f, c);
+  state.counters["GFLOP/s"] = benchmark::Counter(2.0 * double(m) * double(n) * double(k), benchmark::Counter::kIsIterationInvariantRate,
+                                                 benchmark::Counter::kIs1000);
+}
+
+// c = x W^T with W stored as bf16 (a frozen weight after store_frozen_weights): AVX512_BF16 dot
+// products where the CPU has them, else W widened to fp32 tile by tile (the context names which).
+void gemm_bf16(benchmark::State& state, std::size_t m, std::size_t n, std::size_t k, int threads) {
+  B::context ctx(threads);
+  std::vector<float> wv(n * k, 0.25f);
+  const auto w = peft::packed_matrix::encode(wv, n, k, peft::storage_format::bf16, "w");
+  peft::host_tensor<float> a(peft::shape{m, k}), c(peft::shape{m, n});
+  B::fill(ctx, a, 0.5f);
+  B::gemm_packed(ctx, op::t, 1.f, a, w, 0.f, c);
+  for (auto _ : state) B::gemm_packed(ctx, op::t, 1.f, a, w, 0.f, c);
   state.counters["GFLOP/s"] = benchmark::Counter(2.0 * double(m) * double(n) * double(k), benchmark::Counter::kIsIterationInvariantRate,
                                                  benchmark::Counter::kIs1000);
 }
@@ -85,7 +103,14 @@ int main(int argc, char** argv) {
                                  [=](benchmark::State& st) { heads(st, threads); })
         ->UseRealTime()
         ->Unit(benchmark::kMillisecond);
-  benchmark::AddCustomContext("peft_kernels", peft::backend::cpu_kernels());
+  for (auto [m, n, k] : {std::array<std::size_t, 3>{2048, 384, 384}, {2048, 1536, 384}, {2048, 384, 1536}})
+    for (int threads : {1, 2})
+      benchmark::RegisterBenchmark(("gemm_bf16/x_Wt/" + std::to_string(m) + "x" + std::to_string(n) + "x" + std::to_string(k) +
+                                    "/threads:" + std::to_string(threads)).c_str(),
+                                   [=](benchmark::State& st) { gemm_bf16(st, m, n, k, threads); })
+          ->UseRealTime()
+          ->Unit(benchmark::kMillisecond);
+  benchmark::AddCustomContext("peft_kernels", peft::backend::cpu_kernels() + "; " + peft::backend::bf16_kernels());
   benchmark::Initialize(&argc, argv);
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
   benchmark::RunSpecifiedBenchmarks();

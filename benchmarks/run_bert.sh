@@ -7,7 +7,7 @@ BUILD=${1:-build-bench}
 OUT=${2:-bench-results}
 mkdir -p "$OUT"
 BIN="$BUILD/benchmarks/bench_bert_step"
-for cfg in minilm/full minilm/lora minilm/bitfit minilm/houlsby bert_base/full bert_base/lora; do
+for cfg in minilm/full minilm/lora minilm/bitfit minilm/houlsby bert_base/full bert_base/lora minilm/lora_bf16 bert_base/lora_bf16; do
   "$BIN" --benchmark_filter="^${cfg}/" --benchmark_format=json --benchmark_out="$OUT/${cfg//\//_}.json" \
     --benchmark_out_format=json >/dev/null
 done

@@ -1,7 +1,7 @@
 # Resolves PEFT_CPU_ARCH to compiler flags for the project's own programs.
 #
 # auto: -march=x86-64-v3 (AVX2, FMA, F16C, BMI) when the compiler accepts it and the build machine
-# runs it, else the compiler's default (SSE2 on x86-64). Not `native`: on an AVX-512 machine (Zen 5)
+# runs it, else the compiler's default (SSE2 on x86-64). Not `native`: on an AVX-512 machine (AMD Zen 4)
 # Eigen 3.4's AVX-512 GEMM kernel reached 88 GFLOP/s per core where its AVX2 kernel reached 108 (and
 # oneDNN's AVX-512 one 111): see docs/benchmarks.md. `native` and any other -march value are passed
 # as they are; `none` adds nothing. Programs built with AVX2 check at start that the CPU has it

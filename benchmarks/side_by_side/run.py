@@ -4,11 +4,14 @@ pytorch_step.py: same shapes, dropout, optimizer and batch) and sequence-classif
 (`peft-train eval` against transformers + Hugging Face PEFT on the same batches). Every measurement is
 a process of its own (so its peak resident memory is its own), rounds are interleaved, and the table
 reports medians over rounds and the ratio peft / PyTorch. It prints the table, writes every run as
-JSON and, with --markdown, the table as a markdown page (docs/benchmarks_pytorch.md is made so).
+JSON, with --markdown writes the table as a markdown page, and with --update-doc replaces the text
+between the markers `<!-- side-by-side:begin -->` and `<!-- side-by-side:end -->` of a page
+(docs/benchmarks.md is regenerated so).
 
   run.py --bench BUILD/benchmarks/bench_bert_step --peft-train BUILD/examples/peft-train \
          --python VENV/bin/python [--python /usr/bin/python3 ...] [--rounds 3] [--threads 2] \
-         [--model MINILM_DIR] [--json out.json] [--markdown out.md] [--skip-inference] [--skip-training]
+         [--model MINILM_DIR] [--json out.json] [--markdown out.md] [--update-doc docs/benchmarks.md]
+         [--skip-inference] [--skip-training]
 
 Each --python is one PyTorch build (e.g. a venv with torch, transformers and peft from PyPI, and
 Debian's python3-torch); ratios are taken against the faster one. Without any Python that imports
@@ -39,6 +42,7 @@ ap.add_argument("--adapter", help="a LoRA adapter written by peft-train train (d
 ap.add_argument("--work", help="scratch directory (default: a temporary one)")
 ap.add_argument("--json", default="side_by_side.json")
 ap.add_argument("--markdown")
+ap.add_argument("--update-doc", help="a markdown page whose side-by-side markers enclose the table to replace")
 ap.add_argument("--skip-training", action="store_true")
 ap.add_argument("--skip-inference", action="store_true")
 ap.add_argument("--configs", default="minilm/lora,minilm/full,minilm/bitfit,bert_base/lora,minilm/lora_bf16,bert_base/lora_bf16",
@@ -81,7 +85,8 @@ def cpu_description():
     model = next((l.split(":", 1)[1].strip() for l in info.splitlines() if l.startswith("model name")), platform.processor())
     flags = set(next((l.split(":", 1)[1].split() for l in info.splitlines() if l.startswith("flags")), []))
     isa = [f for f in ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile") if f in flags]
-    return model, isa, os.cpu_count()
+    field = lambda name: next((l.split(":", 1)[1].strip() for l in info.splitlines() if l.split(":")[0].strip() == name), "?")
+    return f"{model} (family {field('cpu family')}, model {field('model')})", isa, os.cpu_count()
 
 
 # ---- training step ------------------------------------------------------------------------------------
@@ -239,6 +244,13 @@ if infer_rows:
 text = "\n".join(out)
 print(text)
 Path(a.json).write_text(json.dumps(results, indent=1))
+if a.update_doc:
+    page = Path(a.update_doc).read_text()
+    begin, end = "<!-- side-by-side:begin -->", "<!-- side-by-side:end -->"
+    if begin not in page or end not in page or page.index(begin) > page.index(end):
+        sys.exit(f"{a.update_doc}: no '{begin}' ... '{end}' markers to replace between")
+    head, rest = page.split(begin, 1)
+    Path(a.update_doc).write_text(head + begin + "\n" + text + "\n" + end + rest.split(end, 1)[1])
 if a.markdown:
     Path(a.markdown).write_text("# peft against PyTorch (generated)\n\nWritten by `benchmarks/side_by_side/run.py`; "
                                 "see docs/benchmarks.md for how it is run and what the figures mean.\n\n" + text + "\n")

@@ -37,7 +37,17 @@
 #define PEFT_HAVE_BF16_DOT 0
 #endif
 
+// The functions differ with PEFT_HAVE_BF16_DOT; an inline namespace per variant keeps a program that
+// mixes translation units of both kinds (nvcc's and the host compiler's) free of two different
+// definitions under one name.
+#if PEFT_HAVE_BF16_DOT
+#define PEFT_BF16_VARIANT bf16_dot_kernels
+#else
+#define PEFT_BF16_VARIANT no_bf16_dot_kernels
+#endif
+
 namespace peft::backend {
+inline namespace PEFT_BF16_VARIANT {
 
 /// Whether this build has the bf16 kernels and this CPU can run them (AVX-512 F, BW, VL and BF16).
 inline bool bf16_dot_available() {
@@ -54,6 +64,7 @@ inline std::string bf16_kernels() {
   return bf16_dot_available() ? "bf16 weights: AVX512_BF16 dot products (activations rounded to bf16, fp32 sums)"
                               : "bf16 weights: widened to fp32 tile by tile (no AVX512_BF16 on this CPU or build)";
 }
+}  // inline namespace PEFT_BF16_VARIANT
 
 namespace detail {
 
@@ -74,6 +85,7 @@ struct bf16_matrix_view {
   [[nodiscard]] std::size_t reduction() const { return transposed ? cols : rows; }
 };
 
+inline namespace PEFT_BF16_VARIANT {
 #if PEFT_HAVE_BF16_DOT
 inline constexpr std::size_t bf16_panel = 32;  // output columns per panel (two vectors of 16 sums)
 
@@ -202,5 +214,6 @@ inline void bf16_gemm(bf16_workspace& ws, std::size_t m, float alpha, const floa
 #endif
 }
 
+}  // inline namespace PEFT_BF16_VARIANT
 }  // namespace detail
 }  // namespace peft::backend

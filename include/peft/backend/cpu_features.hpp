@@ -73,10 +73,15 @@ inline void require_cpu_features() {
                 "); rebuild it with -DPEFT_CPU_ARCH=none (or the -march of this machine)");
 }
 
-/// One line naming the kernels of this build: Eigen's version and the SIMD sets it vectorises with.
+/// One line naming the kernels of this translation unit: Eigen's version, the instruction sets it was
+/// compiled for beyond the baseline, and the floats per vector of Eigen's kernels (4: SSE, 8: AVX,
+/// 16: AVX-512). Eigen's own `SimdInstructionSetsInUse()` does not mention AVX2 or FMA.
 inline std::string cpu_kernels() {
+  std::string sets;
+  for (const auto& f : compiled_cpu_features()) sets += (sets.empty() ? "" : " ") + f;
   return "Eigen " + std::to_string(EIGEN_WORLD_VERSION) + "." + std::to_string(EIGEN_MAJOR_VERSION) + "." +
-         std::to_string(EIGEN_MINOR_VERSION) + " (" + Eigen::SimdInstructionSetsInUse() + ")";
+         std::to_string(EIGEN_MINOR_VERSION) + ", compiled for " + (sets.empty() ? "the x86-64 baseline (SSE2)" : sets) + ", " +
+         std::to_string(Eigen::internal::packet_traits<float>::size) + " floats per vector";
 }
 
 }  // namespace peft::backend

@@ -151,18 +151,22 @@ class lora_linear : public linear_wrapper<Inner>, public visits_parameters<lora_
   const tensor& forward(typename B::context& ctx, const tensor& x) {
     const tensor& base = inner_.forward(ctx, x);
     if (merged_ || !active()) return base;
-    const tensor& l = b_->forward(ctx, a_->forward(ctx, dropout_.forward(ctx, x)));
+    // The scaling is applied to the rank-r activations A x (rows x r) rather than to the output or,
+    // in backward, to the output gradient (rows x out): the same products, two fewer full passes.
+    B::copy(ctx, a_->forward(ctx, dropout_.forward(ctx, x)), scaled_h_);
+    B::scale(ctx, value_type(scaling_), scaled_h_);
+    const tensor& l = b_->forward(ctx, scaled_h_);
     B::copy(ctx, base, y_);
-    B::axpy(ctx, value_type(scaling_), l, y_);
+    B::axpy(ctx, value_type(1), l, y_);
     return y_;
   }
   const tensor& backward(typename B::context& ctx, const tensor& dy) {
     if (!active()) return inner_.backward(ctx, dy);
     if (merged_)
       throw error(peft::detail::concat("lora on '", name(), "': backward through a merged layer; unmerge before training"));
-    B::copy(ctx, dy, scaled_dy_);
-    B::scale(ctx, value_type(scaling_), scaled_dy_);
-    const tensor& dx_lora = dropout_.backward(ctx, a_->backward(ctx, b_->backward(ctx, scaled_dy_)));
+    B::copy(ctx, b_->backward(ctx, dy), dh_);  // d(s A x): B's weight gradient already has the s
+    B::scale(ctx, value_type(scaling_), dh_);
+    const tensor& dx_lora = dropout_.backward(ctx, a_->backward(ctx, dh_));
     B::copy(ctx, inner_.backward(ctx, dy), dx_);
     B::axpy(ctx, value_type(1), dx_lora, dx_);
     return dx_;
@@ -190,14 +194,14 @@ class lora_linear : public linear_wrapper<Inner>, public visits_parameters<lora_
   [[nodiscard]] bool merged() const noexcept { return merged_; }
 
   /// Activation elements kept for a step: the inner layer's, the dropout mask and output, A's and
-  /// B's buffers, the output, the scaled gradient and the input gradient.
+  /// B's buffers, the output, the scaled rank-r activations and their gradient, the input gradient.
   static std::uint64_t activation_elements(const layers::linear_site& s) {
     const std::uint64_t inner = Inner::activation_elements(s);
     const auto selected = lora_config_for(s.cfg.get<lora_config>(), s.name);
     if (!selected) return inner;
     const std::uint64_t rows = s.rows, r = selected->r;
     const std::uint64_t dropout = s.training && selected->dropout > 0 ? 3 * rows * s.in : 0;
-    return inner + dropout + rows * (s.in + r) + rows * (r + s.out) + rows * (2 * s.out + s.in);
+    return inner + dropout + rows * (s.in + r) + rows * (r + s.out) + rows * (s.out + 2 * r + s.in);
   }
 
   [[nodiscard]] double scaling() const noexcept { return scaling_; }
@@ -237,7 +241,7 @@ class lora_linear : public linear_wrapper<Inner>, public visits_parameters<lora_
   std::optional<a_layer> a_;
   std::optional<b_layer> b_;
   bool merged_ = false;
-  tensor y_, scaled_dy_, dx_;
+  tensor y_, scaled_h_, dh_, dx_;
 };
 
 namespace detail {
