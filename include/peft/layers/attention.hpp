@@ -143,23 +143,28 @@ class multi_head_attention : public visits_parameters<multi_head_attention<B, Pl
   const tensor& backward(typename B::context& ctx, const tensor& dout) {
     if (!q_out_) throw error(peft::detail::concat("attention '", opts_.name, "': backward called before forward"));
     const tensor& dcontext = o_.backward(ctx, dout);
-    dprobs_.resize(scores_.shape());
+    // The scores are dead once the softmax has run, so their storage takes dP and then dS: two fewer
+    // batch x heads x seq x seq tensors per layer. dS gets a buffer of its own only when the dropout
+    // is off and so hands dP back unchanged (no kernel is asked to work in place).
+    tensor& dprobs = scores_;
     dv_.resize(v_out_->shape());
     for (std::size_t g = 0; g < group(); ++g) {
       // dP = dContext V^T ; dV = sum over the group of P^T dContext
       B::gemm_batched(ctx, op::n, op::t, seq_, seq_, d(), value_type(1), query_view(dcontext, g), kv_view(*v_out_),
-                      value_type(0), scores_view(dprobs_, g), batch_, opts_.kv_heads);
+                      value_type(0), scores_view(dprobs, g), batch_, opts_.kv_heads);
       B::gemm_batched(ctx, op::t, op::n, seq_, d(), seq_, value_type(1), scores_view(*dropped_probs_, g),
                       query_view(dcontext, g), value_type(g ? 1 : 0), kv_view(dv_), batch_, opts_.kv_heads);
     }
-    B::softmax_backward(ctx, probs_, drop_.backward(ctx, dprobs_), scale(), dscores_);
+    const tensor& dprobs_kept = drop_.backward(ctx, dprobs);
+    tensor& dscores = &dprobs_kept == &dprobs ? dscores_ : scores_;
+    B::softmax_backward(ctx, probs_, dprobs_kept, scale(), dscores);
     dq_.resize(q_out_->shape());
     dk_.resize(k_out_->shape());
     for (std::size_t g = 0; g < group(); ++g) {
       // dQ = dS K ; dK = sum over the group of dS^T Q
-      B::gemm_batched(ctx, op::n, op::n, seq_, d(), seq_, value_type(1), scores_view(dscores_, g), kv_view(*k_out_),
+      B::gemm_batched(ctx, op::n, op::n, seq_, d(), seq_, value_type(1), scores_view(dscores, g), kv_view(*k_out_),
                       value_type(0), query_view(dq_, g), batch_, opts_.kv_heads);
-      B::gemm_batched(ctx, op::t, op::n, seq_, d(), seq_, value_type(1), scores_view(dscores_, g), query_view(*q_out_, g),
+      B::gemm_batched(ctx, op::t, op::n, seq_, d(), seq_, value_type(1), scores_view(dscores, g), query_view(*q_out_, g),
                       value_type(g ? 1 : 0), kv_view(dk_), batch_, opts_.kv_heads);
     }
     if (opts_.rope) {  // the rotation is orthogonal: its backward turns the other way
@@ -312,7 +317,7 @@ class multi_head_attention : public visits_parameters<multi_head_attention<B, Pl
   dropout<B> drop_;
   output_layer o_;
   const tensor *q_out_ = nullptr, *k_out_ = nullptr, *v_out_ = nullptr, *dropped_probs_ = nullptr;
-  tensor q_rot_, k_rot_, scores_, probs_, context_, dprobs_, dscores_, dq_, dk_, dv_, dx_;
+  tensor q_rot_, k_rot_, scores_, probs_, context_, dscores_, dq_, dk_, dv_, dx_;  // scores_ also holds dP, dS
 };
 
 }  // namespace peft::layers

@@ -73,7 +73,10 @@ memory_report estimate_memory(const bert_for_sequence_classification<B, Plan>& m
     e += detail::layer_elements<typename att::key_layer>(rows, H, H, pre + ".attention.self.key", cfg, training);
     e += detail::layer_elements<typename att::value_layer>(rows, H, H, pre + ".attention.self.value", cfg, training);
     e += detail::layer_elements<typename att::output_layer>(rows, H, H, pre + ".attention.output.dense", cfg, training);
-    e += 4 * attn + detail::dropout_elements(c.attention_probs_dropout_prob, attn, training);  // scores, probs, dP, dS
+    // scores (which backward reuses for dP and, behind an active dropout, dS), probs, and dS's own
+    // buffer when the dropout is off; the dropout's mask, output and gradient
+    const bool ds_in_scores = training && c.attention_probs_dropout_prob > 0;
+    e += (ds_in_scores ? 2 : 3) * attn + detail::dropout_elements(c.attention_probs_dropout_prob, attn, training);
     // context, dq, dk, dv and dx of the attention; residual and dx of the sublayer
     e += 7 * rows * H + detail::dropout_elements(c.hidden_dropout_prob, rows * H, training);
     e += detail::norm_elements<norm>(rows, H, pre + ".attention.output.LayerNorm", cfg);
