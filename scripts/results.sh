@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Reproduces docs/results_tables.md: all-MiniLM-L6-v2 fine-tuned on SST-2 (accuracy) and WNUT-17
 # (entity-level F1, exact span match) with full fine-tuning, LoRA, BitFit, Houlsby and Pfeiffer
-# adapters, LoRA + BitFit and (IA)3, one run each on the CPU. Takes about 100 minutes on 2 cores.
+# adapters, LoRA + BitFit, (IA)3, DoRA and LayerNorm tuning, one run each on the CPU. Takes about 2 hours
+# on 2 cores.
 #
 #   ./scripts/results.sh            # every run, then the tables
 #   PEFT_RESULTS_ONLY="sst2/lora" ./scripts/results.sh   # a subset (space-separated task/method)
@@ -26,8 +27,10 @@ declare -A ARGS=(
   [pfeiffer]="--method pfeiffer --reduction-factor 16 --lr 1e-3"
   [lora+bitfit]="--method lora+bitfit --rank 8 --alpha 16 --target query,value --lr 1e-3"
   [ia3]="--method ia3 --ia3-target key,value,ffn_out --lr 3e-3"
+  [dora]="--method lora --dora --rank 8 --alpha 16 --target query,value --lr 1e-3"
+  [ln_tuning]="--method ln_tuning --lr 1e-3"
 )
-METHODS=(full lora bitfit houlsby pfeiffer lora+bitfit ia3)
+METHODS=(full lora bitfit houlsby pfeiffer lora+bitfit ia3 dora ln_tuning)
 declare -A DATA=(
   [sst2]="--train data/sst2/train.tsv --dev data/sst2/dev.tsv --epochs 2"
   [wnut17]="--train data/wnut17/train.conll --dev data/wnut17/dev.conll --epochs 2"
@@ -49,7 +52,8 @@ python3 - "$OUT" docs/results_tables.md "$(git rev-parse --short HEAD 2>/dev/nul
 import json, pathlib, re, sys
 out, dest, commit = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2]), sys.argv[3]
 names = {"full": "Full fine-tuning", "lora": "LoRA (r=8, q,v)", "bitfit": "BitFit", "houlsby": "Houlsby adapter",
-         "pfeiffer": "Pfeiffer adapter", "lora+bitfit": "LoRA + BitFit", "ia3": "(IA)3 (k, v, ffn)"}
+         "pfeiffer": "Pfeiffer adapter", "lora+bitfit": "LoRA + BitFit", "ia3": "(IA)3 (k, v, ffn)",
+         "dora": "DoRA (r=8, q,v)", "ln_tuning": "LayerNorm tuning"}
 tasks = (("sst2", "SST-2 (dev accuracy)", "accuracy"), ("wnut17", "WNUT-17 (dev entity F1, exact span match)", "f1"))
 kept = {}  # (title, label) -> the row's cells
 if dest.exists():

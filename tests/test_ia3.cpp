@@ -46,10 +46,7 @@ std::vector<typename B::value_type> logits_of(typename B::context& ctx, M& m) {
 }
 template <class V>
 double max_diff(const V& a, const V& b) {
-  if (a.size() != b.size()) return 1e30;
-  double d = 0;
-  for (std::size_t i = 0; i < a.size(); ++i) d = std::max(d, double(std::abs(a[i] - b[i])));
-  return d;
+  return test::max_abs_diff(a, b);  // NaN-aware
 }
 void write_file(const std::filesystem::path& p, const std::string& text) {
   std::ofstream(p) << text;

@@ -189,6 +189,12 @@ BOOST_AUTO_TEST_CASE(methods_eigen_and_xtensor) {
                       test::method_scenario<test::xtensor_d, test::lora_bitfit_ia3_plan>(cfg), 1e-12);
     BOOST_TEST(d.empty(), "lora+bitfit+ia3 (feedforward " << feedforward << "): " << d);
   }
+  for (const bool dropout : {false, true}) {
+    const auto cfg = test::scenario_dora_methods(dropout);
+    d = test::compare(test::method_scenario<test::eigen_d, test::lora_bitfit_ia3_plan>(cfg),
+                      test::method_scenario<test::xtensor_d, test::lora_bitfit_ia3_plan>(cfg), 1e-12);
+    BOOST_TEST(d.empty(), "dora+bitfit+ia3 (dropout " << dropout << "): " << d);
+  }
 }
 
 BOOST_AUTO_TEST_SUITE_END()

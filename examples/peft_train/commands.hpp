@@ -52,6 +52,8 @@ int commands<Plan>::train(const train_options& o) {
   if (card.max_length > positions)
     throw peft::config_error(peft::detail::concat("--max-length ", card.max_length, " exceeds the model's ", positions,
                                                   " positions (max_position_embeddings in ", (o.model_dir / "config.json").string(), ")"));
+  if (card.methods.get<peft::lora_config>().use_dora && !has_component(card.method, "lora"))
+    throw peft::config_error("--dora is a form of LoRA: use it with --method lora (or a combination with lora)");
   if (o.early_stopping && o.dev_file.empty())
     throw peft::config_error("--early-stopping follows the dev score: pass --dev (or drop --early-stopping)");
   const dataset train_set = read_dataset(o.train_file, card.task, o.format);
@@ -124,11 +126,13 @@ int commands<Plan>::train(const train_options& o) {
   return s.with_model([&](auto& m) -> int {
     peft::optim::optimizer opt(m, peft::optim::adamw{.lr = o.lr, .weight_decay = o.weight_decay}, schedule);
     // No weight decay on biases, norms and bias deltas (as transformers' Trainer), nor on (IA)3's
-    // vectors: decay would pull them to 0, away from the identity (1) they start at.
+    // vectors and DoRA's magnitudes: decay would pull them to 0, away from the identity they start at.
     opt.template set_group_options<peft::groups::bias>({.weight_decay = 0.0});
     opt.template set_group_options<peft::groups::norm>({.weight_decay = 0.0});
     opt.template set_group_options<peft::groups::bias_delta>({.weight_decay = 0.0});
     opt.template set_group_options<peft::groups::ia3>({.weight_decay = 0.0});
+    opt.template set_group_options<peft::groups::lora_magnitude>({.weight_decay = 0.0});
+    opt.template set_group_options<peft::groups::ln_tuning>({.weight_decay = 0.0});  // norms, as above
 
     // 3. The loop: the library's trainer, with the tool's progress, logs and interruption.
     peft::train::classification_task<std::remove_reference_t<decltype(m)>> task(m);

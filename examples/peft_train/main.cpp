@@ -98,7 +98,7 @@ int main(int argc, char** argv) {
   train->add_option("--task", task, "sequence or token (default: from the file extension, .conll/.bio/.iob = token)")
       ->check(CLI::IsMember({"sequence", "token"}));
   train->add_option("--method", method,
-                    "full, lora, bitfit, ia3, houlsby, pfeiffer, or a combination joined by '+' (e.g. lora+bitfit)")
+                    "full, lora, bitfit, ia3, ln_tuning, houlsby, pfeiffer, or a combination joined by '+' (e.g. lora+bitfit)")
       ->capture_default_str();
   train->add_option("--rank,-r", t.card.methods.get<peft::lora_config>().r, "LoRA rank")->capture_default_str();
   t.card.methods.get<peft::lora_config>().alpha = 16;
@@ -113,6 +113,8 @@ int main(int argc, char** argv) {
                     "(IA)3 roles, comma-separated (ffn_out scales its input, the others their output); as --target")
       ->capture_default_str();
   train->add_flag("--rslora", t.card.methods.get<peft::lora_config>().use_rslora, "scale by alpha/sqrt(r) (rsLoRA)");
+  train->add_flag("--dora", t.card.methods.get<peft::lora_config>().use_dora,
+                  "DoRA: a learned magnitude per output row over the norm of W + sBA (PEFT's use_dora)");
   train->add_option("--adapter-size", t.card.methods.get<peft::adapter_config>().bottleneck,
                     "adapter bottleneck width (0: hidden size / --reduction-factor)")
       ->capture_default_str();

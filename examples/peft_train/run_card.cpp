@@ -31,7 +31,8 @@ peft::activation activation_named(const std::string& name) {
 
 std::string canonical_method(const std::string& method) {
   const std::string choices =
-      "full, or any of lora, bitfit, ia3, houlsby (or adapter), pfeiffer joined by '+' (e.g. lora+bitfit, ia3+pfeiffer)";
+      "full, or any of lora, bitfit, ia3, ln_tuning, houlsby (or adapter), pfeiffer joined by '+' (e.g. lora+bitfit, "
+      "ia3+pfeiffer)";
   std::set<std::string> parts;
   for (auto p : split_nonempty(method, '+')) {
     if (p == "adapter") p = "houlsby";
@@ -82,8 +83,13 @@ std::string run_card::describe() const {
   os << c.method;
   if (has_component(c.method, "lora"))
     os << " (r=" << c.methods.get<peft::lora_config>().r << ", alpha=" << c.methods.get<peft::lora_config>().alpha << ", dropout=" << c.methods.get<peft::lora_config>().dropout
-       << ", targets " << c.lora_targets << (c.methods.get<peft::lora_config>().use_rslora ? ", rsLoRA" : "") << ")";
+       << ", targets " << c.lora_targets << (c.methods.get<peft::lora_config>().use_rslora ? ", rsLoRA" : "")
+       << (c.methods.get<peft::lora_config>().use_dora ? ", DoRA" : "") << ")";
   if (has_component(c.method, "ia3")) os << " (targets " << c.ia3_targets << ")";
+  if (has_component(c.method, "ln_tuning")) {
+    const auto& t = c.methods.get<peft::ln_tuning_config>().target_modules;
+    os << " (norms " << (t.empty() ? std::string("all") : t) << ")";
+  }
   if (has_component(c.method, "houlsby") || has_component(c.method, "pfeiffer"))
     os << " (bottleneck " << (c.methods.get<peft::adapter_config>().bottleneck ? std::to_string(c.methods.get<peft::adapter_config>().bottleneck)
                                                             : "hidden/" + std::to_string(int(c.methods.get<peft::adapter_config>().reduction_factor)))
@@ -102,12 +108,13 @@ nlohmann::json run_card::to_json() const {
           {"max_length", max_length},
           {"truncate", truncate},
           {"lora", {{"r", l.r}, {"alpha", l.alpha}, {"dropout", l.dropout}, {"use_rslora", l.use_rslora},
-                    {"targets", lora_targets}, {"target_modules", l.target_modules}}},
+                    {"use_dora", l.use_dora}, {"targets", lora_targets}, {"target_modules", l.target_modules}}},
           {"adapter", {{"bottleneck", a.bottleneck}, {"reduction_factor", a.reduction_factor},
                        {"nonlinearity", std::string(peft::to_string(a.nonlinearity))}}},
           {"ia3", {{"targets", ia3_targets}, {"target_modules", i.target_modules},
                    {"feedforward_modules", i.feedforward_modules ? nlohmann::json(*i.feedforward_modules) : nlohmann::json(nullptr)},
                    {"init_ia3_weights", i.init_ia3_weights}}},
+          {"ln_tuning", {{"target_modules", methods.get<peft::ln_tuning_config>().target_modules}}},
           {"base_model", base_model}};
 }
 
@@ -127,6 +134,7 @@ run_card run_card::from_json(const nlohmann::json& j, const std::string& source)
     c.methods.get<peft::lora_config>().alpha = l.at("alpha").get<double>();
     c.methods.get<peft::lora_config>().dropout = l.at("dropout").get<double>();
     c.methods.get<peft::lora_config>().use_rslora = l.at("use_rslora").get<bool>();
+    if (l.contains("use_dora")) c.methods.get<peft::lora_config>().use_dora = l.at("use_dora").get<bool>();  // older cards: none
     c.lora_targets = l.at("targets").get<std::string>();
     c.methods.get<peft::lora_config>().target_modules = l.at("target_modules").get<std::string>();
     const auto& a = j.at("adapter");
@@ -141,6 +149,8 @@ run_card run_card::from_json(const nlohmann::json& j, const std::string& source)
       if (!i.at("feedforward_modules").is_null()) ic.feedforward_modules = i.at("feedforward_modules").get<std::string>();
       ic.init_ia3_weights = i.at("init_ia3_weights").get<bool>();
     }
+    if (j.contains("ln_tuning"))  // cards written before LayerNorm tuning have no section
+      c.methods.get<peft::ln_tuning_config>().target_modules = j.at("ln_tuning").at("target_modules").get<std::string>();
     c.base_model = j.value("base_model", "");
   } catch (const nlohmann::json::exception& e) {
     throw peft::io::io_error(source + ": malformed run card: " + e.what());

@@ -58,6 +58,9 @@ class session {
       throw peft::config_error("LoRA targets '" + card.lora_targets + "' select no module of the model");
     if (methods.get<peft::ia3_config>().enabled && modules_with(peft::groups::ia3::name) == 0)
       throw peft::config_error("(IA)3 targets '" + card.ia3_targets + "' select no module of the model");
+    if (methods.get<peft::ln_tuning_config>().enabled && modules_with(peft::groups::ln_tuning::name) == 0)
+      throw peft::config_error("LayerNorm tuning's target_modules '" + methods.get<peft::ln_tuning_config>().target_modules +
+                               "' select no layer norm of the model");
   }
 
   /// Loads base weights from `file`. Missing encoder weights are an error; a missing head is one

@@ -109,6 +109,13 @@ inline method_config scenario_ia3_methods(bool feedforward) {
   m.get<ia3_config>() = ia3_config{.feedforward_modules = feedforward ? "h" : "", .init_ia3_weights = false};
   return m;
 }
+/// The scenario's options with DoRA on the LoRA layer, with or without its dropout.
+inline method_config scenario_dora_methods(bool dropout) {
+  method_config m = scenario_ia3_methods(false);
+  m.get<lora_config>().use_dora = true;
+  if (!dropout) m.get<lora_config>().dropout = 0;
+  return m;
+}
 
 /// A method plan on one linear layer with random (non-zero) parameters and LoRA dropout: forward,
 /// backward, then merge (evaluation output) and unmerge (base weight).

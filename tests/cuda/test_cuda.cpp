@@ -40,6 +40,9 @@ BOOST_AUTO_TEST_CASE(lora_bitfit_adapter) {
   for (const bool feedforward : {false, true})
     expect_same(feedforward ? "lora+bitfit+ia3 feedforward" : "lora+bitfit+ia3", test::cuda_runs::ia3_double(feedforward),
                 test::method_scenario<ed, test::lora_bitfit_ia3_plan>(test::scenario_ia3_methods(feedforward)), 1e-12);
+  for (const bool dropout : {false, true})
+    expect_same(dropout ? "dora+bitfit+ia3 dropout" : "dora+bitfit+ia3", test::cuda_runs::dora_double(dropout),
+                test::method_scenario<ed, test::lora_bitfit_ia3_plan>(test::scenario_dora_methods(dropout)), 1e-12);
 }
 BOOST_AUTO_TEST_CASE(training_with_adamw_sgd_adafactor) {
   expect_same("adamw double", test::cuda_runs::training_adamw_double(),

@@ -1,5 +1,5 @@
 // libFuzzer target: configuration files (a model's config.json, an adapter_config.json for a plan
-// with LoRA, BitFit and adapters) must parse or be rejected with peft::error naming the problem,
+// with LoRA (DoRA), BitFit, (IA)3, LayerNorm tuning and adapters) must parse or be rejected with peft::error naming the problem,
 // never crash; whatever parses must describe a model that validates.
 #include <cstddef>
 #include <cstdint>
@@ -9,6 +9,7 @@
 #include "peft/methods/adapter.hpp"
 #include "peft/methods/bitfit.hpp"
 #include "peft/methods/ia3.hpp"
+#include "peft/methods/ln_tuning.hpp"
 #include "peft/methods/lora.hpp"
 #include <tuple>
 #include "peft/models/bert/config.hpp"
@@ -17,7 +18,7 @@
 // builds the fuzzers, so the list is spelt out).
 struct fuzz_plan {
   using methods = std::tuple<peft::methods::lora<peft::roles::query>, peft::methods::bitfit, peft::methods::ia3<peft::roles::key>,
-                             peft::methods::houlsby_adapter>;
+                             peft::methods::ln_tuning, peft::methods::houlsby_adapter>;
 };
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {

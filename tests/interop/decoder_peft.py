@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Hugging Face PEFT against peft-train on the decoder: PEFT (Python) puts a LoRA adapter on
+"""Hugging Face PEFT against peft-train on the decoder: PEFT (Python) puts a LoRA adapter, then a DoRA one, on
 SmolLM2 (loaded by transformers from the same GGUF, dequantized) on q_proj, k_proj, v_proj, o_proj,
 gate_proj, up_proj and down_proj with random, nonzero A and B, saves it, and computes next-token
 logits; peft-train applies that adapter to the quantized GGUF model, unmerged and merged, and must
@@ -34,37 +34,42 @@ torch.set_num_threads(2)
 transformers.logging.set_verbosity_error()
 base = transformers.AutoModelForCausalLM.from_pretrained(os.path.dirname(model_path), gguf_file=os.path.basename(model_path),
                                                          dtype=torch.float32)
-cfg = peft.LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
-                      lora_dropout=0.0, task_type="CAUSAL_LM", init_lora_weights=False)
-model = peft.get_peft_model(base, cfg)
-with torch.no_grad():  # larger B than PEFT's init, so that the adapter visibly moves the logits
-    for name, p in model.named_parameters():
-        if "lora_B" in name:
-            p.normal_(0, 0.02)
-model.eval()
-adapter = work / "adapter"
-model.save_pretrained(adapter)
 ids = [1, 9690, 198, 2683, 359, 253, 5356, 2, 198, 1, 4093, 198, 1780, 314, 260, 3575, 282, 4649, 47, 2, 198, 1, 520, 9531, 198]
-with torch.no_grad():
-    want = model(torch.tensor([ids])).logits[0, -1].double().numpy()
-    with model.disable_adapter():
-        base_logits = model(torch.tensor([ids])).logits[0, -1].double().numpy()
-moved = float(np.max(np.abs(want - base_logits)) / np.max(np.abs(base_logits)))
-
 failures = 0
-for extra in ([], ["--merge"]):
-    out = work / "logits.json"
-    r = subprocess.run([train, "score", "--model", model_path, "--adapter", str(adapter), *extra, "--ids", " ".join(map(str, ids)),
-                        "--logits-json", str(out), "--threads", "2"], capture_output=True, text=True)
-    if r.returncode != 0:
-        sys.exit(f"peft-train score {' '.join(extra)} failed:\n{r.stderr}")
-    got = np.array(json.loads(out.read_text())["logits"], dtype=np.float64)
-    rel = float(np.max(np.abs(got - want)) / np.max(np.abs(want)))
-    ok = rel <= 1e-3
-    failures += not ok
-    print(f"{'ok  ' if ok else 'FAIL'} PEFT adapter in peft-train{' (merged)' if extra else ''}: max relative difference {rel:.2e} "
-          f"(the adapter moves the logits by {moved:.2e})")
-if moved < 1e-2:
-    print(f"FAIL the adapter barely changes the logits ({moved:.2e}): the comparison would not show a wrong load")
-    failures += 1
+for use_dora in (False, True):
+    kind = "DoRA" if use_dora else "LoRA"
+    cfg = peft.LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+                          lora_dropout=0.0, task_type="CAUSAL_LM", init_lora_weights=False, use_dora=use_dora)
+    model = peft.get_peft_model(base, cfg)
+    with torch.no_grad():  # larger B than PEFT's init, so that the adapter visibly moves the logits
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.02)
+            if "lora_magnitude_vector" in name:  # DoRA: magnitudes away from the base norms
+                p.mul_(torch.empty_like(p).uniform_(0.9, 1.1))
+    model.eval()
+    adapter = work / ("adapter_" + kind.lower())
+    model.save_pretrained(adapter)
+    with torch.no_grad():
+        want = model(torch.tensor([ids])).logits[0, -1].double().numpy()
+        with model.disable_adapter():
+            base_logits = model(torch.tensor([ids])).logits[0, -1].double().numpy()
+    moved = float(np.max(np.abs(want - base_logits)) / np.max(np.abs(base_logits)))
+    base = model.unload()  # the plain model again, for the next adapter
+
+    for extra in ([], ["--merge"]):
+        out = work / "logits.json"
+        r = subprocess.run([train, "score", "--model", model_path, "--adapter", str(adapter), *extra, "--ids", " ".join(map(str, ids)),
+                            "--logits-json", str(out), "--threads", "2"], capture_output=True, text=True)
+        if r.returncode != 0:
+            sys.exit(f"peft-train score {' '.join(extra)} with the {kind} adapter failed:\n{r.stderr}")
+        got = np.array(json.loads(out.read_text())["logits"], dtype=np.float64)
+        rel = float(np.max(np.abs(got - want)) / np.max(np.abs(want)))
+        ok = rel <= 1e-3
+        failures += not ok
+        print(f"{'ok  ' if ok else 'FAIL'} PEFT {kind} adapter in peft-train{' (merged)' if extra else ''}: max relative difference "
+              f"{rel:.2e} (the adapter moves the logits by {moved:.2e})")
+    if moved < 1e-2:
+        print(f"FAIL the {kind} adapter barely changes the logits ({moved:.2e}): the comparison would not show a wrong load")
+        failures += 1
 sys.exit(1 if failures else 0)

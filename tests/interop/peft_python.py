@@ -15,7 +15,7 @@ import sys
 
 import peft
 import torch
-from peft import IA3Config, LoraConfig, PeftModel, get_peft_model
+from peft import IA3Config, LNTuningConfig, LoraConfig, PeftModel, get_peft_model
 from safetensors.torch import load_file
 from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification, AutoTokenizer
 
@@ -153,6 +153,43 @@ def check_mode():
     model = PeftModel.from_pretrained(base, os.path.join(W, "py_ia3")).eval()
     compare_sentences(model, labels, os.path.join(W, "py_ia3_pred.tsv"), "PEFT-written IA3 adapter evaluated by peft-train")
 
+    # 8. DoRA both ways: PEFT loads peft-train's (magnitudes included), predicts and merges the same;
+    # peft-train evaluates PEFT's.
+    adapter = os.path.join(W, "dora", "adapter")
+    labels = run_card(adapter)["labels"]
+    base = AutoModelForSequenceClassification.from_pretrained(MODEL, num_labels=len(labels))
+    model = PeftModel.from_pretrained(base, adapter).eval()
+    magnitudes = [n for n, _ in model.named_parameters() if "lora_magnitude_vector" in n]
+    check(model.peft_config["default"].use_dora and len(magnitudes) == 4,
+          f"PEFT reads use_dora and {len(magnitudes)} magnitude vectors (query and value of two layers)")
+    compare_sentences(model, labels, os.path.join(W, "dora_pred.tsv"), "PEFT-loaded DoRA adapter vs peft-train eval")
+    merged_py = model.merge_and_unload().state_dict()
+    ours = load_file(os.path.join(W, "dora_merged", "model.safetensors"))
+    worst = max(float((merged_py[name].float() - t.float()).abs().max()) for name, t in ours.items() if name in merged_py)
+    check(set(ours) == set(merged_py) and worst < 1e-5, f"DoRA merged weights equal PEFT's merge_and_unload (largest difference {worst:.1e})")
+    base = AutoModelForSequenceClassification.from_pretrained(MODEL, num_labels=len(labels))
+    model = PeftModel.from_pretrained(base, os.path.join(W, "py_dora")).eval()
+    compare_sentences(model, labels, os.path.join(W, "py_dora_pred.tsv"), "PEFT-written DoRA adapter evaluated by peft-train")
+
+    # 9. LayerNorm tuning both ways, and its merge against PEFT's.
+    adapter = os.path.join(W, "ln", "adapter")
+    labels = run_card(adapter)["labels"]
+    base = AutoModelForSequenceClassification.from_pretrained(MODEL, num_labels=len(labels))
+    model = PeftModel.from_pretrained(base, adapter).eval()
+    tuned = [n for n, _ in model.named_parameters() if "ln_tuning_layers" in n]
+    check(model.peft_config["default"].peft_type.value == "LN_TUNING" and len(tuned) == 10,
+          f"PEFT reads adapter_config.json as LN_TUNING with {len(tuned)} tuned tensors (five norms)")
+    compare_sentences(model, labels, os.path.join(W, "ln_pred.tsv"), "PEFT-loaded LN_TUNING adapter vs peft-train eval")
+    # PEFT's LN_TUNING merge_and_unload leaves the head in its modules_to_save wrapper: take the trained copy.
+    merged_py = {k.replace(".modules_to_save.default.", "."): v for k, v in model.merge_and_unload().state_dict().items()
+                 if ".original_module." not in k}
+    ours = load_file(os.path.join(W, "ln_merged", "model.safetensors"))
+    worst = max(float((merged_py[name].float() - t.float()).abs().max()) for name, t in ours.items() if name in merged_py)
+    check(set(ours) == set(merged_py) and worst < 1e-6, f"LN_TUNING merged weights equal PEFT's merge_and_unload (largest difference {worst:.1e})")
+    base = AutoModelForSequenceClassification.from_pretrained(MODEL, num_labels=len(labels))
+    model = PeftModel.from_pretrained(base, os.path.join(W, "py_ln")).eval()
+    compare_sentences(model, labels, os.path.join(W, "py_ln_pred.tsv"), "PEFT-written LN_TUNING adapter evaluated by peft-train")
+
 
 def write_mode():
     labels = run_card(os.path.join(W, "seq", "adapter"))["labels"]
@@ -179,6 +216,26 @@ def write_mode():
                 p.uniform_(0.5, 1.5)
         model.base_model.model.classifier.modules_to_save["default"].weight.normal_(0, 0.5)
     model.save_pretrained(os.path.join(W, "py_ia3"))
+    # DoRA on the attention and FFN projections, B random and the magnitudes moved off the base norms.
+    base = AutoModelForSequenceClassification.from_pretrained(MODEL, num_labels=len(labels))
+    model = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, target_modules=["query", "value", "intermediate.dense"],
+                                            use_dora=True, modules_to_save=["classifier"], task_type="SEQ_CLS",
+                                            init_lora_weights=False))
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_magnitude_vector" in name:
+                p.mul_(torch.empty_like(p).uniform_(0.7, 1.3))
+        model.base_model.model.classifier.modules_to_save["default"].weight.normal_(0, 0.5)
+    model.save_pretrained(os.path.join(W, "py_dora"))
+    # LayerNorm tuning on every LayerNorm, the tuned scales and shifts moved off the base ones.
+    base = AutoModelForSequenceClassification.from_pretrained(MODEL, num_labels=len(labels))
+    model = get_peft_model(base, LNTuningConfig(target_modules=["LayerNorm"], task_type="SEQ_CLS"))
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "ln_tuning_layers" in name:
+                p.add_(torch.empty_like(p).uniform_(-0.3, 0.3))
+        model.base_model.model.classifier.modules_to_save["default"].weight.normal_(0, 0.5)
+    model.save_pretrained(os.path.join(W, "py_ln"))
     # Without modules_to_save the head stays the base model's (random here): peft-train must refuse it.
     # (PEFT adds the classifier to modules_to_save by itself for SEQ_CLS, so write without a task type
     # and say SEQ_CLS afterwards.)

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Hugging Face PEFT and transformers (Python) against peft-train, on the tiny BERT of make_tiny_model:
-# PEFT loads peft-train's LoRA and IA3 adapters (sequence and token classification, rsLoRA) and predicts what
+# PEFT loads peft-train's LoRA, DoRA, IA3 and LN_TUNING adapters (sequence and token classification, rsLoRA) and predicts what
 # peft-train predicts; transformers loads peft-train's merged model; PEFT's merge_and_unload equals
 # peft-train merge; peft-train evaluates an adapter written by PEFT as PEFT does. Skipped (77) where
 # torch, transformers and peft are not installed: they are large, so CI does not install them.
@@ -31,6 +31,16 @@ quiet "$TRAIN" train "${common[@]}" --train "$W/sst_train.tsv" --dev "$W/sst_dev
   --epochs 6 --lr 5e-2
 quiet "$TRAIN" eval --model "$W/model" --adapter "$W/ia3/adapter" --data "$W/sst_dev.tsv" --predictions "$W/ia3_pred.tsv"
 quiet "$TRAIN" merge --model "$W/model" --adapter "$W/ia3/adapter" -o "$W/ia3_merged"
+# DoRA on query and value, trained with LoRA dropout (the path with one more weight product).
+quiet "$TRAIN" train "${common[@]}" --train "$W/sst_train.tsv" --dev "$W/sst_dev.tsv" -o "$W/dora" --method lora --dora \
+  --rank 4 --alpha 8 --target query,value --epochs 6 --lr 1e-2
+quiet "$TRAIN" eval --model "$W/model" --adapter "$W/dora/adapter" --data "$W/sst_dev.tsv" --predictions "$W/dora_pred.tsv"
+quiet "$TRAIN" merge --model "$W/model" --adapter "$W/dora/adapter" -o "$W/dora_merged"
+# LayerNorm tuning: every layer norm's scale and shift.
+quiet "$TRAIN" train "${common[@]}" --train "$W/sst_train.tsv" --dev "$W/sst_dev.tsv" -o "$W/ln" --method ln_tuning \
+  --epochs 6 --lr 1e-2
+quiet "$TRAIN" eval --model "$W/model" --adapter "$W/ln/adapter" --data "$W/sst_dev.tsv" --predictions "$W/ln_pred.tsv"
+quiet "$TRAIN" merge --model "$W/model" --adapter "$W/ln/adapter" -o "$W/ln_merged"
 
 # The other way: PEFT writes LoRA adapters; peft-train evaluates one as it is (no run card: the task,
 # LoRA settings and labels come from its files) and refuses the one without a trained head.
@@ -49,5 +59,12 @@ quiet "$TRAIN" eval --model "$W/model" --adapter "$W/py_dense" --data "$W/sst_de
 quiet "$TRAIN" eval --model "$W/model" --adapter "$W/py_ia3" --data "$W/sst_dev.tsv" --predictions "$W/py_ia3_pred.tsv"
 grep -q "no peft_train.json; from its PEFT files: task sequence, ia3" "$W/last.log" ||
   { echo "FAIL: no note on the IA3 adapter's derived run card"; cat "$W/last.log"; exit 1; }
+# PEFT's DoRA adapter (magnitudes moved off the base norms), read as it is.
+quiet "$TRAIN" eval --model "$W/model" --adapter "$W/py_dora" --data "$W/sst_dev.tsv" --predictions "$W/py_dora_pred.tsv"
+grep -q "DoRA" "$W/last.log" || { echo "FAIL: the DoRA adapter's run card does not say DoRA"; cat "$W/last.log"; exit 1; }
+# PEFT's LN_TUNING adapter on every LayerNorm, read as it is.
+quiet "$TRAIN" eval --model "$W/model" --adapter "$W/py_ln" --data "$W/sst_dev.tsv" --predictions "$W/py_ln_pred.tsv"
+grep -q "from its PEFT files: task sequence, ln_tuning" "$W/last.log" ||
+  { echo "FAIL: no note on the LN_TUNING adapter's derived run card"; cat "$W/last.log"; exit 1; }
 
 "$PY" "$SCRIPT" check "$W"

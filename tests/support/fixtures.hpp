@@ -27,16 +27,33 @@ template <class L>
 void randomize_parameters(typename L::backend::context& ctx, L& l, std::uint64_t seed, double scale = 0.5) {
   std::uint64_t k = 0;
   l.visit_parameters("", [&](const std::string&, auto& p) {
-    p.value = random_tensor<typename L::backend>(ctx, p.value.shape(), derive_seed(seed, k++), scale);
+    const bool unset = p.value.empty() && !p.is_packed();  // a value set at first use (DoRA's magnitude)
+    p.value = random_tensor<typename L::backend>(ctx, unset ? p.stored_shape() : p.value.shape(), derive_seed(seed, k++), scale);
   });
 }
 
-/// The largest |a[i] - b[i]| of two host tensors of equal size (infinity when the sizes differ).
+/// Sets every trainable parameter of `l` to U(-scale, scale) and leaves the frozen ones as they are
+/// (a trained adapter over an unchanged base model, for save-and-load round trips).
+template <class L>
+void randomize_trainable(typename L::backend::context& ctx, L& l, std::uint64_t seed, double scale = 0.5) {
+  std::uint64_t k = 0;
+  l.visit_parameters("", [&](const std::string&, auto& p) {
+    if constexpr (std::remove_cvref_t<decltype(p)>::trainable)
+      p.value = random_tensor<typename L::backend>(ctx, p.stored_shape(), derive_seed(seed, k++), scale);
+  });
+}
+
+/// The largest |a[i] - b[i]| of two host tensors or vectors of equal size; infinity when the sizes
+/// differ or either holds a NaN (so a comparison of two NaN results cannot pass).
 template <class Tn>
 double max_abs_diff(const Tn& a, const Tn& b) {
   if (a.size() != b.size()) return std::numeric_limits<double>::infinity();
   double worst = 0;
-  for (std::size_t i = 0; i < a.size(); ++i) worst = std::max(worst, std::abs(double(a.data()[i]) - double(b.data()[i])));
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    const double d = std::abs(double(a.data()[i]) - double(b.data()[i]));
+    if (std::isnan(d)) return std::numeric_limits<double>::infinity();
+    worst = std::max(worst, d);
+  }
   return worst;
 }
 

@@ -190,6 +190,43 @@ a, b, card = (json.load(open(p)) for p in sys.argv[1:])
 assert card["method"] == "lora+bitfit+ia3", card["method"]
 assert a["accuracy"] == b["accuracy"] and abs(a["loss"] - b["loss"]) < 1e-4, (a, b)
 PY
+# DoRA (LoRA with magnitudes, PEFT's use_dora) and LayerNorm tuning (PEFT's LN_TUNING): each writes
+# PEFT's files, scores the same read back without its run card, and merges into a model that scores
+# the same.
+"$TRAIN" train "${common[@]}" --train "$W/sst_train.tsv" --dev "$W/sst_dev.tsv" -o "$W/dora" --method lora --dora --rank 2 \
+  --target query,value --epochs 2 --lr 2e-2 --no-plot >/dev/null 2>"$W/dora.err" || fail "dora run failed: $(tail -3 "$W/dora.err")"
+"$TRAIN" train "${common[@]}" --train "$W/sst_train.tsv" --dev "$W/sst_dev.tsv" -o "$W/ln" --method ln_tuning \
+  --epochs 2 --lr 2e-2 --no-plot >/dev/null 2>"$W/ln.err" || fail "ln_tuning run failed: $(tail -3 "$W/ln.err")"
+for run in dora ln; do
+  rm -rf "$W/${run}_peft" && cp -r "$W/$run/adapter" "$W/${run}_peft" && rm "$W/${run}_peft/peft_train.json"
+  "$TRAIN" eval --model "$M" --adapter "$W/$run/adapter" --data "$W/sst_dev.tsv" >"$W/${run}_eval.json" 2>/dev/null &&
+    "$TRAIN" eval --model "$M" --adapter "$W/${run}_peft" --data "$W/sst_dev.tsv" >"$W/${run}_peft_eval.json" 2>/dev/null &&
+    "$TRAIN" merge --model "$M" --adapter "$W/$run/adapter" -o "$W/${run}_merged" >/dev/null 2>&1 &&
+    "$TRAIN" eval --model "$W/${run}_merged" --data "$W/sst_dev.tsv" >"$W/${run}_merged_eval.json" 2>/dev/null &&
+    python3 - "$W/$run/adapter" "$W/${run}_eval.json" "$W/${run}_peft_eval.json" "$W/${run}_merged_eval.json" <<'PY' &&
+import json, struct, sys
+adapter, a, b, m = sys.argv[1], *(json.load(open(p)) for p in sys.argv[2:])
+c = json.load(open(adapter + "/adapter_config.json"))
+raw = open(adapter + "/adapter_model.safetensors", "rb").read()
+head = json.loads(raw[8:8 + struct.unpack("<Q", raw[:8])[0]])
+if c["peft_type"] == "LORA":
+    assert c["use_dora"] is True, c
+    mags = {k: v["shape"] for k, v in head.items() if k.endswith(".lora_magnitude_vector")}
+    assert len(mags) == 4 and all(len(s) == 1 for s in mags.values()), mags  # query and value in 2 layers
+else:
+    assert c["peft_type"] == "LN_TUNING" and c["target_modules"] == ["LayerNorm"], c
+    assert len([k for k in head if ".ln_tuning_layers." in k]) == 10, head.keys()  # 5 norms x (weight, bias)
+assert (a["accuracy"], a["loss"]) == (b["accuracy"], b["loss"]), (a, b)
+assert a["accuracy"] == m["accuracy"] and abs(a["loss"] - m["loss"]) < 1e-4, (a, m)
+PY
+    pass "$run: PEFT's files, the same scores without the run card and merged" || fail "$run adapter files, eval or merge"
+done
+expect_dora_alone() {
+  "$TRAIN" train "${common[@]}" --train "$W/sst_train.tsv" -o "$W/bad" --method bitfit --dora >/dev/null 2>"$W/bad.err" &&
+    return 1
+  grep -q -- "--dora is a form of LoRA" "$W/bad.err" && [[ ! -e "$W/bad" ]]
+}
+expect_dora_alone && pass "--dora without LoRA is refused, nothing written" || fail "--dora without LoRA"
 
 # ---- 7. bad input: a clear message naming the file and line, non-zero exit, nothing written --------
 expect_error() {  # expect_error <name> <regex> <args...>

@@ -95,6 +95,17 @@ struct eigen : detail::host_memory<T> {
     out.resize(a.shape());
     sweep(a.size(), [&](std::size_t i, std::size_t e) { part(out.data(), i, e) = part(a.data(), i, e) * part(b.data(), i, e); });
   }
+  /// out = a / b element-wise (IEEE: a zero divisor gives an infinity or NaN).
+  static void divide(context&, const tensor& a, const tensor& b, tensor& out) {
+    peft::detail::require_same_shape("eigen::divide", a.shape(), b.shape());
+    out.resize(a.shape());
+    sweep(a.size(), [&](std::size_t i, std::size_t e) { part(out.data(), i, e) = part(a.data(), i, e) / part(b.data(), i, e); });
+  }
+  /// out = sqrt(a) element-wise.
+  static void sqrt(context&, const tensor& a, tensor& out) {
+    out.resize(a.shape());
+    sweep(a.size(), [&](std::size_t i, std::size_t e) { part(out.data(), i, e) = part(a.data(), i, e).sqrt(); });
+  }
   static void activation_forward(context&, activation a, const tensor& x, tensor& y) {
     y.resize(x.shape());
     const T* xp = x.data();
@@ -384,6 +395,14 @@ struct eigen : detail::host_memory<T> {
 
   // ---- reductions and losses -----------------------------------------------------------------------
   static double sum_squares(context&, const tensor& t) { return double(arr(t).template cast<double>().square().sum()); }
+  /// out[r] = sum over the columns of a[r, :]^2 (summed in double), for every row of `a`.
+  static void row_squared_norms(context&, const tensor& a, tensor& out) {
+    const std::size_t cols = a.cols();
+    out.resize(shape{a.rows()});
+    detail::host_parallel_for(a.rows(), [&](std::size_t r) {
+      out[r] = T(Eigen::Map<const array>(a.data() + r * cols, Eigen::Index(cols)).template cast<double>().square().sum());
+    }, cols);
+  }
 
   /// Mean softmax cross-entropy over rows whose label is not `ignore_index`; writes d loss / d logits.
   /// Labels must be validated by the caller.

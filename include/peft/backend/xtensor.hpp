@@ -67,6 +67,15 @@ struct xtensor : detail::host_memory<T> {
     out.resize(a.shape());
     flat(out) = flat(a) * flat(b);
   }
+  static void divide(context&, const tensor& a, const tensor& b, tensor& out) {
+    peft::detail::require_same_shape("xtensor::divide", a.shape(), b.shape());
+    out.resize(a.shape());
+    flat(out) = flat(a) / flat(b);
+  }
+  static void sqrt(context&, const tensor& a, tensor& out) {
+    out.resize(a.shape());
+    flat(out) = xt::sqrt(flat(a));
+  }
 
   static void activation_forward(context&, activation a, const tensor& x, tensor& y) {
     y.resize(x.shape());
@@ -345,6 +354,15 @@ struct xtensor : detail::host_memory<T> {
     double s = 0;
     for (std::size_t i = 0; i < t.size(); ++i) s += double(t[i]) * double(t[i]);
     return s;
+  }
+  static void row_squared_norms(context&, const tensor& a, tensor& out) {
+    const std::size_t rows = a.rows(), cols = a.cols();
+    out.resize(shape{rows});
+    for (std::size_t r = 0; r < rows; ++r) {
+      double s = 0;
+      for (std::size_t c = 0; c < cols; ++c) s += double(a[r * cols + c]) * double(a[r * cols + c]);
+      out[r] = T(s);
+    }
   }
   static double softmax_cross_entropy(context&, const tensor& logits, const index_tensor& labels,
                                       std::int32_t ignore_index, tensor& dlogits) {

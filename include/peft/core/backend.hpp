@@ -52,8 +52,8 @@ concept DenseTensor = std::default_initializable<Tn> && std::movable<Tn> &&
 ///   `DenseTensor`, and `context` derived from `context_base`;
 /// - `name` (a string literal) for reports;
 /// - host transfer: `copy_from_host`, `copy_to_host`, `copy_labels`;
-/// - element-wise: `fill`, `copy`, `axpy`, `scale`, `multiply`, `activation_forward/backward`,
-///   `dropout_mask`;
+/// - element-wise: `fill`, `copy`, `axpy`, `scale`, `multiply`, `divide`, `sqrt`,
+///   `activation_forward/backward`, `dropout_mask`;
 /// - matrix: `gemm` (transposes, alpha, beta), `gemm_batched` (two-level strided batches),
 ///   `copy_batched` (the same addressing, a copy: KV caches),
 ///   `add_row_vector` (bias add), `multiply_row_vector` (per-column scales), `sum_rows` (bias grad);
@@ -61,7 +61,7 @@ concept DenseTensor = std::default_initializable<Tn> && std::movable<Tn> &&
 ///   `softmax_backward` (attention), `layer_norm_forward/backward`, `rms_norm_forward/backward`,
 ///   `rotary` (rotary position embedding, `rotary_args`), `gather_rows` and `scatter_add_rows`
 ///   (embeddings, pooling);
-/// - reductions and losses: `sum_squares`, `softmax_cross_entropy`, `mse`;
+/// - reductions and losses: `sum_squares`, `row_squared_norms` (per row), `softmax_cross_entropy`, `mse`;
 /// - fused update rules: `sgd_update`, `adamw_update`, `adafactor_update`.
 /// Guarantees expected of an implementation: shapes are checked and a mismatch throws
 /// `peft::shape_error` naming the kernel and both shapes; outputs documented as "resized" keep their
@@ -85,6 +85,8 @@ concept Backend =
       B::axpy(ctx, a, c, t);
       B::scale(ctx, a, t);
       B::multiply(ctx, c, c, t);
+      B::divide(ctx, c, c, t);
+      B::sqrt(ctx, c, t);
       B::gemm(ctx, op::n, op::t, a, c, c, a, t);
       B::gemm_batched(ctx, op::n, op::t, std::size_t{}, std::size_t{}, std::size_t{}, a,
                       matrix_batch<const typename B::value_type*>{}, matrix_batch<const typename B::value_type*>{}, a,
@@ -107,6 +109,7 @@ concept Backend =
       B::activation_backward(ctx, act, c, c, c, t);
       B::dropout_mask(ctx, a, std::uint64_t{}, std::uint64_t{}, t);
       { B::sum_squares(ctx, c) } -> std::convertible_to<double>;
+      B::row_squared_norms(ctx, c, t);
       { B::softmax_cross_entropy(ctx, c, labels, std::int32_t{}, t) } -> std::convertible_to<double>;
       { B::mse(ctx, c, c, t) } -> std::convertible_to<double>;
       B::sgd_update(ctx, t, c, t, sgd);

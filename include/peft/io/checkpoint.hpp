@@ -148,6 +148,9 @@ std::vector<tensor_to_write> collect_tensors(typename M::backend::context& ctx, 
   std::vector<tensor_to_write> out;
   model.visit_parameters("", [&](const std::string& name, const auto& p) {
     if (!keep(name, p)) return;
+    if (p.value.empty() && !p.is_packed() && p.stored_elements() > 0)
+      throw error("parameter '" + name + "' has no value yet (a base weight that was never loaded, or DoRA's magnitude, "
+                  "which the first forward pass or merge sets from the base weight); nothing was written");
     const auto host = p.host_values(ctx);  // packed values are dequantized
     const peft::shape stored = p.stored_shape();
     std::vector<std::size_t> shape;

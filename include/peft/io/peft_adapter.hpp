@@ -100,17 +100,18 @@ void save_peft_adapter(typename M::backend::context& ctx, const M& model, const 
                        const adapter_save_options& opts) {
   using Plan = typename M::plan;
   std::map<std::string_view, adapter_contents> by_method;
-  std::set<std::string> linears, head_modules;
+  std::set<std::string> linears, norms, head_modules;
   model.visit_parameters("", [&](const std::string& name, const auto& p) {
     using P = std::remove_cvref_t<decltype(p)>;
     const std::string module = detail::module_of(name);
     if (is_method_parameter(p)) {
       auto& contents = by_method[detail::owner_of<Plan, P>()];
       contents.parameters.push_back(name);
-      contents.shapes[name] = p.value.shape();
+      contents.shapes[name] = p.stored_shape();
       return;
     }
     if (p.stored_shape().rank() == 2 && std::string_view(P::group::name) == groups::weight::name) linears.insert(module);
+    if (std::string_view(P::group::name) == groups::norm::name) norms.insert(module);
     if constexpr (P::trainable) {
       const std::string last = module.substr(module.rfind('.') == std::string::npos ? 0 : module.rfind('.') + 1);
       if (std::find(opts.modules_to_save.begin(), opts.modules_to_save.end(), last) == opts.modules_to_save.end() &&
@@ -152,6 +153,7 @@ void save_peft_adapter(typename M::backend::context& ctx, const M& model, const 
       auto it = by_method.find(Me::name);
       if (it == by_method.end()) return;
       it->second.linear_modules = linears;
+      it->second.norm_modules = norms;
       nlohmann::json& target = native ? cfg : (cfg["peft_cpp"][std::string(Me::name)] = nlohmann::json::object());
       Me::peft_format::write_config(target, opts.methods.get<typename Me::options>(), it->second);
     }
@@ -250,7 +252,12 @@ load_report load_peft_adapter(typename M::backend::context& ctx, M& model, const
     by_name[name] = &t;
   }
   load_report r;
-  std::vector<std::pair<typename B::tensor*, const tensor_info*>> plan;
+  struct assignment {
+    typename B::tensor* value;
+    const tensor_info* tensor;
+    peft::shape shape;  // a value not set yet (DoRA's magnitude) is sized when it is written
+  };
+  std::vector<assignment> plan;
   std::set<std::string> used;
   model.visit_parameters("", [&](const std::string& name, auto& p) {
     using P = std::remove_cvref_t<decltype(p)>;
@@ -263,12 +270,12 @@ load_report load_peft_adapter(typename M::backend::context& ctx, M& model, const
         r.missing.push_back(name);
         return;
       }
-      if (!detail::same_shape(p.value.shape(), it->second->shape))
+      if (!detail::same_shape(p.stored_shape(), it->second->shape))
         throw shape_error(peft::detail::concat("adapter '", dir.string(), "': tensor '", it->second->name, "' has shape ",
                                                detail::shape_str(it->second->shape), " but the model's '", name,
-                                               "' has shape ", p.value.shape()));
+                                               "' has shape ", p.stored_shape()));
       detail::require_finite(file, *it->second);
-      plan.emplace_back(&p.value, it->second);
+      plan.push_back({&p.value, it->second, p.stored_shape()});
       used.insert(name);
     }
   });
@@ -276,7 +283,10 @@ load_report load_peft_adapter(typename M::backend::context& ctx, M& model, const
     if (!used.count(name))
       throw io_error("adapter '" + dir.string() + "': tensor '" + t->name +
                      "' matches no trainable parameter of the model (does the plan target this module?)");
-  for (auto& [value, t] : plan) detail::assign<B>(ctx, file, *t, *value);
+  for (auto& a : plan) {
+    a.value->resize(a.shape);
+    detail::assign<B>(ctx, file, *a.tensor, *a.value);
+  }
   r.loaded = plan.size();
   return r;
 }

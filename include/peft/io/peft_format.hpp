@@ -27,12 +27,13 @@
 namespace peft::io {
 
 /// The model as one method's serialisation sees it: that method's parameter names and their shapes,
-/// and every module with a two-dimensional base `weight` (the linear layers a `target_modules` list
-/// must tell apart).
+/// every module with a two-dimensional base `weight` (the linear layers a `target_modules` list
+/// must tell apart), and every module with base parameters in group `norm` (the layer norms).
 struct adapter_contents {
   std::vector<std::string> parameters;
   std::map<std::string, shape> shapes;
   std::set<std::string> linear_modules;
+  std::set<std::string> norm_modules;
 };
 
 namespace detail {

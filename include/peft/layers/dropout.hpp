@@ -39,6 +39,8 @@ class dropout {
   void visit_parameters(const std::string&, F&&) const {}
 
   [[nodiscard]] double probability() const noexcept { return p_; }
+  /// Whether the last forward dropped anything (training mode and p > 0).
+  [[nodiscard]] bool active() const noexcept { return active_; }
 
  private:
   double p_;

@@ -1,8 +1,10 @@
 #pragma once
-/// \file LoRA (Hu et al. 2021, arXiv:2106.09685) and rsLoRA (Kalajdzievski 2023, arXiv:2312.03732).
+/// \file LoRA (Hu et al. 2021, arXiv:2106.09685), rsLoRA (Kalajdzievski 2023, arXiv:2312.03732) and
+/// DoRA (Liu et al. 2024, arXiv:2402.09353; the magnitude part is methods/dora.hpp).
 ///
 /// y = W x + b + s * B (A dropout(x)), A (r x in) kaiming-uniform (a = sqrt(5)), B (out x r) zeros,
-/// s = alpha / r (or alpha / sqrt(r) with rsLoRA) -- Hugging Face PEFT's `LoraLayer` defaults.
+/// s = alpha / r (or alpha / sqrt(r) with rsLoRA) -- Hugging Face PEFT's `LoraLayer` defaults. With
+/// `use_dora`, each output row is rescaled by a learned magnitude over the norm of W + s B A.
 
 #include <algorithm>
 #include <cstdint>
@@ -26,6 +28,7 @@
 #include "peft/io/peft_format.hpp"
 #include "peft/layers/dropout.hpp"
 #include "peft/layers/linear.hpp"
+#include "peft/methods/dora.hpp"
 #include "peft/methods/wrapper.hpp"
 
 namespace peft {
@@ -40,13 +43,15 @@ namespace peft {
 /// name matches `(.*\.)?<key>` in full (first matching key wins); `target_modules` (empty = every
 /// module of the plan's LoRA roles) is a regular expression that a module name must match in full, as
 /// PEFT's string form of `target_modules`: it narrows the compile-time roles at run time (a
-/// command-line tool builds LoRA on all roles and picks here).
+/// command-line tool builds LoRA on all roles and picks here). `use_dora` adds DoRA's magnitude
+/// vector to every selected module (PEFT's `use_dora`; see methods/dora.hpp).
 struct lora_config {
   bool enabled = true;  ///< false: no module gets LoRA (a plan compiled with LoRA then trains without it)
   std::size_t r = 8;
   double alpha = 8;
   double dropout = 0;
   bool use_rslora = false;
+  bool use_dora = false;
   std::vector<int> layers_to_transform{};
   std::vector<std::pair<std::string, std::size_t>> rank_pattern{};
   std::vector<std::pair<std::string, double>> alpha_pattern{};
@@ -129,7 +134,8 @@ inline double lora_scaling(const lora_config& c, std::size_t in, std::size_t out
 
 /// A linear layer (`Inner`, which must expose `base_linear()`) with a LoRA update. Parameters:
 /// the inner ones, then `lora_A.weight` (r x in) and `lora_B.weight` (out x r), both always trainable
-/// (groups `lora_a`, `lora_b`). Mergeable: `merge` adds s * B A to the base weight.
+/// (groups `lora_a`, `lora_b`), and with DoRA `lora_magnitude_vector` ([out], group `lora_magnitude`).
+/// Mergeable: `merge` adds s * B A to the base weight (DoRA: and rescales its rows).
 template <class Inner>
 class lora_linear : public linear_wrapper<Inner>, public visits_parameters<lora_linear<Inner>> {
   friend visits_parameters<lora_linear>;
@@ -153,9 +159,14 @@ class lora_linear : public linear_wrapper<Inner>, public visits_parameters<lora_
     if (merged_ || !active()) return base;
     // The scaling is applied to the rank-r activations A x (rows x r) rather than to the output or,
     // in backward, to the output gradient (rows x out): the same products, two fewer full passes.
-    B::copy(ctx, a_->forward(ctx, dropout_.forward(ctx, x)), scaled_h_);
+    const tensor& x_d = dropout_.forward(ctx, x);
+    B::copy(ctx, a_->forward(ctx, x_d), scaled_h_);
     B::scale(ctx, value_type(scaling_), scaled_h_);
     const tensor& l = b_->forward(ctx, scaled_h_);
+    if (dora_) {
+      dora_->update_scale(ctx, base_linear(), a_->weight().value, b_->weight().value, scaling_);
+      return dora_->forward(ctx, base_linear(), x_d, base, l, !dropout_.active() && !base_trains);
+    }
     B::copy(ctx, base, y_);
     B::axpy(ctx, value_type(1), l, y_);
     return y_;
@@ -164,6 +175,7 @@ class lora_linear : public linear_wrapper<Inner>, public visits_parameters<lora_
     if (!active()) return inner_.backward(ctx, dy);
     if (merged_)
       throw error(peft::detail::concat("lora on '", name(), "': backward through a merged layer; unmerge before training"));
+    if (dora_) return dora_backward(ctx, dy);
     B::copy(ctx, b_->backward(ctx, dy), dh_);  // d(s A x): B's weight gradient already has the s
     B::scale(ctx, value_type(scaling_), dh_);
     const tensor& dx_lora = dropout_.backward(ctx, a_->backward(ctx, dh_));
@@ -173,19 +185,23 @@ class lora_linear : public linear_wrapper<Inner>, public visits_parameters<lora_
   }
 
 
-  /// W += s * B A; the LoRA path is then skipped. Merging twice is an error (it would double-count).
+  /// W += s * B A (DoRA: W <- diag(m / ||W + s B A||) (W + s B A)); the LoRA path is then skipped.
+  /// Merging twice is an error (it would double-count).
   void merge(typename B::context& ctx) {
     merge_if_possible(inner_, ctx);
     if (merged_) throw error(peft::detail::concat("lora on '", name(), "': already merged"));
-    if (active())
+    if (dora_) dora_->merge(ctx, base_linear(), a_->weight().value, b_->weight().value, scaling_);
+    else if (active())
       B::gemm(ctx, op::n, op::n, value_type(scaling_), b_->weight().value, a_->weight().value, value_type(1),
             base_linear().weight().dense_value(ctx));
     merged_ = true;
   }
-  /// W -= s * B A, restoring the base weight up to rounding.
+  /// W -= s * B A (DoRA: the rows divided by the merge's scale first), restoring the base weight up
+  /// to rounding.
   void unmerge(typename B::context& ctx) {
     if (!merged_) throw error(peft::detail::concat("lora on '", name(), "': unmerge without merge"));
-    if (active())
+    if (dora_) dora_->unmerge(ctx, base_linear(), a_->weight().value, b_->weight().value, scaling_);
+    else if (active())
       B::gemm(ctx, op::n, op::n, value_type(-scaling_), b_->weight().value, a_->weight().value, value_type(1),
             base_linear().weight().dense_value(ctx));
     merged_ = false;
@@ -200,8 +216,11 @@ class lora_linear : public linear_wrapper<Inner>, public visits_parameters<lora_
     const auto selected = lora_config_for(s.cfg.get<lora_config>(), s.name);
     if (!selected) return inner;
     const std::uint64_t rows = s.rows, r = selected->r;
-    const std::uint64_t dropout = s.training && selected->dropout > 0 ? 3 * rows * s.in : 0;
-    return inner + dropout + rows * (s.in + r) + rows * (r + s.out) + rows * (s.out + 2 * r + s.in);
+    const bool dropout_active = s.training && selected->dropout > 0;
+    const std::uint64_t dropout = dropout_active ? 3 * rows * s.in : 0;
+    const std::uint64_t dora =
+        selected->use_dora ? dora_magnitude<B>::activation_elements(rows, s.in, s.out, r, !dropout_active && !base_trains) : 0;
+    return inner + dropout + rows * (s.in + r) + rows * (r + s.out) + rows * (s.out + 2 * r + s.in) + dora;
   }
 
   [[nodiscard]] double scaling() const noexcept { return scaling_; }
@@ -211,6 +230,8 @@ class lora_linear : public linear_wrapper<Inner>, public visits_parameters<lora_
   [[nodiscard]] bool active() const noexcept { return a_.has_value(); }
   a_layer& lora_A() { return a_.value(); }
   b_layer& lora_B() { return b_.value(); }
+  /// DoRA's magnitude and norm (null without `use_dora`).
+  dora_magnitude<B>* dora() noexcept { return dora_ ? &*dora_ : nullptr; }
 
  private:
   lora_linear(typename B::context& ctx, const layers::linear_options& o, const method_config& cfg,
@@ -226,6 +247,34 @@ class lora_linear : public linear_wrapper<Inner>, public visits_parameters<lora_
     b_.emplace(ctx, layers::linear_options{.in_features = own.r, .out_features = o.out_features, .bias = false,
                                            .name = o.name + ".lora_B", .seed = derive_seed(o.seed, 0x10B),
                                            .init = layers::weight_init::zeros});
+    if (own.use_dora) dora_.emplace(ctx, o.out_features, own.r, o.name);
+  }
+
+  /// Whether the base layer has trainable parameters (a plan with `methods::full`): DoRA then takes
+  /// its general path, which also gives the base weight its gradient through the rescaled term.
+  static constexpr bool base_trains = [] {
+    using L = std::remove_cvref_t<decltype(std::declval<Inner&>().base_linear())>;
+    return L::weight_parameter::trainable || L::bias_parameter::trainable;
+  }();
+
+  /// DoRA's backward: g ⊙ dy through the LoRA path (and, on the direct path, through the base
+  /// layer), ((g - 1) ⊙ dy) W through the dropped-out input otherwise.
+  const tensor& dora_backward(typename B::context& ctx, const tensor& dy) {
+    const tensor& scaled_dy = dora_->output_gradient(ctx, base_linear(), dy);
+    B::copy(ctx, b_->backward(ctx, scaled_dy), dh_);
+    B::scale(ctx, value_type(scaling_), dh_);
+    const tensor& dx_d_lora = a_->backward(ctx, dh_);
+    if (dora_->direct()) {  // no dropout at work, base frozen: the base layer sees g ⊙ dy
+      B::copy(ctx, inner_.backward(ctx, scaled_dy), dx_);
+      B::axpy(ctx, value_type(1), dx_d_lora, dx_);
+      return dx_;
+    }
+    tensor& dx_d = dora_->base_term_gradient(ctx, base_linear(), dy);
+    B::axpy(ctx, value_type(1), dx_d_lora, dx_d);
+    const tensor& dx_dropped = dropout_.backward(ctx, dx_d);
+    B::copy(ctx, inner_.backward(ctx, dy), dx_);
+    B::axpy(ctx, value_type(1), dx_dropped, dx_);
+    return dx_;
   }
 
   template <class Self, class F>
@@ -234,12 +283,14 @@ class lora_linear : public linear_wrapper<Inner>, public visits_parameters<lora_
     if (!self.a_) return;
     self.a_->visit_parameters(prefix + "lora_A.", f);
     self.b_->visit_parameters(prefix + "lora_B.", f);
+    if (self.dora_) f(prefix + "lora_magnitude_vector", self.dora_->magnitude());
   }
 
   double scaling_;
   layers::dropout<B> dropout_;
   std::optional<a_layer> a_;
   std::optional<b_layer> b_;
+  std::optional<dora_magnitude<B>> dora_;
   bool merged_ = false;
   tensor y_, scaled_h_, dh_, dx_;
 };
@@ -267,7 +318,7 @@ struct lora_peft_format {
               {"rank_pattern", nlohmann::json::object()},
               {"target_modules", modules.empty() ? nlohmann::json(nullptr)
                                                  : target_modules_for(modules, contents.linear_modules, c.layers_to_transform)},
-              {"use_dora", false},
+              {"use_dora", c.use_dora},
               {"use_rslora", c.use_rslora}});
     // lora_alpha is an integer in PEFT's configs when it is one.
     if (c.alpha == double(std::int64_t(c.alpha))) j["lora_alpha"] = std::int64_t(c.alpha);
@@ -277,8 +328,8 @@ struct lora_peft_format {
   }
 
   /// r, lora_alpha (PEFT's default 8), lora_dropout, use_rslora, layers_to_transform, rank_pattern,
-  /// alpha_pattern and target_modules (PEFT's two forms: a list of module-name suffixes, or one
-  /// regular expression matched in full). DoRA is refused with a clear message.
+  /// alpha_pattern, target_modules (PEFT's two forms: a list of module-name suffixes, or one
+  /// regular expression matched in full) and use_dora.
   static void read_config(const io::json_config& f, lora_config& c) {
     const auto& j = f.json();
     auto fail = [&](const std::string& key, const char* want) {
@@ -290,9 +341,7 @@ struct lora_peft_format {
     f.read("lora_alpha", c.alpha);
     f.read("lora_dropout", c.dropout);
     f.read("use_rslora", c.use_rslora);
-    bool dora = false;
-    if (j.contains("use_dora") && j["use_dora"].is_boolean()) dora = j["use_dora"].get<bool>();
-    if (dora) f.fail("DoRA adapters (use_dora: true) are not supported yet");
+    f.read("use_dora", c.use_dora);
     if (f.has("layers_to_transform")) {
       const auto& l = j["layers_to_transform"];
       if (l.is_number_integer()) c.layers_to_transform = {l.get<int>()};
@@ -316,11 +365,12 @@ struct lora_peft_format {
     if (const auto t = io::detail::read_module_selection(f, "target_modules", io::detail::suffix_match::dotted)) c.target_modules = *t;
   }
 
-  /// PEFT's in-memory names carry the adapter name (`lora_A.default.weight`); saved files do not,
-  /// but both are accepted.
+  /// PEFT's in-memory names carry the adapter name (`lora_A.default.weight`,
+  /// `lora_magnitude_vector.default.weight`); saved files do not, but both are accepted.
   static std::string parameter_name(std::string key) {
     static const std::regex adapter_name(R"(\.(lora_[AB])\.default\.)");
-    return std::regex_replace(key, adapter_name, ".$1.");
+    static const std::regex magnitude(R"(\.lora_magnitude_vector\.default\.weight$)");
+    return std::regex_replace(std::regex_replace(key, adapter_name, ".$1."), magnitude, ".lora_magnitude_vector");
   }
 };
 }  // namespace detail
@@ -333,7 +383,7 @@ struct lora {
   static constexpr std::string_view name = "lora";
   static constexpr int stage = 0;
   using options = lora_config;
-  using groups = group_set<peft::groups::lora_a, peft::groups::lora_b>;
+  using groups = group_set<peft::groups::lora_a, peft::groups::lora_b, peft::groups::lora_magnitude>;
   using peft_format = detail::lora_peft_format;
   template <class Role>
   static constexpr bool targets = (std::is_same_v<Role, Targets> || ...);

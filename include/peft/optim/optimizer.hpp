@@ -74,7 +74,7 @@ class optimizer {
     const double factor = schedule_(step_);
     ++step_;
     for (auto& e : entries_) {
-      if (!e.state) e.state.emplace(rule_.template make_state<B>(ctx, *e.value));
+      if (!e.state) e.state.emplace(rule_.template make_state<B>(ctx, *e.grad));  // shaped like the gradient
       const group_options o = options_of(e.group);
       const double scale = factor * o.lr_multiplier;
       rule_.template apply<B>(ctx, *e.value, *e.grad, *e.state,
@@ -123,7 +123,7 @@ class optimizer {
   /// before restoring a saved state.
   void init_state(typename B::context& ctx) {
     for (auto& e : entries_)
-      if (!e.state) e.state.emplace(rule_.template make_state<B>(ctx, *e.value));
+      if (!e.state) e.state.emplace(rule_.template make_state<B>(ctx, *e.grad));  // shaped like the gradient
   }
   /// Calls `f(name, tensor&)` for every non-empty state tensor, named `<parameter>.<key>` (keys such as
   /// `exp_avg`, from the rule's `state::visit_tensors`). Parameters without state yet are skipped.

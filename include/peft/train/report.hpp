@@ -25,7 +25,7 @@ parameter_counts count_parameters(const Model& m) {
     c.total += p.stored_elements();
     ++c.tensors;
     if constexpr (std::remove_cvref_t<decltype(p)>::trainable) {
-      c.trainable += p.value.size();
+      c.trainable += p.stored_elements();
       ++c.trainable_tensors;
     }
   });

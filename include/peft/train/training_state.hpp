@@ -63,25 +63,35 @@ nlohmann::json load_training_state(typename M::backend::context& ctx, M& model, 
     throw io::io_error("'" + path.string() + "': unreadable training record: " + e.what());
   }
   opt.init_state(ctx);
-  std::vector<std::pair<typename B::tensor*, const io::tensor_info*>> plan;
+  struct assignment {
+    typename B::tensor* tensor;
+    const io::tensor_info* info;
+    peft::shape shape;
+  };
+  std::vector<assignment> plan;
   std::size_t expected = 0;
-  auto match = [&](const std::string& key, typename B::tensor& t) {
+  // `want`: the shape the tensor must have (a parameter's value may still be empty: DoRA's magnitude
+  // before the first forward takes the saved one).
+  auto match = [&](const std::string& key, typename B::tensor& t, const peft::shape& want) {
     ++expected;
     const io::tensor_info* info = file.find(key);
     if (!info) throw io::io_error("'" + path.string() + "': tensor '" + key + "' is missing (was it saved from the same model and method?)");
-    if (!io::detail::same_shape(t.shape(), info->shape))
+    if (!io::detail::same_shape(want, info->shape))
       throw io::io_error(peft::detail::concat("'", path.string(), "': tensor '", key, "' has shape ",
-                                              io::detail::shape_str(info->shape), ", the model needs ", t.shape()));
-    plan.emplace_back(&t, info);
+                                              io::detail::shape_str(info->shape), ", the model needs ", want));
+    plan.push_back({&t, info, want});
   };
   model.visit_parameters("", [&](const std::string& name, auto& p) {
-    if constexpr (std::remove_cvref_t<decltype(p)>::trainable) match("param/" + name, p.value);
+    if constexpr (std::remove_cvref_t<decltype(p)>::trainable) match("param/" + name, p.value, p.stored_shape());
   });
-  opt.visit_state([&](const std::string& name, typename B::tensor& t) { match("optim/" + name, t); });
+  opt.visit_state([&](const std::string& name, typename B::tensor& t) { match("optim/" + name, t, t.shape()); });
   if (file.tensors().size() != expected)
     throw io::io_error(peft::detail::concat("'", path.string(), "' holds ", file.tensors().size(), " tensors, the model and optimizer need ",
                                             expected, " (was it saved from another method or model?)"));
-  for (auto& [t, info] : plan) io::detail::assign<B>(ctx, file, *info, *t);
+  for (auto& a : plan) {
+    a.tensor->resize(a.shape);
+    io::detail::assign<B>(ctx, file, *a.info, *a.tensor);
+  }
   opt.set_steps_taken(step_count);
   return record;
 }

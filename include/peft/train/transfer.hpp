@@ -28,9 +28,11 @@ transfer_report copy_parameters(typename B::context& ctx, const Src& src, Dst& d
   dst.visit_parameters("", [&](const std::string& name, auto& p) {
     const auto it = by_name.find(name);
     if (it == by_name.end()) return r.missing.push_back(name);
-    if (!(it->second->shape() == p.value.shape()))
+    // An empty source value is one not set yet (DoRA's magnitude before the first forward): it is
+    // copied as it is, and the destination then sets its own at first use.
+    if (!it->second->empty() && !(it->second->shape() == p.stored_shape()))
       throw shape_error(peft::detail::concat("copy_parameters: '", name, "' has shape ", it->second->shape(),
-                                             " in the source and ", p.value.shape(), " in the destination"));
+                                             " in the source and ", p.stored_shape(), " in the destination"));
   });
   dst.visit_parameters("", [&](const std::string& name, auto& p) {
     const auto it = by_name.find(name);

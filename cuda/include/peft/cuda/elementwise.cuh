@@ -74,6 +74,19 @@ struct elementwise_kernels {
     T* op_ = out.data();
     peft::cuda::launch(ctx.stream, a.size(), [=] __device__(std::size_t i) { op_[i] = ap[i] * bp[i]; });
   }
+  static void divide(context& ctx, const tensor& a, const tensor& b, tensor& out) {
+    peft::detail::require_same_shape("cuda::divide", a.shape(), b.shape());
+    out.resize(a.shape());
+    const T *ap = a.data(), *bp = b.data();
+    T* op_ = out.data();
+    peft::cuda::launch(ctx.stream, a.size(), [=] __device__(std::size_t i) { op_[i] = ap[i] / bp[i]; });
+  }
+  static void sqrt(context& ctx, const tensor& a, tensor& out) {
+    out.resize(a.shape());
+    const T* ap = a.data();
+    T* op_ = out.data();
+    peft::cuda::launch(ctx.stream, a.size(), [=] __device__(std::size_t i) { op_[i] = ::sqrt(ap[i]); });
+  }
   static void activation_forward(context& ctx, activation a, const tensor& x, tensor& y) {
     y.resize(x.shape());
     const T* xp = x.data();

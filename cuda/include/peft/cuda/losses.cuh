@@ -37,6 +37,17 @@ struct loss_kernels {
         thrust::counting_iterator<std::size_t>(t.size()),
         [=] __device__(std::size_t i) -> double { return double(p[i]) * double(p[i]); }, 0.0, thrust::plus<double>());
   }
+  static void row_squared_norms(context& ctx, const tensor& a, tensor& out) {
+    const std::size_t rows = a.rows(), cols = a.cols();
+    out.resize(shape{rows});
+    const T* ap = a.data();
+    T* op_ = out.data();
+    peft::cuda::launch(ctx.stream, rows, [=] __device__(std::size_t r) {
+      double s = 0;
+      for (std::size_t c = 0; c < cols; ++c) s += double(ap[r * cols + c]) * double(ap[r * cols + c]);
+      op_[r] = T(s);
+    });
+  }
   static double softmax_cross_entropy(context& ctx, const tensor& logits, const index_tensor& labels,
                                       std::int32_t ignore_index, tensor& dlogits) {
     if (labels.size() != logits.rows())
