@@ -41,11 +41,11 @@ models::bert_config minilm() {
 models::bert_config bert_base() { return {}; }
 
 template <class Plan>
-void step(benchmark::State& state, models::bert_config config, std::size_t batch, std::size_t seq, bool bf16_frozen = false) {
+void step(benchmark::State& state, models::bert_config config, std::size_t batch, std::size_t seq, bool bf16_frozen, bool dora) {
   const double baseline = current_rss_mb();
   B::context ctx;
   ctx.training = true;
-  const method_config cfg{lora_config{.r = 8, .alpha = 16, .dropout = 0.1}, adapter_config{.bottleneck = 64}};
+  const method_config cfg{lora_config{.r = 8, .alpha = 16, .dropout = 0.1, .use_dora = dora}, adapter_config{.bottleneck = 64}};
   models::bert_for_sequence_classification<B, Plan> m(ctx, config, {.num_labels = 2}, cfg);
   if (bf16_frozen) store_frozen_weights<B>(ctx, m, storage_format::bf16);
   optim::optimizer opt(m, optim::adamw{.lr = 1e-4});
@@ -85,8 +85,8 @@ using bitfit_p = plan<methods::bitfit>;
 using houlsby_p = plan<methods::houlsby_adapter>;
 template <class Plan>
 void add(const char* name, models::bert_config (*config)(), std::size_t batch, std::size_t seq, int iterations,
-         bool bf16_frozen = false) {
-  benchmark::RegisterBenchmark(name, [=](benchmark::State& st) { step<Plan>(st, config(), batch, seq, bf16_frozen); })
+         bool bf16_frozen = false, bool dora = false) {
+  benchmark::RegisterBenchmark(name, [=](benchmark::State& st) { step<Plan>(st, config(), batch, seq, bf16_frozen, dora); })
       ->Unit(benchmark::kMillisecond)
       ->UseRealTime()
       ->Iterations(iterations)
@@ -106,6 +106,8 @@ int main(int argc, char** argv) {
   add<lora_p>("minilm/lora_bf16", minilm, 16, 128, 2, true);
   add<bitfit_p>("minilm/bitfit_bf16", minilm, 16, 128, 2, true);
   add<lora_p>("bert_base/lora_bf16", bert_base, 8, 128, 1, true);
+  // DoRA: LoRA with magnitudes (dropout 0.1, so the rescaled base term takes one more weight product).
+  add<lora_p>("minilm/dora", minilm, 16, 128, 2, false, true);
   benchmark::AddCustomContext("peft_kernels", backend::cpu_kernels() + "; " + backend::bf16_kernels());
   benchmark::Initialize(&argc, argv);
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;

@@ -3,7 +3,7 @@
 forward, backward and an AdamW update, dropout 0.1 active, random token ids, labels i % 2. Prints one
 JSON line with the median step time and the peak resident memory of this process.
 
-  pytorch_step.py {minilm,bert_base} {lora,full,bitfit} [--threads 2] [--steps 6] [--batch B] [--seq S]
+  pytorch_step.py {minilm,bert_base} {lora,dora,full,bitfit} [--threads 2] [--steps 6] [--batch B] [--seq S]
 
 LoRA is Hugging Face PEFT's (r 8, alpha 16, dropout 0.1 on query and value; the classifier trains as
 PEFT's modules_to_save). BitFit trains every bias (linear and layer norm) and the classifier.
@@ -16,7 +16,7 @@ import time
 
 ap = argparse.ArgumentParser()
 ap.add_argument("shape", choices=["minilm", "bert_base"])
-ap.add_argument("method", choices=["lora", "full", "bitfit"])
+ap.add_argument("method", choices=["lora", "dora", "full", "bitfit"])
 ap.add_argument("--threads", type=int, default=2)
 ap.add_argument("--steps", type=int, default=6)
 ap.add_argument("--batch", type=int)
@@ -44,10 +44,10 @@ cfg = transformers.BertConfig(vocab_size=30522, max_position_embeddings=512, num
                               attention_probs_dropout_prob=0.1, **s)
 cfg._attn_implementation = a.attn
 model = transformers.BertForSequenceClassification(cfg)
-if a.method == "lora":
+if a.method in ("lora", "dora"):
     import peft
     model = peft.get_peft_model(model, peft.LoraConfig(task_type="SEQ_CLS", r=8, lora_alpha=16, lora_dropout=0.1,
-                                                       target_modules=["query", "value"]))
+                                                       target_modules=["query", "value"], use_dora=a.method == "dora"))
 elif a.method == "bitfit":
     for name, p in model.named_parameters():
         p.requires_grad = name.endswith(".bias") or name.startswith("classifier.")

@@ -45,7 +45,8 @@ ap.add_argument("--markdown")
 ap.add_argument("--update-doc", help="a markdown page whose side-by-side markers enclose the table to replace")
 ap.add_argument("--skip-training", action="store_true")
 ap.add_argument("--skip-inference", action="store_true")
-ap.add_argument("--configs", default="minilm/lora,minilm/full,minilm/bitfit,bert_base/lora,minilm/lora_bf16,bert_base/lora_bf16",
+ap.add_argument("--configs", default="minilm/lora,minilm/full,minilm/bitfit,bert_base/lora,minilm/lora_bf16,bert_base/lora_bf16,"
+                "minilm/dora",
                 help="training configurations, shape/method; METHOD_bf16 keeps peft's frozen weights in bf16 and is "
                      "compared with PyTorch's fp32 METHOD")
 a = ap.parse_args()
