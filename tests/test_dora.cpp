@@ -16,9 +16,11 @@
 #include "peft/train/report.hpp"
 #include "peft/train/training_state.hpp"
 #include "support/backends.hpp"
+#include "support/temp_dir.hpp"
 #include "support/gradcheck.hpp"
 
 using namespace peft;
+using test::temp_dir;
 using test::cpu_double_backends;
 
 namespace {
@@ -32,19 +34,7 @@ method_config dora_methods(double dropout, std::size_t r = 3) {
   return method_config{lora_config{.r = r, .alpha = 6, .dropout = dropout, .use_dora = true}};
 }
 
-struct temp_dir {
-  std::filesystem::path path;
-  temp_dir() {
-    char t[] = "/tmp/peft-dora-XXXXXX";
-    path = mkdtemp(t);
-  }
-  ~temp_dir() { std::filesystem::remove_all(path); }
-};
 
-template <class V>
-double max_diff(const V& a, const V& b) {
-  return test::max_abs_diff(a, b);  // NaN-aware
-}
 template <class B, class M>
 std::vector<typename B::value_type> logits_of(typename B::context& ctx, M& m) {
   return B::copy_to_host(ctx, m.forward(ctx, test::tiny_batch()));
@@ -135,17 +125,17 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(forward_is_peft_formula_and_the_norm_follows_the_u
     ctx.training = training;
     const auto y = B::copy_to_host(ctx, l.forward(ctx, xt));
     const auto want = hand_forward<B>(ctx, l, x, 3);
-    BOOST_TEST(max_diff(y, want) < 1e-12);
+    BOOST_TEST(test::max_abs_diff(y, want) < 1e-12);
   }
   // The norm is measured again after A and B change (it is not frozen at its first value).
   auto bm = B::copy_to_host(ctx, l.lora_B().weight().value);
   for (auto& v : bm) v *= -2;
   B::copy_from_host(ctx, bm, l.lora_B().weight().value.shape(), l.lora_B().weight().value);
-  BOOST_TEST(max_diff(B::copy_to_host(ctx, l.forward(ctx, xt)), hand_forward<B>(ctx, l, x, 3)) < 1e-12);
+  BOOST_TEST(test::max_abs_diff(B::copy_to_host(ctx, l.forward(ctx, xt)), hand_forward<B>(ctx, l, x, 3)) < 1e-12);
   // So is the base weight's own norm: a weight replaced after the first forward (a checkpoint loaded
   // late) is measured again.
   B::copy(ctx, test::random_tensor<B>(ctx, {5, 7}, 14, 2.0), l.base_linear().weight().value);
-  BOOST_TEST(max_diff(B::copy_to_host(ctx, l.forward(ctx, xt)), hand_forward<B>(ctx, l, x, 3)) < 1e-12);
+  BOOST_TEST(test::max_abs_diff(B::copy_to_host(ctx, l.forward(ctx, xt)), hand_forward<B>(ctx, l, x, 3)) < 1e-12);
 
   // With dropout in training: y = W x + b + (g - 1) ⊙ W x_d + g ⊙ s B A x_d, so with every unit kept
   // at a rate near 0 the formula is approached; here checked at rate 0.5 in evaluation mode (no
@@ -153,7 +143,7 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(forward_is_peft_formula_and_the_norm_follows_the_u
   typename lora_plan::template linear<roles::hidden, B> d(ctx, opts, dora_methods(0.5));
   test::randomize_parameters(ctx, d, 13);
   ctx.training = false;
-  BOOST_TEST(max_diff(B::copy_to_host(ctx, d.forward(ctx, xt)), hand_forward<B>(ctx, d, x, 3)) < 1e-12);
+  BOOST_TEST(test::max_abs_diff(B::copy_to_host(ctx, d.forward(ctx, xt)), hand_forward<B>(ctx, d, x, 3)) < 1e-12);
 }
 
 BOOST_AUTO_TEST_CASE_TEMPLATE(starts_as_the_base_with_the_magnitude_of_the_loaded_weight, B, cpu_double_backends) {
@@ -197,12 +187,12 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(merge_equals_unmerged_and_unmerge_restores, B, cpu
   l.merge(ctx);
   BOOST_CHECK_THROW(l.merge(ctx), error);
   const auto ym = B::copy_to_host(ctx, l.forward(ctx, x));
-  BOOST_TEST(max_diff(ym, y) < 1e-12);
+  BOOST_TEST(test::max_abs_diff(ym, y) < 1e-12);
   BOOST_TEST(ym == B::copy_to_host(ctx, l.base_linear().forward(ctx, x)), boost::test_tools::per_element());
   l.unmerge(ctx);
-  BOOST_TEST(max_diff(B::copy_to_host(ctx, l.base_linear().weight().value), w0) < 1e-13);
-  BOOST_TEST(max_diff(B::copy_to_host(ctx, l.base_linear().bias().value), b0) < 1e-13);
-  BOOST_TEST(max_diff(B::copy_to_host(ctx, l.forward(ctx, x)), y) < 1e-12);
+  BOOST_TEST(test::max_abs_diff(B::copy_to_host(ctx, l.base_linear().weight().value), w0) < 1e-13);
+  BOOST_TEST(test::max_abs_diff(B::copy_to_host(ctx, l.base_linear().bias().value), b0) < 1e-13);
+  BOOST_TEST(test::max_abs_diff(B::copy_to_host(ctx, l.forward(ctx, x)), y) < 1e-12);
 }
 
 BOOST_AUTO_TEST_CASE(a_packed_base_weight_gives_what_its_dense_twin_gives) {
@@ -231,9 +221,9 @@ BOOST_AUTO_TEST_CASE(a_packed_base_weight_gives_what_its_dense_twin_gives) {
     ctx.random_offset = 0;
     const auto yd = B::copy_to_host(ctx, dense.forward(ctx, x));
     const auto dxd = B::copy_to_host(ctx, dense.backward(ctx, dy));
-    BOOST_TEST(max_diff(yp, yd) < 1e-12);
-    BOOST_TEST(max_diff(dxp, dxd) < 1e-12);
-    BOOST_TEST(max_diff(B::copy_to_host(ctx, packed.dora()->magnitude().grad), B::copy_to_host(ctx, dense.dora()->magnitude().grad)) <
+    BOOST_TEST(test::max_abs_diff(yp, yd) < 1e-12);
+    BOOST_TEST(test::max_abs_diff(dxp, dxd) < 1e-12);
+    BOOST_TEST(test::max_abs_diff(B::copy_to_host(ctx, packed.dora()->magnitude().grad), B::copy_to_host(ctx, dense.dora()->magnitude().grad)) <
                1e-12);
   }
 }
@@ -269,14 +259,14 @@ BOOST_AUTO_TEST_CASE(saves_peft_dora_and_loads_it_back_and_merges) {
   models::bert_for_sequence_classification<B, bert_dora> n(ctx, test::tiny_bert_config(), {.num_labels = 3, .seed = 7}, info.options);
   io::load_checkpoint(ctx, n, dir.path / "base.safetensors");
   BOOST_TEST(io::load_peft_adapter(ctx, n, dir.path / "adapter").loaded == 14u);
-  BOOST_TEST(max_diff(logits_of<B>(ctx, n), trained) < 1e-5);  // the loaded magnitude is kept, not re-measured
+  BOOST_TEST(test::max_abs_diff(logits_of<B>(ctx, n), trained) < 1e-5);  // the loaded magnitude is kept, not re-measured
 
   io::save_merged_checkpoint(ctx, n, dir.path / "merged", test::tiny_bert_config().to_json("BertForSequenceClassification"));
-  BOOST_TEST(max_diff(logits_of<B>(ctx, n), trained) < 1e-5);
+  BOOST_TEST(test::max_abs_diff(logits_of<B>(ctx, n), trained) < 1e-5);
   models::bert_for_sequence_classification<B, plan<methods::full>> plain(ctx, test::tiny_bert_config(), {.num_labels = 3});
   const auto r = io::load_checkpoint(ctx, plain, dir.path / "merged" / "model.safetensors");
   BOOST_TEST(r.missing.empty(), r.str());
-  BOOST_TEST(max_diff(logits_of<B>(ctx, plain), trained) < 1e-5);
+  BOOST_TEST(test::max_abs_diff(logits_of<B>(ctx, plain), trained) < 1e-5);
 
   BOOST_TEST(methods::detail::lora_peft_format::parameter_name(
                  "bert.encoder.layer.0.attention.self.query.lora_magnitude_vector.default.weight") ==

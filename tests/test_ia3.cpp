@@ -12,9 +12,11 @@
 #include "peft/models/bert/memory.hpp"
 #include "peft/train/report.hpp"
 #include "support/backends.hpp"
+#include "support/temp_dir.hpp"
 #include "support/gradcheck.hpp"
 
 using namespace peft;
+using test::temp_dir;
 using test::cpu_double_backends;
 
 namespace {
@@ -31,22 +33,10 @@ method_config ia3_methods(bool feedforward, bool identity = false) {
   return method_config{ia3_config{.feedforward_modules = feedforward ? "h" : "", .init_ia3_weights = identity}};
 }
 
-struct temp_dir {
-  std::filesystem::path path;
-  temp_dir() {
-    char t[] = "/tmp/peft-ia3-XXXXXX";
-    path = mkdtemp(t);
-  }
-  ~temp_dir() { std::filesystem::remove_all(path); }
-};
 
 template <class B, class M>
 std::vector<typename B::value_type> logits_of(typename B::context& ctx, M& m) {
   return B::copy_to_host(ctx, m.forward(ctx, test::tiny_batch()));
-}
-template <class V>
-double max_diff(const V& a, const V& b) {
-  return test::max_abs_diff(a, b);  // NaN-aware
 }
 void write_file(const std::filesystem::path& p, const std::string& text) {
   std::ofstream(p) << text;
@@ -139,12 +129,12 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(merge_equals_unmerged_and_unmerge_restores, B, cpu
     BOOST_CHECK_THROW(l.merge(ctx), error);
     const auto ym = B::copy_to_host(ctx, l.forward(ctx, x));
     const auto yb = B::copy_to_host(ctx, l.base_linear().forward(ctx, x));
-    BOOST_TEST(max_diff(ym, y) < 1e-12);
+    BOOST_TEST(test::max_abs_diff(ym, y) < 1e-12);
     BOOST_TEST(ym == yb, boost::test_tools::per_element());  // the merged output is the base layer's alone
     l.unmerge(ctx);
-    BOOST_TEST(max_diff(B::copy_to_host(ctx, l.base_linear().weight().value), w0) < 1e-13);
-    BOOST_TEST(max_diff(B::copy_to_host(ctx, l.base_linear().bias().value), b0) < 1e-13);
-    BOOST_TEST(max_diff(B::copy_to_host(ctx, l.forward(ctx, x)), y) < 1e-12);
+    BOOST_TEST(test::max_abs_diff(B::copy_to_host(ctx, l.base_linear().weight().value), w0) < 1e-13);
+    BOOST_TEST(test::max_abs_diff(B::copy_to_host(ctx, l.base_linear().bias().value), b0) < 1e-13);
+    BOOST_TEST(test::max_abs_diff(B::copy_to_host(ctx, l.forward(ctx, x)), y) < 1e-12);
   }
 }
 
@@ -208,14 +198,14 @@ BOOST_AUTO_TEST_CASE(saves_peft_ia3_and_loads_it_back_and_merges) {
   models::bert_for_sequence_classification<B, bert_ia3_all> n(ctx, test::tiny_bert_config(), {.num_labels = 3, .seed = 7}, info.options);
   io::load_checkpoint(ctx, n, dir.path / "base.safetensors");
   BOOST_TEST(io::load_peft_adapter(ctx, n, dir.path / "adapter").loaded == 8u);
-  BOOST_TEST(max_diff(logits_of<B>(ctx, n), trained) < 1e-6);
+  BOOST_TEST(test::max_abs_diff(logits_of<B>(ctx, n), trained) < 1e-6);
 
   io::save_merged_checkpoint(ctx, n, dir.path / "merged", test::tiny_bert_config().to_json("BertForSequenceClassification"));
-  BOOST_TEST(max_diff(logits_of<B>(ctx, n), trained) < 1e-6);  // merged for the write, unmerged after
+  BOOST_TEST(test::max_abs_diff(logits_of<B>(ctx, n), trained) < 1e-6);  // merged for the write, unmerged after
   models::bert_for_sequence_classification<B, plan<methods::full>> plain(ctx, test::tiny_bert_config(), {.num_labels = 3});
   const auto r = io::load_checkpoint(ctx, plain, dir.path / "merged" / "model.safetensors");
   BOOST_TEST(r.missing.empty(), r.str());
-  BOOST_TEST(max_diff(logits_of<B>(ctx, plain), trained) < 1e-5);
+  BOOST_TEST(test::max_abs_diff(logits_of<B>(ctx, plain), trained) < 1e-5);
 
   const auto mem = models::estimate_memory(m, cfg, 2, 8);
   const auto without = models::estimate_memory(plain, method_config{}, 2, 8, 2);

@@ -20,20 +20,14 @@
 #include "peft/train/report.hpp"
 #include "peft/train/transfer.hpp"
 #include "support/backends.hpp"
+#include "support/temp_dir.hpp"
 
 using namespace peft;
+using test::temp_dir;
 namespace fs = std::filesystem;
 
 namespace {
 /// A fresh empty directory under the system temp dir, removed at scope exit.
-struct temp_dir {
-  fs::path path;
-  temp_dir() {
-    std::string tmpl = (fs::temp_directory_path() / "peft-test-XXXXXX").string();
-    path = ::mkdtemp(tmpl.data());
-  }
-  ~temp_dir() { fs::remove_all(path); }
-};
 
 std::vector<std::byte> read_bytes(const fs::path& p) {
   std::ifstream in(p, std::ios::binary);

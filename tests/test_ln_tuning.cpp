@@ -10,27 +10,17 @@
 #include "peft/methods/ln_tuning.hpp"
 #include "peft/train/report.hpp"
 #include "support/backends.hpp"
+#include "support/temp_dir.hpp"
 #include "support/gradcheck.hpp"
 
 using namespace peft;
+using test::temp_dir;
 using test::cpu_double_backends;
 
 namespace {
 using ln_plan = plan<methods::ln_tuning>;
 using ln_bitfit_plan = plan<methods::ln_tuning, methods::bitfit>;
 
-struct temp_dir {
-  std::filesystem::path path;
-  temp_dir() {
-    char t[] = "/tmp/peft-ln-XXXXXX";
-    path = mkdtemp(t);
-  }
-  ~temp_dir() { std::filesystem::remove_all(path); }
-};
-template <class V>
-double max_diff(const V& a, const V& b) {
-  return test::max_abs_diff(a, b);  // NaN-aware
-}
 template <class B, class M>
 std::vector<typename B::value_type> logits_of(typename B::context& ctx, M& m) {
   return B::copy_to_host(ctx, m.forward(ctx, test::tiny_batch()));
@@ -79,11 +69,11 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(starts_from_the_loaded_norm_and_merges_exactly, B,
   const auto y = B::copy_to_host(ctx, n.forward(ctx, x));
   n.merge(ctx);
   BOOST_CHECK_THROW(n.merge(ctx), error);
-  BOOST_TEST(max_diff(B::copy_to_host(ctx, n.forward(ctx, x)), y) < 1e-12);
+  BOOST_TEST(test::max_abs_diff(B::copy_to_host(ctx, n.forward(ctx, x)), y) < 1e-12);
   n.unmerge(ctx);
   BOOST_TEST(B::copy_to_host(ctx, n.weight().value) == w0, boost::test_tools::per_element());
-  BOOST_TEST(max_diff(B::copy_to_host(ctx, n.bias().value), b0) < 1e-15);  // BitFit adds and subtracts its delta
-  BOOST_TEST(max_diff(B::copy_to_host(ctx, n.forward(ctx, x)), y) < 1e-12);
+  BOOST_TEST(test::max_abs_diff(B::copy_to_host(ctx, n.bias().value), b0) < 1e-15);  // BitFit adds and subtracts its delta
+  BOOST_TEST(test::max_abs_diff(B::copy_to_host(ctx, n.forward(ctx, x)), y) < 1e-12);
 }
 
 BOOST_AUTO_TEST_CASE(saves_peft_ln_tuning_and_loads_it_back_and_merges) {
@@ -119,14 +109,14 @@ BOOST_AUTO_TEST_CASE(saves_peft_ln_tuning_and_loads_it_back_and_merges) {
   models::bert_for_sequence_classification<B, ln_bitfit_plan> n(ctx, test::tiny_bert_config(), {.num_labels = 3, .seed = 7}, read);
   io::load_checkpoint(ctx, n, dir.path / "base.safetensors");
   BOOST_TEST(io::load_peft_adapter(ctx, n, dir.path / "adapter").loaded == 12u);
-  BOOST_TEST(max_diff(logits_of<B>(ctx, n), trained) < 1e-6);
+  BOOST_TEST(test::max_abs_diff(logits_of<B>(ctx, n), trained) < 1e-6);
 
   io::save_merged_checkpoint(ctx, n, dir.path / "merged", test::tiny_bert_config().to_json("BertForSequenceClassification"));
-  BOOST_TEST(max_diff(logits_of<B>(ctx, n), trained) < 1e-6);
+  BOOST_TEST(test::max_abs_diff(logits_of<B>(ctx, n), trained) < 1e-6);
   models::bert_for_sequence_classification<B, plan<methods::full>> plain(ctx, test::tiny_bert_config(), {.num_labels = 3});
   const auto r = io::load_checkpoint(ctx, plain, dir.path / "merged" / "model.safetensors");
   BOOST_TEST(r.missing.empty(), r.str());
-  BOOST_TEST(max_diff(logits_of<B>(ctx, plain), trained) < 1e-6);
+  BOOST_TEST(test::max_abs_diff(logits_of<B>(ctx, plain), trained) < 1e-6);
 
   BOOST_TEST(methods::detail::ln_tuning_peft_format::parameter_name("bert.embeddings.LayerNorm.ln_tuning_layers.default.weight") ==
              "bert.embeddings.LayerNorm.ln_tuning_layers.weight");

@@ -85,6 +85,18 @@ def read_conll_predictions(path):
     return sentences
 
 
+def check_merged(model, merged_dir, what, tol=1e-5):
+    """PEFT's merge_and_unload of `model` against the checkpoint `peft-train merge` wrote to merged_dir.
+    A head that PEFT leaves in its modules_to_save wrapper (LN_TUNING does) is compared by its trained copy."""
+    theirs = {k.replace(".modules_to_save.default.", "."): v for k, v in model.merge_and_unload().state_dict().items()
+              if ".original_module." not in k}
+    ours = load_file(os.path.join(W, merged_dir, "model.safetensors"))
+    worst = max(float((theirs[name].float() - t.float()).abs().max()) for name, t in ours.items() if name in theirs)
+    check(set(ours) == set(theirs) and worst < tol,
+          f"{what}: the same {len(ours)} tensor names as PEFT's merge_and_unload ({set(ours) == set(theirs)}), "
+          f"largest difference {worst:.1e}")
+
+
 def run_card(adapter):
     return json.load(open(os.path.join(adapter, "peft_train.json")))
 
@@ -99,14 +111,7 @@ def check_mode():
     compare_sentences(model, labels, os.path.join(W, "seq_pred.tsv"), "PEFT-loaded sequence adapter vs peft-train eval")
 
     # 2. Merging: PEFT's merge_and_unload against peft-train merge, weight by weight and by outputs.
-    merged_py = model.merge_and_unload()
-    ours = load_file(os.path.join(W, "merged", "model.safetensors"))
-    theirs = merged_py.state_dict()
-    same_names = set(ours) == set(theirs)
-    worst = max(float((theirs[name].float() - t.float()).abs().max()) for name, t in ours.items() if name in theirs)
-    check(same_names and worst < 1e-5,
-          f"merged weights: the same {len(ours)} tensor names as PEFT's merge_and_unload ({same_names}), "
-          f"largest difference {worst:.1e}")
+    check_merged(model, "merged", "LoRA merged weights")
     merged_ours = AutoModelForSequenceClassification.from_pretrained(os.path.join(W, "merged")).eval()
     compare_sentences(merged_ours, labels, os.path.join(W, "seq_pred.tsv"), "transformers-loaded merged model vs peft-train eval")
 
@@ -137,10 +142,7 @@ def check_mode():
     check(c.peft_type.value == "IA3" and c.feedforward_modules == {"0.output.dense", "1.output.dense"},
           f"PEFT reads adapter_config.json as IA3 with feedforward_modules {sorted(c.feedforward_modules)}")
     compare_sentences(model, labels, os.path.join(W, "ia3_pred.tsv"), "PEFT-loaded IA3 adapter vs peft-train eval")
-    merged_py = model.merge_and_unload().state_dict()
-    ours = load_file(os.path.join(W, "ia3_merged", "model.safetensors"))
-    worst = max(float((merged_py[name].float() - t.float()).abs().max()) for name, t in ours.items() if name in merged_py)
-    check(set(ours) == set(merged_py) and worst < 1e-5, f"IA3 merged weights equal PEFT's merge_and_unload (largest difference {worst:.1e})")
+    check_merged(model, "ia3_merged", "IA3 merged weights")
 
     # 6. PEFT's LoRA on every dense module (the pooler's too), evaluated by peft-train.
     base = AutoModelForSequenceClassification.from_pretrained(MODEL, num_labels=len(labels))
@@ -163,10 +165,7 @@ def check_mode():
     check(model.peft_config["default"].use_dora and len(magnitudes) == 4,
           f"PEFT reads use_dora and {len(magnitudes)} magnitude vectors (query and value of two layers)")
     compare_sentences(model, labels, os.path.join(W, "dora_pred.tsv"), "PEFT-loaded DoRA adapter vs peft-train eval")
-    merged_py = model.merge_and_unload().state_dict()
-    ours = load_file(os.path.join(W, "dora_merged", "model.safetensors"))
-    worst = max(float((merged_py[name].float() - t.float()).abs().max()) for name, t in ours.items() if name in merged_py)
-    check(set(ours) == set(merged_py) and worst < 1e-5, f"DoRA merged weights equal PEFT's merge_and_unload (largest difference {worst:.1e})")
+    check_merged(model, "dora_merged", "DoRA merged weights")
     base = AutoModelForSequenceClassification.from_pretrained(MODEL, num_labels=len(labels))
     model = PeftModel.from_pretrained(base, os.path.join(W, "py_dora")).eval()
     compare_sentences(model, labels, os.path.join(W, "py_dora_pred.tsv"), "PEFT-written DoRA adapter evaluated by peft-train")
@@ -180,12 +179,7 @@ def check_mode():
     check(model.peft_config["default"].peft_type.value == "LN_TUNING" and len(tuned) == 10,
           f"PEFT reads adapter_config.json as LN_TUNING with {len(tuned)} tuned tensors (five norms)")
     compare_sentences(model, labels, os.path.join(W, "ln_pred.tsv"), "PEFT-loaded LN_TUNING adapter vs peft-train eval")
-    # PEFT's LN_TUNING merge_and_unload leaves the head in its modules_to_save wrapper: take the trained copy.
-    merged_py = {k.replace(".modules_to_save.default.", "."): v for k, v in model.merge_and_unload().state_dict().items()
-                 if ".original_module." not in k}
-    ours = load_file(os.path.join(W, "ln_merged", "model.safetensors"))
-    worst = max(float((merged_py[name].float() - t.float()).abs().max()) for name, t in ours.items() if name in merged_py)
-    check(set(ours) == set(merged_py) and worst < 1e-6, f"LN_TUNING merged weights equal PEFT's merge_and_unload (largest difference {worst:.1e})")
+    check_merged(model, "ln_merged", "LN_TUNING merged weights", 1e-6)
     base = AutoModelForSequenceClassification.from_pretrained(MODEL, num_labels=len(labels))
     model = PeftModel.from_pretrained(base, os.path.join(W, "py_ln")).eval()
     compare_sentences(model, labels, os.path.join(W, "py_ln_pred.tsv"), "PEFT-written LN_TUNING adapter evaluated by peft-train")
