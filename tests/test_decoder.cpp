@@ -19,12 +19,14 @@
 #include "peft/io/peft_adapter.hpp"
 #include "peft/train/transfer.hpp"
 #include "peft/methods/full.hpp"
+#include "peft/methods/ln_tuning.hpp"
 #include "peft/methods/lora.hpp"
 #include "peft/models/llama/model.hpp"
 #include "peft/text/gguf_vocabulary.hpp"
 #include "bodies/scenarios.hpp"
 #include "support/backends.hpp"
 #include "support/gradcheck.hpp"
+#include "support/temp_dir.hpp"
 
 using namespace peft;
 namespace fs = std::filesystem;
@@ -485,6 +487,48 @@ BOOST_AUTO_TEST_CASE(backends_agree_on_training_cache_and_merge) {
   }
   const auto targets = models::next_token_targets({.batch_size = 2, .seq_len = 3, .input_ids = {1, 2, 3, 4, 5, 6}, .labels = {}});
   BOOST_TEST((targets == std::vector<std::int32_t>{2, 3, -100, 5, 6, -100}));
+}
+
+BOOST_AUTO_TEST_CASE_TEMPLATE(layer_norm_tuning_on_the_rms_norms, B, test::cpu_double_backends) {
+  // PEFT's LN_TUNING defaults for Llama: input_layernorm, post_attention_layernorm and the final norm,
+  // each with a trainable copy of its scale (RMS norms have no shift).
+  typename B::context ctx;
+  const models::decoder_batch batch{.batch_size = 2, .seq_len = 4, .input_ids = {1, 4, 2, 9, 3, 7, 0, 5}, .labels = {}};
+  const method_config mc{ln_tuning_config{}};
+  models::llama_for_causal_lm<B, plan<methods::ln_tuning>> m(ctx, tiny_llama(), mc, 3);
+  models::llama_for_causal_lm<B, plan<methods::frozen>> base(ctx, tiny_llama(), {}, 3);
+  std::vector<std::string> names;
+  m.visit_parameters("", [&](const std::string& n, const auto& p) {
+    if (std::string_view(std::remove_cvref_t<decltype(p)>::group::name) == "ln_tuning") names.push_back(n);
+  });
+  BOOST_REQUIRE_EQUAL(names.size(), 2u * tiny_llama().num_hidden_layers + 1u);
+  BOOST_TEST(names.front() == "model.layers.0.input_layernorm.ln_tuning_layers.weight");
+  BOOST_TEST(names.back() == "model.norm.ln_tuning_layers.weight");
+  const auto y0 = B::copy_to_host(ctx, m.forward(ctx, batch));
+  BOOST_TEST(y0 == B::copy_to_host(ctx, base.forward(ctx, batch)), boost::test_tools::per_element());  // starts as the base
+
+  test::randomize_trainable(ctx, m, 5, 0.5);
+  const auto e = test::check_model_gradients(ctx, m, batch, 1e-6);
+  BOOST_TEST(e.empty(), e);
+  const auto y = B::copy_to_host(ctx, m.forward(ctx, batch));
+  BOOST_TEST(test::max_abs_diff(y, y0) > 1e-3);  // the tuned scales change the output
+  m.merge(ctx);
+  BOOST_TEST(test::max_abs_diff(B::copy_to_host(ctx, m.forward(ctx, batch)), y) < 1e-12);
+  m.unmerge(ctx);
+  BOOST_TEST(B::copy_to_host(ctx, m.forward(ctx, batch)) == y, boost::test_tools::per_element());
+
+  // PEFT's files, read back by the plan peft-train's decoder commands use (LoRA switched off).
+  test::temp_dir dir;
+  io::save_peft_adapter(ctx, m, dir.path, {.task_type = "CAUSAL_LM", .methods = mc, .modules_to_save = {}});
+  const auto j = nlohmann::json::parse(std::ifstream(dir.path / "adapter_config.json"));
+  BOOST_TEST(j["peft_type"] == "LN_TUNING");
+  BOOST_TEST(j["target_modules"].dump() == R"(["input_layernorm","norm","post_attention_layernorm"])");
+  using lm_plan = plan<lora_all, methods::ln_tuning>;
+  auto info = io::read_peft_adapter_config<lm_plan>(dir.path);
+  info.options.get<lora_config>().enabled = false;
+  models::llama_for_causal_lm<B, lm_plan> loaded(ctx, tiny_llama(), info.options, 3);
+  BOOST_TEST(io::load_peft_adapter(ctx, loaded, dir.path).loaded == names.size());
+  BOOST_TEST(test::max_abs_diff(B::copy_to_host(ctx, loaded.forward(ctx, batch)), y) < 1e-5);  // F32 in the file
 }
 
 BOOST_AUTO_TEST_CASE(lora_adapter_round_trips_in_peft_format_and_merges) {

@@ -1,5 +1,5 @@
 // peft-train generate / chat / score: a Llama-family GGUF model with its tokenizer and chat template,
-// kept quantized in memory, with an optional LoRA adapter.
+// kept quantized in memory, with an optional PEFT adapter (LoRA, DoRA or LayerNorm tuning).
 
 #include "decoder.hpp"
 
@@ -8,6 +8,7 @@
 #include <omp.h>
 
 #include <Eigen/Core>
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <fstream>
@@ -20,6 +21,7 @@
 #include <peft/generate/generator.hpp>
 #include <peft/io/gguf_checkpoint.hpp>
 #include <peft/io/peft_adapter.hpp>
+#include <peft/methods/ln_tuning.hpp>
 #include <peft/methods/lora.hpp>
 #include <peft/methods/plan.hpp>
 #include <peft/models/llama/model.hpp>
@@ -31,11 +33,13 @@ namespace {
 
 namespace fs = std::filesystem;
 using B = peft::backend::eigen<float>;
-// One instantiation for every adapter: LoRA on all seven projections, switched per module at run time
-// by the adapter's target_modules (no adapter: LoRA off, nothing added).
+// One instantiation for every adapter: LoRA (or DoRA) on all seven projections and LayerNorm tuning on
+// the RMS norms, switched per module at run time by the adapter's type and target_modules (no adapter:
+// both off, nothing added).
 using lm_plan = peft::plan<peft::methods::lora<peft::roles::query, peft::roles::key, peft::roles::value,
                                                peft::roles::attention_output, peft::roles::ffn_in, peft::roles::ffn_out,
-                                               peft::roles::ffn_gate>>;
+                                               peft::roles::ffn_gate>,
+                           peft::methods::ln_tuning>;
 using lm_model = peft::models::llama_for_causal_lm<B, lm_plan>;
 
 /// A model ready to run: weights, tokenizer, chat template.
@@ -62,9 +66,16 @@ loaded_lm load(const decoder_options& o) {
   l.ctx = std::make_unique<B::context>();
   l.file = peft::io::gguf_file::open(o.model);
   const auto cfg = peft::models::llama_config::from_gguf(l.file);
-  peft::method_config methods{peft::lora_config{.enabled = false}};
-  if (!o.adapter.empty()) methods = peft::io::read_peft_adapter_config<lm_plan>(o.adapter).options;
-  else if (o.merge) throw peft::config_error("--merge needs --adapter");
+  peft::method_config methods{peft::lora_config{.enabled = false}, peft::ln_tuning_config{.enabled = false}};
+  if (!o.adapter.empty()) {
+    const auto info = peft::io::read_peft_adapter_config<lm_plan>(o.adapter);
+    methods = info.options;  // a method the adapter does not carry builds nothing
+    auto carries = [&](const char* m) { return std::find(info.methods.begin(), info.methods.end(), m) != info.methods.end(); };
+    methods.get<peft::lora_config>().enabled = carries("lora");
+    methods.get<peft::ln_tuning_config>().enabled = carries("ln_tuning");
+  } else if (o.merge) {
+    throw peft::config_error("--merge needs --adapter");
+  }
   l.model = std::make_unique<lm_model>(*l.ctx, cfg, methods, 0, peft::layers::weight_init::none);  // the file fills it
   const auto r = peft::io::load_gguf(*l.ctx, *l.model, l.file,
                                      o.dense ? peft::io::gguf_storage::dense : peft::io::gguf_storage::keep);
@@ -270,7 +281,7 @@ int run_score(const decoder_options& o) {
 
 void add_common(CLI::App* c, decoder_options& o) {
   c->add_option("--model", o.model, "a Llama-family GGUF file (e.g. $(scripts/find_smollm2.sh))")->required();
-  c->add_option("--adapter", o.adapter, "a PEFT LoRA adapter directory (adapter_config.json, adapter_model.safetensors)");
+  c->add_option("--adapter", o.adapter, "a PEFT LoRA, DoRA or LN_TUNING adapter directory (adapter_config.json, adapter_model.safetensors)");
   c->add_flag("--merge", o.merge, "fold the adapter into the weights (those layers are then held in fp32)");
   c->add_flag("--dense", o.dense, "dequantize every weight at load (fp32 in memory) instead of keeping the file's format");
   c->add_option("--threads", o.threads, "CPU threads (0: all)")->capture_default_str();

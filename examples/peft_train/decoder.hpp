@@ -2,7 +2,7 @@
 // peft-train's decoder subcommands: `generate` (a continuation of prompts given as arguments, a file
 // or standard input), `chat` (an interactive ChatML conversation) and `score` (perplexity of a text,
 // and the logits of prompts for comparison with a reference), on a Llama-family GGUF model, with an
-// optional LoRA adapter, applied unmerged or merged.
+// optional PEFT adapter (LoRA, DoRA, LayerNorm tuning), applied unmerged or merged.
 
 #include <CLI/CLI.hpp>
 #include <cstdint>
@@ -17,7 +17,7 @@ namespace peft_train {
 /// Options shared by the decoder subcommands.
 struct decoder_options {
   std::filesystem::path model;    ///< a GGUF file
-  std::filesystem::path adapter;  ///< a PEFT LoRA adapter directory (optional)
+  std::filesystem::path adapter;  ///< a PEFT LoRA, DoRA or LN_TUNING adapter directory (optional)
   bool merge = false;             ///< fold the adapter into the (then dequantized) weights
   bool dense = false;             ///< dequantize every weight at load (default: keep them quantized)
   int threads = 0;

@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Hugging Face PEFT against peft-train on the decoder: PEFT (Python) puts a LoRA adapter, then a DoRA one, on
+"""Hugging Face PEFT against peft-train on the decoder: PEFT (Python) puts a LoRA adapter, then a DoRA one
+(then an LN_TUNING one on the RMS norms, PEFT's Llama defaults), on
 SmolLM2 (loaded by transformers from the same GGUF, dequantized) on q_proj, k_proj, v_proj, o_proj,
 gate_proj, up_proj and down_proj with random, nonzero A and B, saves it, and computes next-token
 logits; peft-train applies that adapter to the quantized GGUF model, unmerged and merged, and must
@@ -36,10 +37,13 @@ base = transformers.AutoModelForCausalLM.from_pretrained(os.path.dirname(model_p
                                                          dtype=torch.float32)
 ids = [1, 9690, 198, 2683, 359, 253, 5356, 2, 198, 1, 4093, 198, 1780, 314, 260, 3575, 282, 4649, 47, 2, 198, 1, 520, 9531, 198]
 failures = 0
-for use_dora in (False, True):
-    kind = "DoRA" if use_dora else "LoRA"
-    cfg = peft.LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
-                          lora_dropout=0.0, task_type="CAUSAL_LM", init_lora_weights=False, use_dora=use_dora)
+projections = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+for kind in ("LoRA", "DoRA", "LN_TUNING"):
+    if kind == "LN_TUNING":  # PEFT's defaults for Llama: input_layernorm, post_attention_layernorm, norm
+        cfg = peft.LNTuningConfig(task_type="CAUSAL_LM")
+    else:
+        cfg = peft.LoraConfig(r=4, lora_alpha=8, target_modules=projections, lora_dropout=0.0, task_type="CAUSAL_LM",
+                              init_lora_weights=False, use_dora=kind == "DoRA")
     model = peft.get_peft_model(base, cfg)
     with torch.no_grad():  # larger B than PEFT's init, so that the adapter visibly moves the logits
         for name, p in model.named_parameters():
@@ -47,6 +51,8 @@ for use_dora in (False, True):
                 p.normal_(0, 0.02)
             if "lora_magnitude_vector" in name:  # DoRA: magnitudes away from the base norms
                 p.mul_(torch.empty_like(p).uniform_(0.9, 1.1))
+            if "ln_tuning_layers" in name:  # LN tuning: scales away from the base ones
+                p.mul_(torch.empty_like(p).uniform_(0.8, 1.2))
     model.eval()
     adapter = work / ("adapter_" + kind.lower())
     model.save_pretrained(adapter)

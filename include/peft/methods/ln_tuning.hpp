@@ -1,10 +1,11 @@
 #pragma once
-/// \file LayerNorm tuning (Zhao et al. 2023, arXiv:2312.11420): train the layer norms' scale and shift.
+/// \file LayerNorm tuning (Zhao et al. 2023, arXiv:2312.11420): train the norms' scale and shift.
 ///
 /// Hugging Face PEFT's `LN_TUNING`: every selected layer norm gets a trainable copy of its `weight`
-/// (gamma) and `bias` (beta), `ln_tuning_layers.weight` / `.bias`, which replaces the base norm's
-/// parameters in the forward pass; the base norm itself is never written while training, so the
-/// base model can always be restored. Merging puts the tuned values into the base norm.
+/// (gamma) and `bias` (beta), `ln_tuning_layers.weight` / `.bias` (an RMS norm, of its `weight`
+/// alone), which replaces the base norm's parameters in the forward pass; the base norm itself is
+/// never written while training, so the base model can always be restored. Merging puts the tuned
+/// values into the base norm.
 
 #include <cstdint>
 #include <set>
@@ -43,12 +44,13 @@ struct ln_tuning {
 
 namespace peft::methods {
 
-/// A layer norm (`Inner`, the plan's base norm) whose scale and shift are trainable copies
-/// (group `ln_tuning`): `ln_tuning_layers.weight` and `ln_tuning_layers.bias`, next to the base
-/// norm's `weight` and `bias`. The copies start empty and the first forward (or merge) copies the
-/// base norm's values, so they start from the loaded checkpoint, not from the norm a model is built
-/// with; values read from an adapter file are kept. Mergeable: `merge` writes the tuned values into
-/// the base norm (keeping the originals), `unmerge` restores them exactly.
+/// A norm (`Inner`, the plan's base layer norm or RMS norm) whose scale (and, for a layer norm,
+/// shift) are trainable copies (group `ln_tuning`): `ln_tuning_layers.weight` (and
+/// `ln_tuning_layers.bias`), next to the base norm's `weight` (and `bias`). The copies start empty
+/// and the first forward (or merge) copies the base norm's values, so they start from the loaded
+/// checkpoint, not from the norm a model is built with; values read from an adapter file are kept.
+/// Mergeable: `merge` writes the tuned values into the base norm (keeping the originals), `unmerge`
+/// restores them exactly.
 template <class Inner>
 class ln_tuning_norm : public visits_parameters<ln_tuning_norm<Inner>> {
   friend visits_parameters<ln_tuning_norm>;
@@ -59,55 +61,65 @@ class ln_tuning_norm : public visits_parameters<ln_tuning_norm<Inner>> {
   using tensor = typename B::tensor;
   using value_type = typename B::value_type;
   using tuned_parameter = parameter<B, groups::ln_tuning, true>;
+  /// A layer norm has a shift; an RMS norm has a scale only.
+  static constexpr bool has_shift = requires(Inner& n) { n.bias(); };
 
   ln_tuning_norm(typename B::context& ctx, std::size_t width, double eps, std::string name, const method_config& cfg)
-      : inner_(ctx, width, eps, name, cfg) {
+      : inner_(ctx, width, eps, name, cfg), name_(std::move(name)) {
     const ln_tuning_config& c = cfg.get<ln_tuning_config>();
-    if (!detail::run_time_selects(c.enabled, c.target_modules, name, "ln_tuning")) return;
+    if (!detail::run_time_selects(c.enabled, c.target_modules, name_, "ln_tuning")) return;
     active_ = true;
-    for (tuned_parameter* p : {&weight_, &bias_}) {
-      p->declared = shape{width};
-      p->allocate_grad(ctx);
+    weight_.declared = shape{width};
+    weight_.allocate_grad(ctx);
+    if constexpr (has_shift) {
+      bias_.declared = shape{width};
+      bias_.allocate_grad(ctx);
     }
   }
 
   const tensor& forward(typename B::context& ctx, const tensor& x) {
     if (!active_ || merged_) return inner_.forward(ctx, x);
     if (x.cols() != width())
-      throw shape_error(peft::detail::concat("ln_tuning on '", name(), "': input shape ", x.shape(), " does not end in ", width()));
+      throw shape_error(peft::detail::concat("ln_tuning on '", name_, "': input shape ", x.shape(), " does not end in ", width()));
     copy_base_if_unset(ctx);
     input_ = &x;
-    B::layer_norm_forward(ctx, x, weight_.value, bias_.value, value_type(inner_.eps()), y_, mean_, rstd_);
+    const auto eps = value_type(inner_.eps());
+    if constexpr (has_shift) B::layer_norm_forward(ctx, x, weight_.value, bias_.value, eps, y_, mean_, rstd_);
+    else B::rms_norm_forward(ctx, x, weight_.value, eps, y_, rstd_);
     return y_;
   }
   const tensor& backward(typename B::context& ctx, const tensor& dy) {
     if (!active_) return inner_.backward(ctx, dy);
     if (merged_)
-      throw error(peft::detail::concat("ln_tuning on '", name(), "': backward through a merged norm; unmerge before training"));
-    if (!input_) throw error(peft::detail::concat("ln_tuning on '", name(), "': backward called before forward"));
-    B::layer_norm_backward(ctx, *input_, weight_.value, mean_, rstd_, dy, dx_, &weight_.grad, &bias_.grad);
+      throw error(peft::detail::concat("ln_tuning on '", name_, "': backward through a merged norm; unmerge before training"));
+    if (!input_) throw error(peft::detail::concat("ln_tuning on '", name_, "': backward called before forward"));
+    if constexpr (has_shift)
+      B::layer_norm_backward(ctx, *input_, weight_.value, mean_, rstd_, dy, dx_, &weight_.grad, &bias_.grad);
+    else B::rms_norm_backward(ctx, *input_, weight_.value, rstd_, dy, dx_, &weight_.grad);
     return dx_;
   }
 
-  /// The base norm takes the tuned scale and shift (its own are kept for `unmerge`).
+  /// The base norm takes the tuned values (its own are kept for `unmerge`).
   void merge(typename B::context& ctx) {
     merge_if_possible(inner_, ctx);
-    if (merged_) throw error(peft::detail::concat("ln_tuning on '", name(), "': already merged"));
+    if (merged_) throw error(peft::detail::concat("ln_tuning on '", name_, "': already merged"));
     if (active_) {
       copy_base_if_unset(ctx);
       B::copy(ctx, inner_.weight().value, saved_weight_);
-      B::copy(ctx, inner_.bias().value, saved_bias_);
       B::copy(ctx, weight_.value, inner_.weight().value);
-      B::copy(ctx, bias_.value, inner_.bias().value);
+      if constexpr (has_shift) {
+        B::copy(ctx, inner_.bias().value, saved_bias_);
+        B::copy(ctx, bias_.value, inner_.bias().value);
+      }
     }
     merged_ = true;
   }
-  /// Restores the base norm's own scale and shift, bit for bit.
+  /// Restores the base norm's own values, bit for bit.
   void unmerge(typename B::context& ctx) {
-    if (!merged_) throw error(peft::detail::concat("ln_tuning on '", name(), "': unmerge without merge"));
+    if (!merged_) throw error(peft::detail::concat("ln_tuning on '", name_, "': unmerge without merge"));
     if (active_) {
       B::copy(ctx, saved_weight_, inner_.weight().value);
-      B::copy(ctx, saved_bias_, inner_.bias().value);
+      if constexpr (has_shift) B::copy(ctx, saved_bias_, inner_.bias().value);
       saved_weight_ = tensor{}, saved_bias_ = tensor{};
     }
     merged_ = false;
@@ -117,38 +129,50 @@ class ln_tuning_norm : public visits_parameters<ln_tuning_norm<Inner>> {
 
   /// Activation elements kept for a step: the norm's own (output, input gradient, statistics).
   static std::uint64_t activation_elements(std::uint64_t rows, std::uint64_t width, const std::string& name,
-                                           const method_config& cfg) {
+                                           const method_config& cfg)
+    requires requires { Inner::activation_elements(rows, width, name, cfg); }
+  {
     return Inner::activation_elements(rows, width, name, cfg);
   }
 
   /// Whether this norm is tuned (the run-time options may leave it out).
   [[nodiscard]] bool active() const noexcept { return active_; }
   tuned_parameter& tuned_weight() noexcept { return weight_; }
-  tuned_parameter& tuned_bias() noexcept { return bias_; }
+  tuned_parameter& tuned_bias() noexcept
+    requires has_shift
+  {
+    return bias_;
+  }
   /// The base norm's parameters (what a stage-1 method such as BitFit merges into).
   auto& weight() noexcept { return inner_.weight(); }
-  auto& bias() noexcept { return inner_.bias(); }
+  auto& bias() noexcept
+    requires has_shift
+  {
+    return inner_.bias();
+  }
   [[nodiscard]] std::size_t width() const noexcept { return inner_.width(); }
   [[nodiscard]] double eps() const noexcept { return inner_.eps(); }
-  [[nodiscard]] const std::string& name() const noexcept { return inner_.name(); }
+  [[nodiscard]] const std::string& name() const noexcept { return name_; }
   Inner& inner() noexcept { return inner_; }
 
  private:
   void copy_base_if_unset(typename B::context& ctx) {
     if (weight_.value.empty()) B::copy(ctx, inner_.weight().value, weight_.value);
-    if (bias_.value.empty()) B::copy(ctx, inner_.bias().value, bias_.value);
+    if constexpr (has_shift)
+      if (bias_.value.empty()) B::copy(ctx, inner_.bias().value, bias_.value);
   }
   template <class Self, class F>
   static void visit(Self& self, const std::string& prefix, F& f) {
     self.inner_.visit_parameters(prefix, f);
     if (!self.active_) return;
     f(prefix + "ln_tuning_layers.weight", self.weight_);
-    f(prefix + "ln_tuning_layers.bias", self.bias_);
+    if constexpr (has_shift) f(prefix + "ln_tuning_layers.bias", self.bias_);
   }
 
   Inner inner_;
+  std::string name_;
   bool active_ = false, merged_ = false;
-  tuned_parameter weight_, bias_;
+  tuned_parameter weight_, bias_;  // bias_: layer norms only
   const tensor* input_ = nullptr;
   tensor y_, dx_, mean_, rstd_, saved_weight_, saved_bias_;
 };
@@ -190,9 +214,9 @@ struct ln_tuning_peft_format {
 };
 }  // namespace detail
 
-/// PEFT method: LayerNorm tuning on the model's layer norms (every one, or those `target_modules`
-/// names). It targets no linear role. Stage 0 for norms: innermost, so BitFit's shift delta (stage
-/// 1) adds to the tuned norm's output and merges after it.
+/// PEFT method: LayerNorm tuning on the model's layer norms and RMS norms (every one, or those
+/// `target_modules` names). It targets no linear role. Stage 0 for norms: innermost, so BitFit's
+/// shift delta (stage 1) adds to the tuned norm's output and merges after it.
 struct ln_tuning {
   static constexpr std::string_view name = "ln_tuning";
   static constexpr int stage = 0;
@@ -207,6 +231,8 @@ struct ln_tuning {
   using wrap = Inner;
   template <class Inner>
   using wrap_norm = ln_tuning_norm<Inner>;
+  template <class Inner>
+  using wrap_rms_norm = ln_tuning_norm<Inner>;
 };
 
 }  // namespace peft::methods

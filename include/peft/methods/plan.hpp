@@ -52,32 +52,49 @@ auto apply_stages() {
   else return apply_stages<typename apply_stage<L, Role, Stage, Ms...>::type, Role, Stage + 1, Last, Ms...>();
 }
 
-/// A method that wraps norms declares `template <class Inner> using wrap_norm`.
+/// A method that wraps layer norms declares `template <class Inner> using wrap_norm`; one that wraps
+/// RMS norms, `template <class Inner> using wrap_rms_norm`.
 template <class M>
 concept wraps_norms = requires { typename M::template wrap_norm<probe_layer>; };
+template <class M>
+concept wraps_rms_norms = requires { typename M::template wrap_rms_norm<probe_layer>; };
 
-/// Wraps norm `L` with every norm-wrapping method of stage `Stage`, in the order listed.
-template <class L, int Stage, class... Ms>
+/// The two kinds of norm a plan wraps: which methods wrap them, and how.
+struct layer_norm_kind {
+  template <class M>
+  static constexpr bool wrapped_by = wraps_norms<M>;
+  template <class M, class X>
+  using wrap = typename M::template wrap_norm<X>;
+};
+struct rms_norm_kind {
+  template <class M>
+  static constexpr bool wrapped_by = wraps_rms_norms<M>;
+  template <class M, class X>
+  using wrap = typename M::template wrap_rms_norm<X>;
+};
+
+/// Wraps norm `L` of `Kind` with every method of stage `Stage` that wraps that kind, in the order listed.
+template <class L, class Kind, int Stage, class... Ms>
 struct apply_norm_stage {
   using type = L;
 };
-template <class L, int Stage, class M, class... Ms>
-struct apply_norm_stage<L, Stage, M, Ms...> {
+template <class L, class Kind, int Stage, class M, class... Ms>
+struct apply_norm_stage<L, Kind, Stage, M, Ms...> {
   template <class X, bool Wrap>
   struct pick {
     using type = X;
   };
   template <class X>
   struct pick<X, true> {
-    using type = typename M::template wrap_norm<X>;
+    using type = typename Kind::template wrap<M, X>;
   };
-  using wrapped = typename pick<L, (wraps_norms<M> && M::stage == Stage)>::type;
-  using type = typename apply_norm_stage<wrapped, Stage, Ms...>::type;
+  using wrapped = typename pick<L, (Kind::template wrapped_by<M> && M::stage == Stage)>::type;
+  using type = typename apply_norm_stage<wrapped, Kind, Stage, Ms...>::type;
 };
-template <class L, int Stage, int Last, class... Ms>
+template <class L, class Kind, int Stage, int Last, class... Ms>
 auto apply_norm_stages() {
   if constexpr (Stage > Last) return std::type_identity<L>{};
-  else return apply_norm_stages<typename apply_norm_stage<L, Stage, Ms...>::type, Stage + 1, Last, Ms...>();
+  else return apply_norm_stages<typename apply_norm_stage<L, Kind, Stage, Ms...>::type, Kind, Stage + 1, Last, Ms...>();
 }
 
 /// `L`, when it is a `Layer`; otherwise a readable error instead of one deep inside a model.
@@ -145,15 +162,20 @@ struct plan {
                                                                             Methods...>())::type>::type>;
 
   /// The layer norm type on backend `B`: trains when a method unfreezes group `norm` for role
-  /// `layer_norm` (full fine-tuning), wrapped by the methods that declare `wrap_norm` (BitFit).
+  /// `layer_norm` (full fine-tuning), wrapped by the methods that declare `wrap_norm` (LayerNorm
+  /// tuning, BitFit).
   template <Backend B>
-  using norm = typename decltype(detail::apply_norm_stages<layers::layer_norm<B, trainable_groups<roles::layer_norm>>, 0,
-                                                           detail::last_stage<Methods...>(), Methods...>())::type;
+  using norm = typename decltype(detail::apply_norm_stages<layers::layer_norm<B, trainable_groups<roles::layer_norm>>,
+                                                           detail::layer_norm_kind, 0, detail::last_stage<Methods...>(),
+                                                           Methods...>())::type;
 
   /// The RMS norm type on backend `B`: trains when a method unfreezes group `norm` for role
-  /// `layer_norm` (full fine-tuning). It has no bias, so bias-delta methods leave it alone.
+  /// `layer_norm` (full fine-tuning), wrapped by the methods that declare `wrap_rms_norm` (LayerNorm
+  /// tuning). It has no bias, so bias-delta methods leave it alone.
   template <Backend B>
-  using rms_norm = layers::rms_norm<B, trainable_groups<roles::layer_norm>>;
+  using rms_norm = typename decltype(detail::apply_norm_stages<layers::rms_norm<B, trainable_groups<roles::layer_norm>>,
+                                                               detail::rms_norm_kind, 0, detail::last_stage<Methods...>(),
+                                                               Methods...>())::type;
 
   /// The embedding table type on backend `B`: trains only when a method unfreezes group `embedding`.
   template <Backend B>

@@ -105,8 +105,12 @@ class llama_block : public visits_parameters<llama_block<B, Plan>> {
     return y_;
   }
 
-  void merge(typename B::context& ctx) { attn_.merge(ctx), mlp_.merge(ctx); }
-  void unmerge(typename B::context& ctx) { attn_.unmerge(ctx), mlp_.unmerge(ctx); }
+  void merge(typename B::context& ctx) {
+    merge_if_possible(norm1_, ctx), attn_.merge(ctx), merge_if_possible(norm2_, ctx), mlp_.merge(ctx);
+  }
+  void unmerge(typename B::context& ctx) {
+    unmerge_if_possible(norm1_, ctx), attn_.unmerge(ctx), unmerge_if_possible(norm2_, ctx), mlp_.unmerge(ctx);
+  }
   layers::multi_head_attention<B, Plan>& attention() noexcept { return attn_; }
   layers::feed_forward<B, Plan>& mlp() noexcept { return mlp_; }
 
@@ -211,9 +215,11 @@ class llama_for_causal_lm : public visits_parameters<llama_for_causal_lm<B, Plan
 
   void merge(typename B::context& ctx) {
     for (auto& l : layers_) l.merge(ctx);
+    merge_if_possible(norm_, ctx);
   }
   void unmerge(typename B::context& ctx) {
     for (auto& l : layers_) l.unmerge(ctx);
+    unmerge_if_possible(norm_, ctx);
   }
 
   [[nodiscard]] const llama_config& config() const noexcept { return config_; }
