@@ -47,7 +47,8 @@ concept has_method_groups = requires { typename M::groups; };
 /// Optional: `using options` (its run-time options type, read from `method_config`);
 /// `template <class Role, class Inner> using wrap_role` (a layer that depends on the role; the plan
 /// then uses it instead of `wrap`);
-/// `template <class Inner> using wrap_norm` (it also wraps layer norms); a `peft_format` member
+/// `template <class Inner> using wrap_norm` (it also wraps layer norms), `template <class Inner> using
+/// wrap_rms_norm` (it also wraps RMS norms); a `peft_format` member
 /// (how Hugging Face PEFT's adapter files spell it, see io/peft_adapter.hpp).
 template <class M>
 concept PeftMethod = detail::has_method_name<M> && detail::has_method_stage<M> && detail::has_method_targets<M> &&
