@@ -46,9 +46,12 @@ auto& lora_of(L& l) {
   else return lora_of(l.inner());
 }
 
-/// PEFT's DoRA forward in double on the host: g ⊙ (W x + s B A x) + b, g = m / ||W + s B A||_row.
+/// PEFT's DoRA forward in double on the host, with x_d the input after the LoRA dropout (x without it):
+/// W x + b + (g - 1) ⊙ (W x_d) + g ⊙ (s B A x_d), g = m / ||W + s B A||_row.
 template <class B, class L>
-std::vector<double> hand_forward(typename B::context& ctx, L& l, const std::vector<typename B::value_type>& x, std::size_t rows) {
+std::vector<double> hand_forward(typename B::context& ctx, L& l, const std::vector<typename B::value_type>& x, std::size_t rows,
+                                 const std::vector<typename B::value_type>* dropped = nullptr) {
+  const auto& x_d = dropped ? *dropped : x;
   auto& lora = lora_of(l);
   const auto w = l.base_linear().weight().host_values(ctx);
   const auto bias = B::copy_to_host(ctx, l.base_linear().bias().value);
@@ -68,9 +71,13 @@ std::vector<double> hand_forward(typename B::context& ctx, L& l, const std::vect
     }
     const double g = double(m[o]) / std::sqrt(norm2);
     for (std::size_t q = 0; q < rows; ++q) {
-      double acc = 0;
-      for (std::size_t i = 0; i < in; ++i) acc += merged[o * in + i] * double(x[q * in + i]);
-      y[q * out + o] = g * acc + double(bias[o]);
+      double base = 0, base_d = 0, merged_d = 0;
+      for (std::size_t i = 0; i < in; ++i) {
+        base += double(w[o * in + i]) * double(x[q * in + i]);
+        base_d += double(w[o * in + i]) * double(x_d[q * in + i]);
+        merged_d += merged[o * in + i] * double(x_d[q * in + i]);
+      }
+      y[q * out + o] = base + double(bias[o]) + (g - 1) * base_d + g * (merged_d - base_d);
     }
   }
   return y;
@@ -137,12 +144,21 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(forward_is_peft_formula_and_the_norm_follows_the_u
   B::copy(ctx, test::random_tensor<B>(ctx, {5, 7}, 14, 2.0), l.base_linear().weight().value);
   BOOST_TEST(test::max_abs_diff(B::copy_to_host(ctx, l.forward(ctx, xt)), hand_forward<B>(ctx, l, x, 3)) < 1e-12);
 
-  // With dropout in training: y = W x + b + (g - 1) ⊙ W x_d + g ⊙ s B A x_d, so with every unit kept
-  // at a rate near 0 the formula is approached; here checked at rate 0.5 in evaluation mode (no
-  // dropout), which must again be the direct formula.
+  // With dropout at work, the base term sees x and the rescaled and LoRA terms the dropped-out x_d
+  // (the same mask a dropout layer draws at the same place in the context's stream).
   typename lora_plan::template linear<roles::hidden, B> d(ctx, opts, dora_methods(0.5));
   test::randomize_parameters(ctx, d, 13);
-  ctx.training = false;
+  ctx.training = true;
+  ctx.seed = 17;
+  const std::uint64_t offset = ctx.random_offset;
+  layers::dropout<B> same_mask(0.5);
+  const auto x_d = B::copy_to_host(ctx, same_mask.forward(ctx, xt));
+  BOOST_TEST(test::max_abs_diff(x_d, x) > 0.1);  // some units were dropped
+  ctx.random_offset = offset;
+  const auto y_d = B::copy_to_host(ctx, d.forward(ctx, xt));
+  BOOST_TEST(!d.dora()->direct());
+  BOOST_TEST(test::max_abs_diff(y_d, hand_forward<B>(ctx, d, x, 3, &x_d)) < 1e-12);
+  ctx.training = false;  // evaluation mode: no dropout, the direct formula again
   BOOST_TEST(test::max_abs_diff(B::copy_to_host(ctx, d.forward(ctx, xt)), hand_forward<B>(ctx, d, x, 3)) < 1e-12);
 }
 
@@ -287,6 +303,9 @@ BOOST_AUTO_TEST_CASE(training_state_restores_into_a_model_before_its_first_forwa
   const method_config cfg = dora_methods(0.0);
   typename lora_plan::template linear<roles::hidden, B> l(ctx, opts, cfg);
   optim::optimizer opt(l, optim::adamw{.lr = 1e-2});
+  // Before the first forward the magnitude has no value: no training state is written.
+  BOOST_CHECK_THROW(train::save_training_state(ctx, l, opt, nlohmann::json{}, dir.path / "early.safetensors"), error);
+  BOOST_TEST(!std::filesystem::exists(dir.path / "early.safetensors"));
   const auto x = test::random_tensor<B>(ctx, {4, 7}, 41);
   const auto dy = test::random_tensor<B>(ctx, {4, 5}, 42);
   for (int s = 0; s < 2; ++s) {

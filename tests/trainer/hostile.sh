@@ -197,6 +197,49 @@ if [[ -w /dev/full ]]; then
     { grep -q "writing to standard output failed: No space left" "$W/err" && pass "predict onto a full disk fails: $(cat "$W/err")" || fail "full disk: $(cat "$W/err")"; }
   expect_error "eval --predictions onto a full disk" "/dev/full.*No space left" - eval --model "$M" --adapter "$A" --data "$W/sst_dev.tsv" --predictions /dev/full
 fi
+# ---- DoRA and LayerNorm-tuning adapters: damaged or inconsistent files are refused by name -----------
+"$TRAIN" train "${common[@]}" --train "$W/sst_train.tsv" -o "$W/dora" --method lora --dora --epochs 1 >/dev/null 2>&1 ||
+  fail "dora baseline"
+drop() {  # drop <adapter dir> <tensor name part>: rewrites adapter_model.safetensors without those tensors
+  python3 - "$1/adapter_model.safetensors" "$2" <<'PY'
+import json, struct, sys
+raw = open(sys.argv[1], "rb").read()
+n = struct.unpack("<Q", raw[:8])[0]
+header = json.loads(raw[8:8 + n])
+data, out, off = raw[8 + n:], {}, 0
+chunks = []
+for k, v in header.items():
+    if k == "__metadata__" or sys.argv[2] in k:
+        if k == "__metadata__": out[k] = v
+        continue
+    b, e = v["data_offsets"]
+    chunks.append(data[b:e])
+    out[k] = dict(v, data_offsets=[off, off + e - b])
+    off += e - b
+h = json.dumps(out).encode()
+open(sys.argv[1], "wb").write(struct.pack("<Q", len(h)) + h + b"".join(chunks))
+PY
+}
+cp -r "$W/dora/adapter" "$W/dora_nomag" && drop "$W/dora_nomag" lora_magnitude_vector
+expect_error "DoRA adapter without its magnitudes" "lora_magnitude_vector' is not in adapter_model.safetensors" - \
+  eval --model "$M" --adapter "$W/dora_nomag" --data "$W/sst_dev.tsv"
+cp -r "$W/dora/adapter" "$W/dora_off" && rm "$W/dora_off/peft_train.json" &&
+  sed -i 's/"use_dora": true/"use_dora": false/' "$W/dora_off/adapter_config.json"
+expect_error "magnitudes in a file whose config says use_dora: false" "lora_magnitude_vector' matches no trainable parameter" - \
+  eval --model "$M" --adapter "$W/dora_off" --data "$W/sst_dev.tsv"
+sed -i 's/"use_dora": false/"use_dora": "yes"/' "$W/dora_off/adapter_config.json"
+expect_error "use_dora that is not a boolean" "adapter_config.json.*use_dora" - eval --model "$M" --adapter "$W/dora_off" --data "$W/sst_dev.tsv"
+cp -r "$W/dora/adapter" "$W/dora_nan" && poison "$W/dora/adapter/adapter_model.safetensors" "$W/dora_nan/adapter_model.safetensors" lora_magnitude
+expect_error "merge of a DoRA adapter with a NaN magnitude" "tensor '.*lora_magnitude_vector' holds 1 NaN or infinite" "$W/merged_dora_nan" \
+  merge --model "$M" --adapter "$W/dora_nan" -o "$W/merged_dora_nan"
+"$TRAIN" train "${common[@]}" --train "$W/sst_train.tsv" -o "$W/ln" --method ln_tuning --epochs 1 >/dev/null 2>&1 || fail "ln_tuning baseline"
+cp -r "$W/ln/adapter" "$W/ln_ex" && rm "$W/ln_ex/peft_train.json" &&
+  sed -i 's/"exclude_modules": null/"exclude_modules": ["embeddings.LayerNorm"]/' "$W/ln_ex/adapter_config.json"
+expect_error "LN_TUNING with exclude_modules" "'exclude_modules' is not supported" - eval --model "$M" --adapter "$W/ln_ex" --data "$W/sst_dev.tsv"
+cp -r "$W/ln/adapter" "$W/ln_short" && drop "$W/ln_short" "encoder.layer.1.output.LayerNorm"
+expect_error "LN_TUNING adapter missing a norm" "output.LayerNorm.ln_tuning_layers.weight' is not in adapter_model.safetensors" - \
+  eval --model "$M" --adapter "$W/ln_short" --data "$W/sst_dev.tsv"
+
 python3 -c "import sys; sys.stdout.write('a' * 50_000_000 + '\t1\n')" >"$W/huge.tsv"
 /usr/bin/time -f %M -o "$W/rss" "$TRAIN" train "${common[@]}" --train "$W/huge.tsv" -o "$W/bad" >/dev/null 2>"$W/err"
 grep -q "huge.tsv:1: line longer than the limit of 1048576 bytes" "$W/err" && (($(tail -1 "$W/rss") < $(rss_bound 150000))) &&

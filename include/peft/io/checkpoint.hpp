@@ -79,18 +79,29 @@ inline void require_finite(const safetensors_file& f, const tensor_info& t) {
                                              " NaN or infinite value(s) (the first at element ", bad.first,
                                              "): the file is damaged or came from a diverged run"));
 }
-/// Copies file tensor `t` into parameter value `v` (F32 into float without an intermediate copy).
+/// Throws `error` naming parameter `name` when it has a declared shape but no value yet: a base
+/// weight that was never loaded, or a method parameter that the first forward pass or merge sets from
+/// the base (DoRA's magnitude, LayerNorm tuning's copies). Writers call it before writing anything.
+template <class P>
+void require_value(const std::string& name, const P& p) {
+  if (p.value.empty() && !p.is_packed() && p.stored_elements() > 0)
+    throw error("parameter '" + name + "' has no value yet (a base weight that was never loaded, or a method "
+                "parameter that the first forward pass or merge sets from the base weights); nothing was written");
+}
+/// Copies file tensor `t` into `v`, which takes shape `s` (the shape the caller validated `t`
+/// against: a value not set yet, such as DoRA's magnitude before the first forward, is sized here).
+/// F32 goes into float without an intermediate copy.
 template <class B>
-void assign(typename B::context& ctx, const safetensors_file& f, const tensor_info& t, typename B::tensor& v) {
+void assign(typename B::context& ctx, const safetensors_file& f, const tensor_info& t, const shape& s, typename B::tensor& v) {
   using T = typename B::value_type;
   if constexpr (std::is_same_v<T, float>) {
     if (auto view = f.f32_view(t)) {
-      B::copy_from_host(ctx, *view, v.shape(), v);
+      B::copy_from_host(ctx, *view, s, v);
       return;
     }
   }
   const auto values = f.read<T>(t);
-  B::copy_from_host(ctx, values, v.shape(), v);
+  B::copy_from_host(ctx, values, s, v);
 }
 }  // namespace detail
 
@@ -119,8 +130,7 @@ load_report load_checkpoint(typename M::backend::context& ctx, M& model, const s
         detail::require_finite(file, *t);
         plan.emplace_back([&p, &ctx, &file, t, want] {
           if constexpr (!std::remove_cvref_t<decltype(p)>::trainable) p.packed.reset();  // a dense value replaces it
-          p.value.resize(want);
-          detail::assign<B>(ctx, file, *t, p.value);
+          detail::assign<B>(ctx, file, *t, want, p.value);
         });
         used.insert(alias);
         return;
@@ -148,9 +158,7 @@ std::vector<tensor_to_write> collect_tensors(typename M::backend::context& ctx, 
   std::vector<tensor_to_write> out;
   model.visit_parameters("", [&](const std::string& name, const auto& p) {
     if (!keep(name, p)) return;
-    if (p.value.empty() && !p.is_packed() && p.stored_elements() > 0)
-      throw error("parameter '" + name + "' has no value yet (a base weight that was never loaded, or DoRA's magnitude, "
-                  "which the first forward pass or merge sets from the base weight); nothing was written");
+    detail::require_value(name, p);
     const auto host = p.host_values(ctx);  // packed values are dequantized
     const peft::shape stored = p.stored_shape();
     std::vector<std::size_t> shape;

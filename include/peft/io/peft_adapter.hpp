@@ -255,7 +255,7 @@ load_report load_peft_adapter(typename M::backend::context& ctx, M& model, const
   struct assignment {
     typename B::tensor* value;
     const tensor_info* tensor;
-    peft::shape shape;  // a value not set yet (DoRA's magnitude) is sized when it is written
+    peft::shape shape;  // validated against the file; a value not set yet is sized to it
   };
   std::vector<assignment> plan;
   std::set<std::string> used;
@@ -283,10 +283,7 @@ load_report load_peft_adapter(typename M::backend::context& ctx, M& model, const
     if (!used.count(name))
       throw io_error("adapter '" + dir.string() + "': tensor '" + t->name +
                      "' matches no trainable parameter of the model (does the plan target this module?)");
-  for (auto& a : plan) {
-    a.value->resize(a.shape);
-    detail::assign<B>(ctx, file, *a.tensor, *a.value);
-  }
+  for (auto& a : plan) detail::assign<B>(ctx, file, *a.tensor, a.shape, *a.value);
   r.loaded = plan.size();
   return r;
 }

@@ -48,7 +48,7 @@ namespace peft::methods {
 ///   a loader filled it first, so the layer starts as the base model (g = 1), as PEFT's does, and the
 ///   magnitude is measured on the loaded base weight, not the random one a model is built with;
 /// - ||W||^2 is measured at every update for a dense W; for a packed W once per packed matrix (a
-///   new one is measured again), and `forget_weight_norm()` forces that;
+///   new one, told apart by its bytes, is measured again);
 /// - the steady state allocates nothing (every buffer keeps its capacity).
 template <Backend B>
 class dora_magnitude {
@@ -68,33 +68,8 @@ class dora_magnitude {
   /// norm of the previous call instead while `hold_norm` is set.
   template <class Linear>
   void update_scale(typename B::context& ctx, const Linear& base, const tensor& a, const tensor& b, double s) {
-    if (!hold_ || norm_.empty()) {
-      measure_weight(ctx, base);
-      const value_type two_s = value_type(2 * s), s2 = value_type(s * s);
-      q_.resize(shape{out_, r_});
-      if (const packed_matrix* w = base.packed_weight()) {
-        if constexpr (PackedProducts<B>) {
-          a_wt_.resize(shape{r_, out_});
-          B::gemm_packed(ctx, op::t, value_type(1), a, *w, value_type(0), a_wt_);  // A W^T
-          if (eye_r_.empty()) init_identity(ctx);
-          B::gemm(ctx, op::t, op::n, two_s, a_wt_, eye_r_, value_type(0), q_);      // 2s W A^T
-        }
-      } else {
-        B::gemm(ctx, op::n, op::t, two_s, base.weight().value, a, value_type(0), q_);
-      }
-      gram_.resize(shape{r_, r_});
-      B::gemm(ctx, op::n, op::t, value_type(1), a, a, value_type(0), gram_);  // A A^T
-      B::gemm(ctx, op::n, op::n, s2, b, gram_, value_type(1), q_);             // + s^2 B A A^T
-      B::multiply(ctx, b, q_, row_terms_);
-      B::copy(ctx, weight_norm2_, norm2_);
-      B::gemm(ctx, op::t, op::t, value_type(1), ones_r_, row_terms_, value_type(1), norm2_);  // row sums
-      B::sqrt(ctx, norm2_, norm_);
-    }
-    if (magnitude_.value.empty()) B::copy(ctx, norm_, magnitude_.value);
-    B::divide(ctx, magnitude_.value, norm_, scale_);
-    scale_minus_one_.resize(scale_.shape());
-    B::fill(ctx, scale_minus_one_, value_type(-1));
-    B::axpy(ctx, value_type(1), scale_, scale_minus_one_);
+    if (!hold_ || norm_.empty()) measure_norm(ctx, base, a, b, s);
+    apply_magnitude(ctx);
   }
 
   /// y = base + (g - 1) ⊙ W x_d + g ⊙ l for the LoRA output `l` = s B A x_d. `direct` (no dropout at
@@ -162,10 +137,8 @@ class dora_magnitude {
   /// W <- diag(g) (W + s B A), g measured on the weight as it is (PEFT's merge); the bias is kept.
   template <class Linear>
   void merge(typename B::context& ctx, Linear& base, const tensor& a, const tensor& b, double s) {
-    const bool held = hold_;
-    hold_ = false;
-    update_scale(ctx, base, a, b, s);
-    hold_ = held;
+    measure_norm(ctx, base, a, b, s);
+    apply_magnitude(ctx);
     merged_scale_ = B::copy_to_host(ctx, scale_);
     auto& w = base.weight().dense_value(ctx);
     B::gemm(ctx, op::n, op::n, value_type(s), b, a, value_type(1), w);
@@ -187,15 +160,9 @@ class dora_magnitude {
   /// Keeps the norm of the last update fixed, as the gradient assumes it is: finite-difference
   /// checks of `backward` set it, training does not.
   void hold_norm(bool on) noexcept { hold_ = on; }
-  /// Makes the next update measure a packed weight's ||W||^2 again (a dense one is measured every time).
-  void forget_weight_norm() noexcept { measured_packed_ = nullptr; }
 
   magnitude_parameter& magnitude() noexcept { return magnitude_; }
   const magnitude_parameter& magnitude() const noexcept { return magnitude_; }
-  /// ||W + s B A|| per row, as of the last update.
-  [[nodiscard]] const tensor& norm() const noexcept { return norm_; }
-  /// g = m / norm, as of the last update.
-  [[nodiscard]] const tensor& scale() const noexcept { return scale_; }
   /// Whether the last forward took the direct path (no dropout at work, base frozen).
   [[nodiscard]] bool direct() const noexcept { return direct_; }
 
@@ -213,6 +180,38 @@ class dora_magnitude {
   }
   static void init_constant(typename B::context& ctx, const shape& s, double v, tensor& t) {
     B::copy_from_host(ctx, std::vector<value_type>(s.size(), value_type(v)), s, t);
+  }
+  /// norm_ = ||W + s B A|| per row (the file comment has the expansion).
+  template <class Linear>
+  void measure_norm(typename B::context& ctx, const Linear& base, const tensor& a, const tensor& b, double s) {
+    measure_weight(ctx, base);
+    const value_type two_s = value_type(2 * s), s2 = value_type(s * s);
+    q_.resize(shape{out_, r_});
+    if (const packed_matrix* w = base.packed_weight()) {
+      if constexpr (PackedProducts<B>) {
+        a_wt_.resize(shape{r_, out_});
+        B::gemm_packed(ctx, op::t, value_type(1), a, *w, value_type(0), a_wt_);  // A W^T
+        if (eye_r_.empty()) init_identity(ctx);
+        B::gemm(ctx, op::t, op::n, two_s, a_wt_, eye_r_, value_type(0), q_);      // 2s W A^T
+      }
+    } else {
+      B::gemm(ctx, op::n, op::t, two_s, base.weight().value, a, value_type(0), q_);
+    }
+    gram_.resize(shape{r_, r_});
+    B::gemm(ctx, op::n, op::t, value_type(1), a, a, value_type(0), gram_);  // A A^T
+    B::gemm(ctx, op::n, op::n, s2, b, gram_, value_type(1), q_);             // + s^2 B A A^T
+    B::multiply(ctx, b, q_, row_terms_);
+    B::copy(ctx, weight_norm2_, norm2_);
+    B::gemm(ctx, op::t, op::t, value_type(1), ones_r_, row_terms_, value_type(1), norm2_);  // row sums
+    B::sqrt(ctx, norm2_, norm_);
+  }
+  /// g = m / norm and g - 1, setting m to the norm first when it has no value yet.
+  void apply_magnitude(typename B::context& ctx) {
+    if (magnitude_.value.empty()) B::copy(ctx, norm_, magnitude_.value);
+    B::divide(ctx, magnitude_.value, norm_, scale_);
+    scale_minus_one_.resize(scale_.shape());
+    B::fill(ctx, scale_minus_one_, value_type(-1));
+    B::axpy(ctx, value_type(1), scale_, scale_minus_one_);
   }
   void init_identity(typename B::context& ctx) {
     std::vector<value_type> eye(r_ * r_, value_type(0));

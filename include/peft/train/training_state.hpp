@@ -32,7 +32,10 @@ void save_training_state(typename M::backend::context& ctx, const M& model, Opti
     tensors.push_back(io::tensor_to_write::f32<typename B::value_type>(name, shape, host));
   };
   model.visit_parameters("", [&](const std::string& name, const auto& p) {
-    if constexpr (std::remove_cvref_t<decltype(p)>::trainable) add("param/" + name, p.value);
+    if constexpr (std::remove_cvref_t<decltype(p)>::trainable) {
+      io::detail::require_value(name, p);
+      add("param/" + name, p.value);
+    }
   });
   opt.visit_state([&](const std::string& name, const typename B::tensor& t) { add("optim/" + name, t); });
   io::write_safetensors(path, tensors,
@@ -88,10 +91,7 @@ nlohmann::json load_training_state(typename M::backend::context& ctx, M& model, 
   if (file.tensors().size() != expected)
     throw io::io_error(peft::detail::concat("'", path.string(), "' holds ", file.tensors().size(), " tensors, the model and optimizer need ",
                                             expected, " (was it saved from another method or model?)"));
-  for (auto& a : plan) {
-    a.tensor->resize(a.shape);
-    io::detail::assign<B>(ctx, file, *a.info, *a.tensor);
-  }
+  for (auto& a : plan) io::detail::assign<B>(ctx, file, *a.info, a.shape, *a.tensor);
   opt.set_steps_taken(step_count);
   return record;
 }
