@@ -11,6 +11,7 @@
 #include "peft/io/peft_adapter.hpp"
 #include "peft/models/bert/memory.hpp"
 #include "peft/train/report.hpp"
+#include "support/adapter_config.hpp"
 #include "support/backends.hpp"
 #include "support/temp_dir.hpp"
 #include "support/gradcheck.hpp"
@@ -241,16 +242,7 @@ BOOST_AUTO_TEST_CASE(reads_peft_bert_defaults_and_in_memory_names) {
 }
 
 BOOST_AUTO_TEST_CASE(bad_configs_name_the_key) {
-  temp_dir dir;
-  auto error_of = [&](const std::string& text) -> std::string {
-    write_file(dir.path / "adapter_config.json", text);
-    try {
-      io::read_peft_adapter_config<bert_ia3_all>(dir.path);
-    } catch (const std::exception& e) {
-      return e.what();
-    }
-    return "no error";
-  };
+  const auto error_of = test::adapter_config_error<bert_ia3_all>;
   BOOST_TEST(error_of(R"js({"peft_type": "IA3", "target_modules": ["key"], "fan_in_fan_out": true})js").find("'fan_in_fan_out'") !=
              std::string::npos);
   BOOST_TEST(error_of(R"js({"peft_type": "IA3", "target_modules": 3})js").find("'target_modules' must be a string or a non-empty list") !=

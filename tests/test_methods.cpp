@@ -195,6 +195,9 @@ BOOST_AUTO_TEST_CASE(methods_eigen_and_xtensor) {
                       test::method_scenario<test::xtensor_d, test::lora_bitfit_ia3_plan>(cfg), 1e-12);
     BOOST_TEST(d.empty(), "dora+bitfit+ia3 (dropout " << dropout << "): " << d);
   }
+  d = test::compare(test::method_scenario<test::eigen_d, test::lora_vera_bitfit_plan>(test::scenario_vera_methods()),
+                    test::method_scenario<test::xtensor_d, test::lora_vera_bitfit_plan>(test::scenario_vera_methods()), 1e-12);
+  BOOST_TEST(d.empty(), "lora+vera+bitfit: " << d);
 }
 
 BOOST_AUTO_TEST_SUITE_END()

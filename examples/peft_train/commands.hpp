@@ -126,12 +126,14 @@ int commands<Plan>::train(const train_options& o) {
   return s.with_model([&](auto& m) -> int {
     peft::optim::optimizer opt(m, peft::optim::adamw{.lr = o.lr, .weight_decay = o.weight_decay}, schedule);
     // No weight decay on biases, norms and bias deltas (as transformers' Trainer), nor on (IA)3's
-    // vectors and DoRA's magnitudes: decay would pull them to 0, away from the identity they start at.
+    // vectors, DoRA's magnitudes and VeRA's vectors: decay would pull them to 0, away from the
+    // identity they start at (VeRA: toward switching its update off).
     opt.template set_group_options<peft::groups::bias>({.weight_decay = 0.0});
     opt.template set_group_options<peft::groups::norm>({.weight_decay = 0.0});
     opt.template set_group_options<peft::groups::bias_delta>({.weight_decay = 0.0});
     opt.template set_group_options<peft::groups::ia3>({.weight_decay = 0.0});
     opt.template set_group_options<peft::groups::lora_magnitude>({.weight_decay = 0.0});
+    opt.template set_group_options<peft::groups::vera_lambda>({.weight_decay = 0.0});
     opt.template set_group_options<peft::groups::ln_tuning>({.weight_decay = 0.0});  // norms, as above
 
     // 3. The loop: the library's trainer, with the tool's progress, logs and interruption.

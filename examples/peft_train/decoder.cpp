@@ -24,6 +24,7 @@
 #include <peft/methods/ln_tuning.hpp>
 #include <peft/methods/lora.hpp>
 #include <peft/methods/plan.hpp>
+#include <peft/methods/vera.hpp>
 #include <peft/models/llama/model.hpp>
 #include <peft/text/gguf_vocabulary.hpp>
 
@@ -33,12 +34,12 @@ namespace {
 
 namespace fs = std::filesystem;
 using B = peft::backend::eigen<float>;
-// One instantiation for every adapter: LoRA (or DoRA) on all seven projections and LayerNorm tuning on
-// the RMS norms, switched per module at run time by the adapter's type and target_modules (no adapter:
-// both off, nothing added).
-using lm_plan = peft::plan<peft::methods::lora<peft::roles::query, peft::roles::key, peft::roles::value,
-                                               peft::roles::attention_output, peft::roles::ffn_in, peft::roles::ffn_out,
-                                               peft::roles::ffn_gate>,
+// One instantiation for every adapter: LoRA (or DoRA) and VeRA on all seven projections and LayerNorm
+// tuning on the RMS norms, switched per module at run time by the adapter's type and target_modules (no
+// adapter: all off, nothing added).
+namespace r = peft::roles;
+using lm_plan = peft::plan<peft::methods::lora<r::query, r::key, r::value, r::attention_output, r::ffn_in, r::ffn_out, r::ffn_gate>,
+                           peft::methods::vera<r::query, r::key, r::value, r::attention_output, r::ffn_in, r::ffn_out, r::ffn_gate>,
                            peft::methods::ln_tuning>;
 using lm_model = peft::models::llama_for_causal_lm<B, lm_plan>;
 
@@ -66,12 +67,14 @@ loaded_lm load(const decoder_options& o) {
   l.ctx = std::make_unique<B::context>();
   l.file = peft::io::gguf_file::open(o.model);
   const auto cfg = peft::models::llama_config::from_gguf(l.file);
-  peft::method_config methods{peft::lora_config{.enabled = false}, peft::ln_tuning_config{.enabled = false}};
+  peft::method_config methods{peft::lora_config{.enabled = false}, peft::vera_config{.enabled = false},
+                              peft::ln_tuning_config{.enabled = false}};
   if (!o.adapter.empty()) {
     const auto info = peft::io::read_peft_adapter_config<lm_plan>(o.adapter);
     methods = info.options;  // a method the adapter does not carry builds nothing
     auto carries = [&](const char* m) { return std::find(info.methods.begin(), info.methods.end(), m) != info.methods.end(); };
     methods.get<peft::lora_config>().enabled = carries("lora");
+    methods.get<peft::vera_config>().enabled = carries("vera");
     methods.get<peft::ln_tuning_config>().enabled = carries("ln_tuning");
   } else if (o.merge) {
     throw peft::config_error("--merge needs --adapter");
@@ -281,7 +284,7 @@ int run_score(const decoder_options& o) {
 
 void add_common(CLI::App* c, decoder_options& o) {
   c->add_option("--model", o.model, "a Llama-family GGUF file (e.g. $(scripts/find_smollm2.sh))")->required();
-  c->add_option("--adapter", o.adapter, "a PEFT LoRA, DoRA or LN_TUNING adapter directory (adapter_config.json, adapter_model.safetensors)");
+  c->add_option("--adapter", o.adapter, "a PEFT LoRA, DoRA, VERA or LN_TUNING adapter directory (adapter_config.json, adapter_model.safetensors)");
   c->add_flag("--merge", o.merge, "fold the adapter into the weights (those layers are then held in fp32)");
   c->add_flag("--dense", o.dense, "dequantize every weight at load (fp32 in memory) instead of keeping the file's format");
   c->add_option("--threads", o.threads, "CPU threads (0: all)")->capture_default_str();

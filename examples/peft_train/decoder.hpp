@@ -17,7 +17,7 @@ namespace peft_train {
 /// Options shared by the decoder subcommands.
 struct decoder_options {
   std::filesystem::path model;    ///< a GGUF file
-  std::filesystem::path adapter;  ///< a PEFT LoRA, DoRA or LN_TUNING adapter directory (optional)
+  std::filesystem::path adapter;  ///< a PEFT LoRA, DoRA, VERA or LN_TUNING adapter directory (optional)
   bool merge = false;             ///< fold the adapter into the (then dequantized) weights
   bool dense = false;             ///< dequantize every weight at load (default: keep them quantized)
   int threads = 0;

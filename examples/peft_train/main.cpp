@@ -98,7 +98,7 @@ int main(int argc, char** argv) {
   train->add_option("--task", task, "sequence or token (default: from the file extension, .conll/.bio/.iob = token)")
       ->check(CLI::IsMember({"sequence", "token"}));
   train->add_option("--method", method,
-                    "full, lora, bitfit, ia3, ln_tuning, houlsby, pfeiffer, or a combination joined by '+' (e.g. lora+bitfit)")
+                    "full, lora, vera, bitfit, ia3, ln_tuning, houlsby, pfeiffer, or a combination joined by '+' (e.g. lora+bitfit)")
       ->capture_default_str();
   train->add_option("--rank,-r", t.card.methods.get<peft::lora_config>().r, "LoRA rank")->capture_default_str();
   t.card.methods.get<peft::lora_config>().alpha = 16;
@@ -111,6 +111,17 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   train->add_option("--ia3-target", t.card.ia3_targets,
                     "(IA)3 roles, comma-separated (ffn_out scales its input, the others their output); as --target")
+      ->capture_default_str();
+  train->add_option("--vera-rank", t.card.methods.get<peft::vera_config>().r,
+                    "VeRA: rank of the shared random matrices (PEFT's default 256)")
+      ->capture_default_str();
+  train->add_option("--vera-target", t.card.vera_targets, "VeRA roles, comma-separated; as --target")->capture_default_str();
+  train->add_option("--vera-d-initial", t.card.methods.get<peft::vera_config>().d_initial, "VeRA: initial value of lambda_d")
+      ->capture_default_str();
+  train->add_option("--vera-dropout", t.card.methods.get<peft::vera_config>().dropout, "VeRA: dropout on its input")
+      ->capture_default_str();
+  train->add_option("--vera-prng-key", t.card.methods.get<peft::vera_config>().projection_prng_key,
+                    "VeRA: seed of the shared random matrices (PEFT's projection_prng_key)")
       ->capture_default_str();
   train->add_flag("--rslora", t.card.methods.get<peft::lora_config>().use_rslora, "scale by alpha/sqrt(r) (rsLoRA)");
   train->add_flag("--dora", t.card.methods.get<peft::lora_config>().use_dora,
@@ -213,6 +224,7 @@ int main(int argc, char** argv) {
       t.card.method = canonical_method(method);
       t.card.methods.get<peft::lora_config>().target_modules = role_target_regex(t.card.lora_targets, "--target");
       t.card.methods.get<peft::ia3_config>().target_modules = role_target_regex(t.card.ia3_targets, "--ia3-target");
+      t.card.methods.get<peft::vera_config>().target_modules = role_target_regex(t.card.vera_targets, "--vera-target");
       // Houlsby's adapter after the attention output collapsed with ReLU on WNUT-17 (docs/results.md).
       if (activation.empty()) activation = t.card.method.find("houlsby") != std::string::npos ? "gelu" : "relu";
       t.card.methods.get<peft::adapter_config>().nonlinearity = activation_named(activation);

@@ -2,7 +2,7 @@
 // peft-train: the two tuning plans behind every --method, and one table of subcommands per plan.
 //
 // Full fine-tuning changes which base parameters train, so it is a plan of its own. Every other method
-// (LoRA and DoRA, BitFit, (IA)3, LayerNorm tuning, Houlsby or Pfeiffer adapters and their combinations) runs in one plan that holds
+// (LoRA and DoRA, VeRA, BitFit, (IA)3, LayerNorm tuning, Houlsby or Pfeiffer adapters and their combinations) runs in one plan that holds
 // them all, switched on and off at run time through their options (`run_time_methods`): a method
 // left off builds no parameters and costs nothing in a step. Two instantiations instead of one per
 // combination keep the build short; each is compiled in its own translation unit (plans/plan.cpp
@@ -15,6 +15,7 @@
 #include <peft/methods/ln_tuning.hpp>
 #include <peft/methods/lora.hpp>
 #include <peft/methods/plan.hpp>
+#include <peft/methods/vera.hpp>
 
 #include "options.hpp"
 
@@ -38,10 +39,14 @@ using lora_all = m::lora<peft::roles::query, peft::roles::key, peft::roles::valu
 using ia3_all = m::ia3<peft::roles::query, peft::roles::key, peft::roles::value, peft::roles::attention_output,
                        peft::roles::ffn_in, peft::roles::ffn_out, peft::roles::pooler>;
 
+/// VeRA may reach every role too; `--vera-target` picks (query and value by default).
+using vera_all = m::vera<peft::roles::query, peft::roles::key, peft::roles::value, peft::roles::attention_output,
+                         peft::roles::ffn_in, peft::roles::ffn_out, peft::roles::pooler>;
+
 /// Plan 0: full fine-tuning. Plan 1: every other method, chosen at run time.
 template <int I> struct plan_at;
 template <> struct plan_at<0> { using type = peft::plan<m::full>; };
-template <> struct plan_at<1> { using type = peft::plan<lora_all, m::bitfit, ia3_all, m::ln_tuning, m::houlsby_adapter>; };
+template <> struct plan_at<1> { using type = peft::plan<lora_all, vera_all, m::bitfit, ia3_all, m::ln_tuning, m::houlsby_adapter>; };
 using peft_plan = plan_at<1>::type;
 
 command_table commands_of_plan_0();

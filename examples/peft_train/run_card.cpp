@@ -31,7 +31,7 @@ peft::activation activation_named(const std::string& name) {
 
 std::string canonical_method(const std::string& method) {
   const std::string choices =
-      "full, or any of lora, bitfit, ia3, ln_tuning, houlsby (or adapter), pfeiffer joined by '+' (e.g. lora+bitfit, "
+      "full, or any of lora, vera, bitfit, ia3, ln_tuning, houlsby (or adapter), pfeiffer joined by '+' (e.g. lora+bitfit, "
       "ia3+pfeiffer)";
   std::set<std::string> parts;
   for (auto p : split_nonempty(method, '+')) {
@@ -85,6 +85,11 @@ std::string run_card::describe() const {
     os << " (r=" << c.methods.get<peft::lora_config>().r << ", alpha=" << c.methods.get<peft::lora_config>().alpha << ", dropout=" << c.methods.get<peft::lora_config>().dropout
        << ", targets " << c.lora_targets << (c.methods.get<peft::lora_config>().use_rslora ? ", rsLoRA" : "")
        << (c.methods.get<peft::lora_config>().use_dora ? ", DoRA" : "") << ")";
+  if (has_component(c.method, "vera")) {
+    const auto& v = c.methods.get<peft::vera_config>();
+    os << " (r=" << v.r << ", d_initial=" << v.d_initial << ", dropout=" << v.dropout << ", projection_prng_key="
+       << v.projection_prng_key << ", targets " << c.vera_targets << ")";
+  }
   if (has_component(c.method, "ia3")) os << " (targets " << c.ia3_targets << ")";
   if (has_component(c.method, "ln_tuning")) {
     const auto& t = c.methods.get<peft::ln_tuning_config>().target_modules;
@@ -100,6 +105,7 @@ nlohmann::json run_card::to_json() const {
   const auto& l = methods.get<peft::lora_config>();
   const auto& a = methods.get<peft::adapter_config>();
   const auto& i = methods.get<peft::ia3_config>();
+  const auto& v = methods.get<peft::vera_config>();
   return {{"format", "peft-train run card 1"},
           {"method", method},
           {"task", task},
@@ -115,6 +121,8 @@ nlohmann::json run_card::to_json() const {
                    {"feedforward_modules", i.feedforward_modules ? nlohmann::json(*i.feedforward_modules) : nlohmann::json(nullptr)},
                    {"init_ia3_weights", i.init_ia3_weights}}},
           {"ln_tuning", {{"target_modules", methods.get<peft::ln_tuning_config>().target_modules}}},
+          {"vera", {{"r", v.r}, {"d_initial", v.d_initial}, {"dropout", v.dropout}, {"projection_prng_key", v.projection_prng_key},
+                    {"targets", vera_targets}, {"target_modules", v.target_modules}}},
           {"base_model", base_model}};
 }
 
@@ -151,6 +159,16 @@ run_card run_card::from_json(const nlohmann::json& j, const std::string& source)
     }
     if (j.contains("ln_tuning"))  // cards written before LayerNorm tuning have no section
       c.methods.get<peft::ln_tuning_config>().target_modules = j.at("ln_tuning").at("target_modules").get<std::string>();
+    if (j.contains("vera")) {  // cards written before VeRA have no section
+      const auto& v = j.at("vera");
+      auto& vc = c.methods.get<peft::vera_config>();
+      vc.r = v.at("r").get<std::size_t>();
+      vc.d_initial = v.at("d_initial").get<double>();
+      vc.dropout = v.at("dropout").get<double>();
+      vc.projection_prng_key = v.at("projection_prng_key").get<std::uint64_t>();
+      c.vera_targets = v.at("targets").get<std::string>();
+      vc.target_modules = v.at("target_modules").get<std::string>();
+    }
     c.base_model = j.value("base_model", "");
   } catch (const nlohmann::json::exception& e) {
     throw peft::io::io_error(source + ": malformed run card: " + e.what());

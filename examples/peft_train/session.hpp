@@ -56,6 +56,8 @@ class session {
     };
     if (methods.get<peft::lora_config>().enabled && modules_with(peft::groups::lora_a::name) == 0)
       throw peft::config_error("LoRA targets '" + card.lora_targets + "' select no module of the model");
+    if (methods.get<peft::vera_config>().enabled && modules_with(peft::groups::vera_lambda::name) == 0)
+      throw peft::config_error("VeRA targets '" + card.vera_targets + "' select no module of the model");
     if (methods.get<peft::ia3_config>().enabled && modules_with(peft::groups::ia3::name) == 0)
       throw peft::config_error("(IA)3 targets '" + card.ia3_targets + "' select no module of the model");
     if (methods.get<peft::ln_tuning_config>().enabled && modules_with(peft::groups::ln_tuning::name) == 0)

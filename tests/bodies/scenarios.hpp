@@ -19,6 +19,7 @@
 #include "peft/methods/ia3.hpp"
 #include "peft/methods/lora.hpp"
 #include "peft/methods/plan.hpp"
+#include "peft/methods/vera.hpp"
 #include "peft/models/bert/model.hpp"
 #include "peft/models/llama/model.hpp"
 #include "peft/models/mlp.hpp"
@@ -114,6 +115,15 @@ inline method_config scenario_dora_methods(bool dropout) {
   method_config m = scenario_ia3_methods(false);
   m.get<lora_config>().use_dora = true;
   if (!dropout) m.get<lora_config>().dropout = 0;
+  return m;
+}
+
+/// VeRA over LoRA (both additive, stage 0) with BitFit, and its options: rank 7 (above the layer's
+/// 6 out features), dropout, started away from the identity.
+using lora_vera_bitfit_plan = plan<methods::lora<roles::hidden>, methods::vera<roles::hidden>, methods::bitfit>;
+inline method_config scenario_vera_methods() {
+  method_config m = scenario_methods();
+  m.get<vera_config>() = vera_config{.r = 7, .dropout = 0.2, .init_weights = false};
   return m;
 }
 

@@ -18,6 +18,7 @@ results lora_bitfit_double();
 results lora_adapter_double();
 results ia3_double(bool feedforward);
 results dora_double(bool dropout);
+results vera_double();
 results training_adamw_double();
 results training_adamw_float();
 results training_sgd_double();

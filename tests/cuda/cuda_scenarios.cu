@@ -19,6 +19,7 @@ results ia3_double(bool feedforward) {
   return method_scenario<cd, lora_bitfit_ia3_plan>(scenario_ia3_methods(feedforward));
 }
 results dora_double(bool dropout) { return method_scenario<cd, lora_bitfit_ia3_plan>(scenario_dora_methods(dropout)); }
+results vera_double() { return method_scenario<cd, lora_vera_bitfit_plan>(scenario_vera_methods()); }
 results training_adamw_double() { return training_scenario<cd, lora_bitfit_plan>(optim::adamw{.lr = 0.05}); }
 results training_adamw_float() { return training_scenario<cf, lora_bitfit_plan>(optim::adamw{.lr = 0.05}); }
 results training_sgd_double() {

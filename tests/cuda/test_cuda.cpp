@@ -43,6 +43,8 @@ BOOST_AUTO_TEST_CASE(lora_bitfit_adapter) {
   for (const bool dropout : {false, true})
     expect_same(dropout ? "dora+bitfit+ia3 dropout" : "dora+bitfit+ia3", test::cuda_runs::dora_double(dropout),
                 test::method_scenario<ed, test::lora_bitfit_ia3_plan>(test::scenario_dora_methods(dropout)), 1e-12);
+  expect_same("lora+vera+bitfit", test::cuda_runs::vera_double(),
+              test::method_scenario<ed, test::lora_vera_bitfit_plan>(test::scenario_vera_methods()), 1e-12);
 }
 BOOST_AUTO_TEST_CASE(training_with_adamw_sgd_adafactor) {
   expect_same("adamw double", test::cuda_runs::training_adamw_double(),

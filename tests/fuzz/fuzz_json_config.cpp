@@ -1,5 +1,5 @@
 // libFuzzer target: configuration files (a model's config.json, an adapter_config.json for a plan
-// with LoRA (DoRA), BitFit, (IA)3, LayerNorm tuning and adapters) must parse or be rejected with peft::error naming the problem,
+// with LoRA (DoRA), VeRA, BitFit, (IA)3, LayerNorm tuning and adapters) must parse or be rejected with peft::error naming the problem,
 // never crash; whatever parses must describe a model that validates.
 #include <cstddef>
 #include <cstdint>
@@ -11,13 +11,15 @@
 #include "peft/methods/ia3.hpp"
 #include "peft/methods/ln_tuning.hpp"
 #include "peft/methods/lora.hpp"
+#include "peft/methods/vera.hpp"
 #include <tuple>
 #include "peft/models/bert/config.hpp"
 
 // The adapter reader needs only a plan's method list (peft::plan<...> itself trips clang 14, which
 // builds the fuzzers, so the list is spelt out).
 struct fuzz_plan {
-  using methods = std::tuple<peft::methods::lora<peft::roles::query>, peft::methods::bitfit, peft::methods::ia3<peft::roles::key>,
+  using methods = std::tuple<peft::methods::lora<peft::roles::query>, peft::methods::vera<peft::roles::query>,
+                             peft::methods::bitfit, peft::methods::ia3<peft::roles::key>,
                              peft::methods::ln_tuning, peft::methods::houlsby_adapter>;
 };
 

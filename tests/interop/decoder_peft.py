@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Hugging Face PEFT against peft-train on the decoder: PEFT (Python) puts a LoRA adapter, then a DoRA one
-(then an LN_TUNING one on the RMS norms, PEFT's Llama defaults), on
+(then an LN_TUNING one on the RMS norms, PEFT's Llama defaults, then a VERA one), on
 SmolLM2 (loaded by transformers from the same GGUF, dequantized) on q_proj, k_proj, v_proj, o_proj,
 gate_proj, up_proj and down_proj with random, nonzero A and B, saves it, and computes next-token
 logits; peft-train applies that adapter to the quantized GGUF model, unmerged and merged, and must
@@ -38,9 +38,11 @@ base = transformers.AutoModelForCausalLM.from_pretrained(os.path.dirname(model_p
 ids = [1, 9690, 198, 2683, 359, 253, 5356, 2, 198, 1, 4093, 198, 1780, 314, 260, 3575, 282, 4649, 47, 2, 198, 1, 520, 9531, 198]
 failures = 0
 projections = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-for kind in ("LoRA", "DoRA", "LN_TUNING"):
+for kind in ("LoRA", "DoRA", "LN_TUNING", "VERA"):
     if kind == "LN_TUNING":  # PEFT's defaults for Llama: input_layernorm, post_attention_layernorm, norm
         cfg = peft.LNTuningConfig(task_type="CAUSAL_LM")
+    elif kind == "VERA":  # one shared pair (1536 wide for down_proj's input, 1536 tall for gate/up's output)
+        cfg = peft.VeraConfig(r=16, target_modules=projections, projection_prng_key=3, task_type="CAUSAL_LM")
     else:
         cfg = peft.LoraConfig(r=4, lora_alpha=8, target_modules=projections, lora_dropout=0.0, task_type="CAUSAL_LM",
                               init_lora_weights=False, use_dora=kind == "DoRA")
@@ -53,6 +55,8 @@ for kind in ("LoRA", "DoRA", "LN_TUNING"):
                 p.mul_(torch.empty_like(p).uniform_(0.9, 1.1))
             if "ln_tuning_layers" in name:  # LN tuning: scales away from the base ones
                 p.mul_(torch.empty_like(p).uniform_(0.8, 1.2))
+            if "vera_lambda" in name:  # VeRA: lambda_b away from 0
+                p.uniform_(-0.3, 0.3)
     model.eval()
     adapter = work / ("adapter_" + kind.lower())
     model.save_pretrained(adapter)

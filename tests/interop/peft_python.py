@@ -15,7 +15,7 @@ import sys
 
 import peft
 import torch
-from peft import IA3Config, LNTuningConfig, LoraConfig, PeftModel, get_peft_model
+from peft import IA3Config, LNTuningConfig, LoraConfig, PeftModel, VeraConfig, get_peft_model
 from safetensors.torch import load_file
 from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification, AutoTokenizer
 
@@ -184,6 +184,22 @@ def check_mode():
     model = PeftModel.from_pretrained(base, os.path.join(W, "py_ln")).eval()
     compare_sentences(model, labels, os.path.join(W, "py_ln_pred.tsv"), "PEFT-written LN_TUNING adapter evaluated by peft-train")
 
+    # 10. VeRA both ways: PEFT loads peft-train's (the shared pair from the file, sliced per layer),
+    # predicts and merges the same; peft-train evaluates PEFT's.
+    adapter = os.path.join(W, "vera", "adapter")
+    labels = run_card(adapter)["labels"]
+    base = AutoModelForSequenceClassification.from_pretrained(MODEL, num_labels=len(labels))
+    model = PeftModel.from_pretrained(base, adapter).eval()
+    vectors = [n for n, _ in model.named_parameters() if "vera_lambda" in n]
+    shared = model.base_model.vera_A["default"]
+    check(model.peft_config["default"].peft_type.value == "VERA" and len(vectors) == 12 and tuple(shared.shape) == (16, 32),
+          f"PEFT reads VERA with {len(vectors)} vectors and vera_A {tuple(shared.shape)} (r 16, the hidden width)")
+    compare_sentences(model, labels, os.path.join(W, "vera_pred.tsv"), "PEFT-loaded VERA adapter vs peft-train eval")
+    check_merged(model, "vera_merged", "VERA merged weights")
+    base = AutoModelForSequenceClassification.from_pretrained(MODEL, num_labels=len(labels))
+    model = PeftModel.from_pretrained(base, os.path.join(W, "py_vera")).eval()
+    compare_sentences(model, labels, os.path.join(W, "py_vera_pred.tsv"), "PEFT-written VERA adapter evaluated by peft-train")
+
 
 def write_mode():
     labels = run_card(os.path.join(W, "seq", "adapter"))["labels"]
@@ -230,6 +246,17 @@ def write_mode():
                 p.add_(torch.empty_like(p).uniform_(-0.3, 0.3))
         model.base_model.model.classifier.modules_to_save["default"].weight.normal_(0, 0.5)
     model.save_pretrained(os.path.join(W, "py_ln"))
+    # VeRA on query, value and every output.dense (the FFN's is 64 -> 32: the shared A is 64 wide), its vectors moved
+    # off the identity; PEFT draws the pair from PyTorch's generator and saves it (save_projection).
+    base = AutoModelForSequenceClassification.from_pretrained(MODEL, num_labels=len(labels))
+    model = get_peft_model(base, VeraConfig(r=8, target_modules=["query", "value", "output.dense"], projection_prng_key=5,
+                                            modules_to_save=["classifier"], task_type="SEQ_CLS"))
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "vera_lambda" in name:
+                p.uniform_(-1.0, 1.0)
+        model.base_model.model.classifier.modules_to_save["default"].weight.normal_(0, 0.5)
+    model.save_pretrained(os.path.join(W, "py_vera"))
     # Without modules_to_save the head stays the base model's (random here): peft-train must refuse it.
     # (PEFT adds the classifier to modules_to_save by itself for SEQ_CLS, so write without a task type
     # and say SEQ_CLS afterwards.)

@@ -240,6 +240,22 @@ cp -r "$W/ln/adapter" "$W/ln_short" && drop "$W/ln_short" "encoder.layer.1.outpu
 expect_error "LN_TUNING adapter missing a norm" "output.LayerNorm.ln_tuning_layers.weight' is not in adapter_model.safetensors" - \
   eval --model "$M" --adapter "$W/ln_short" --data "$W/sst_dev.tsv"
 
+# ---- VeRA adapters: the shared matrices missing, of another rank, or poisoned --------------------------
+"$TRAIN" train "${common[@]}" --train "$W/sst_train.tsv" -o "$W/vera" --method vera --vera-rank 8 --epochs 1 >/dev/null 2>&1 ||
+  fail "vera baseline"
+cp -r "$W/vera/adapter" "$W/vera_noa" && drop "$W/vera_noa" base_model.vera_A
+expect_error "VeRA adapter without its shared matrix A" "has no tensor 'base_model.vera_A'" - \
+  eval --model "$M" --adapter "$W/vera_noa" --data "$W/sst_dev.tsv"
+cp -r "$W/vera/adapter" "$W/vera_r" && rm "$W/vera_r/peft_train.json" && sed -i 's/"r": 8/"r": 4/' "$W/vera_r/adapter_config.json"
+expect_error "VeRA adapter whose config's r differs from its tensors" "vera_lambda_d' has shape .8. but the model's" - \
+  eval --model "$M" --adapter "$W/vera_r" --data "$W/sst_dev.tsv"
+cp -r "$W/vera/adapter" "$W/vera_sp" && rm "$W/vera_sp/peft_train.json" &&
+  sed -i 's/"save_projection": true/"save_projection": false/' "$W/vera_sp/adapter_config.json"
+expect_error "VeRA adapter saved without its matrices" "'save_projection': false" - eval --model "$M" --adapter "$W/vera_sp" --data "$W/sst_dev.tsv"
+cp -r "$W/vera/adapter" "$W/vera_nan" && poison "$W/vera/adapter/adapter_model.safetensors" "$W/vera_nan/adapter_model.safetensors" vera_B
+expect_error "merge of a VeRA adapter with a NaN in its shared matrix" "tensor 'base_model.vera_B' holds 1 NaN or infinite" "$W/merged_vera_nan" \
+  merge --model "$M" --adapter "$W/vera_nan" -o "$W/merged_vera_nan"
+
 python3 -c "import sys; sys.stdout.write('a' * 50_000_000 + '\t1\n')" >"$W/huge.tsv"
 /usr/bin/time -f %M -o "$W/rss" "$TRAIN" train "${common[@]}" --train "$W/huge.tsv" -o "$W/bad" >/dev/null 2>"$W/err"
 grep -q "huge.tsv:1: line longer than the limit of 1048576 bytes" "$W/err" && (($(tail -1 "$W/rss") < $(rss_bound 150000))) &&

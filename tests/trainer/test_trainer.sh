@@ -190,14 +190,16 @@ a, b, card = (json.load(open(p)) for p in sys.argv[1:])
 assert card["method"] == "lora+bitfit+ia3", card["method"]
 assert a["accuracy"] == b["accuracy"] and abs(a["loss"] - b["loss"]) < 1e-4, (a, b)
 PY
-# DoRA (LoRA with magnitudes, PEFT's use_dora) and LayerNorm tuning (PEFT's LN_TUNING): each writes
+# DoRA (LoRA with magnitudes, PEFT's use_dora), VeRA (PEFT's VERA) and LayerNorm tuning (PEFT's LN_TUNING): each writes
 # PEFT's files, scores the same read back without its run card, and merges into a model that scores
 # the same.
 "$TRAIN" train "${common[@]}" --train "$W/sst_train.tsv" --dev "$W/sst_dev.tsv" -o "$W/dora" --method lora --dora --rank 2 \
   --target query,value --epochs 2 --lr 2e-2 --no-plot >/dev/null 2>"$W/dora.err" || fail "dora run failed: $(tail -3 "$W/dora.err")"
 "$TRAIN" train "${common[@]}" --train "$W/sst_train.tsv" --dev "$W/sst_dev.tsv" -o "$W/ln" --method ln_tuning \
   --epochs 2 --lr 2e-2 --no-plot >/dev/null 2>"$W/ln.err" || fail "ln_tuning run failed: $(tail -3 "$W/ln.err")"
-for run in dora ln; do
+"$TRAIN" train "${common[@]}" --train "$W/sst_train.tsv" --dev "$W/sst_dev.tsv" -o "$W/vera" --method vera --vera-rank 12 \
+  --vera-target query,value,ffn_in --epochs 2 --lr 2e-2 --no-plot >/dev/null 2>"$W/vera.err" || fail "vera run failed: $(tail -3 "$W/vera.err")"
+for run in dora ln vera; do
   rm -rf "$W/${run}_peft" && cp -r "$W/$run/adapter" "$W/${run}_peft" && rm "$W/${run}_peft/peft_train.json"
   "$TRAIN" eval --model "$M" --adapter "$W/$run/adapter" --data "$W/sst_dev.tsv" >"$W/${run}_eval.json" 2>/dev/null &&
     "$TRAIN" eval --model "$M" --adapter "$W/${run}_peft" --data "$W/sst_dev.tsv" >"$W/${run}_peft_eval.json" 2>/dev/null &&
@@ -213,6 +215,10 @@ if c["peft_type"] == "LORA":
     assert c["use_dora"] is True, c
     mags = {k: v["shape"] for k, v in head.items() if k.endswith(".lora_magnitude_vector")}
     assert len(mags) == 4 and all(len(s) == 1 for s in mags.values()), mags  # query and value in 2 layers
+elif c["peft_type"] == "VERA":
+    assert c["r"] == 12 and c["save_projection"] is True and c["target_modules"] == ["intermediate.dense", "query", "value"], c
+    assert head["base_model.vera_A"]["shape"] == [12, 32] and head["base_model.vera_B"]["shape"] == [64, 12], head.keys()
+    assert len([k for k in head if k.endswith(".vera_lambda_b") or k.endswith(".vera_lambda_d")]) == 12, head.keys()
 else:
     assert c["peft_type"] == "LN_TUNING" and c["target_modules"] == ["LayerNorm"], c
     assert len([k for k in head if ".ln_tuning_layers." in k]) == 10, head.keys()  # 5 norms x (weight, bias)

@@ -159,10 +159,16 @@ void save_peft_adapter(typename M::backend::context& ctx, const M& model, const 
     }
   });
 
-  const auto tensors = collect_tensors(
+  auto tensors = collect_tensors(
       ctx, model,
       [&](const std::string& name, const auto& p) { return is_method_parameter(p) || head_modules.count(detail::module_of(name)); },
       peft_key_prefix);
+  // A method whose layers share tensors (VeRA's matrices) writes them once, as its format says.
+  detail::for_each_method<Plan>([&](auto m) {
+    using Me = typename decltype(m)::type;
+    if constexpr (detail::has_peft_format<Me>)
+      if constexpr (requires { Me::peft_format::pack_tensors(tensors); }) Me::peft_format::pack_tensors(tensors);
+  });
   std::filesystem::create_directories(dir);
   write_safetensors(dir / "adapter_model.safetensors", tensors, {{"format", "pt"}});
   write_text_atomically(dir / "adapter_config.json", cfg.dump(2) + "\n");
@@ -254,14 +260,29 @@ load_report load_peft_adapter(typename M::backend::context& ctx, M& model, const
   load_report r;
   struct assignment {
     typename B::tensor* value;
-    const tensor_info* tensor;
-    peft::shape shape;  // validated against the file; a value not set yet is sized to it
+    const tensor_info* tensor;  // null: the value is `host`, cut from a shared tensor
+    peft::shape shape;          // validated against the file; a value not set yet is sized to it
+    std::vector<typename B::value_type> host{};
   };
   std::vector<assignment> plan;
   std::set<std::string> used;
   model.visit_parameters("", [&](const std::string& name, auto& p) {
     using P = std::remove_cvref_t<decltype(p)>;
-    if constexpr (P::trainable) {
+    if constexpr (!P::trainable) {
+      // A frozen method parameter (VeRA's slices) comes from the file when its method's format
+      // says how: shared tensors, cut to this layer's shape.
+      if (!is_method_parameter(p)) return;
+      detail::for_each_method<typename M::plan>([&](auto m) {
+        using Me = typename decltype(m)::type;
+        if constexpr (detail::has_peft_format<Me>)
+          if constexpr (requires { Me::peft_format::template frozen_value<typename B::value_type>(file, name, p.stored_shape()); })
+            if (Me::groups::template contains<typename P::group>) {
+              plan.push_back({&p.value, nullptr, p.stored_shape(),
+                              Me::peft_format::template frozen_value<typename B::value_type>(file, name, p.stored_shape())});
+              for (const auto key : Me::peft_format::shared_tensors) used.insert(std::string(key));
+            }
+      });
+    } else {
       const auto it = by_name.find(name);
       if (it == by_name.end()) {
         if (is_method_parameter(p))
@@ -283,7 +304,10 @@ load_report load_peft_adapter(typename M::backend::context& ctx, M& model, const
     if (!used.count(name))
       throw io_error("adapter '" + dir.string() + "': tensor '" + t->name +
                      "' matches no trainable parameter of the model (does the plan target this module?)");
-  for (auto& a : plan) detail::assign<B>(ctx, file, *a.tensor, a.shape, *a.value);
+  for (auto& a : plan) {
+    if (a.tensor) detail::assign<B>(ctx, file, *a.tensor, a.shape, *a.value);
+    else B::copy_from_host(ctx, a.host, a.shape, *a.value);
+  }
   r.loaded = plan.size();
   return r;
 }

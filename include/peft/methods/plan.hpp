@@ -11,6 +11,8 @@
 #include <type_traits>
 
 #include "peft/core/groups.hpp"
+#include "peft/core/layer.hpp"
+#include "peft/core/method_config.hpp"
 #include "peft/core/roles.hpp"
 #include "peft/layers/embedding.hpp"
 #include "peft/layers/layer_norm.hpp"
@@ -188,5 +190,22 @@ struct plan {
   template <class M>
   static constexpr bool has = ((Methods::name == M::name) || ...);
 };
+
+/// Runs the model-wide preparation of each method of `Plan` that has one, in the listed order: a
+/// method whose layers share state (VeRA's random matrices, sized by the largest adapted layer)
+/// declares `template <Module M> static void prepare(context&, M& model, const method_config&)`.
+/// Models call this at the end of their constructor (a model that contains another calls it again
+/// over the whole, which must then give the same result); a user's own model must do the same.
+template <class Plan, Module M>
+void prepare_methods(typename M::backend::context& ctx, M& model, const method_config& cfg) {
+  std::apply(
+      [&](auto... m) {
+        auto one = [&]<class Me>(std::type_identity<Me>) {
+          if constexpr (requires { Me::prepare(ctx, model, cfg); }) Me::prepare(ctx, model, cfg);
+        };
+        (one(std::type_identity<decltype(m)>{}), ...);
+      },
+      typename Plan::methods{});
+}
 
 }  // namespace peft

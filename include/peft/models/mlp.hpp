@@ -55,6 +55,7 @@ class mlp_classifier {
                               layers::dropout<B>(o.dropout, "hidden." + std::to_string(i) + ".dropout")});
       in = o.hidden[i];
     }
+    prepare_methods<Plan>(ctx, *this, cfg);
   }
 
   const tensor& forward(typename B::context& ctx, const tensor& x) {

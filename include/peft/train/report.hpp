@@ -17,11 +17,15 @@ struct parameter_counts {
   std::uint64_t trainable_tensors = 0;
 };
 
-/// Counts the parameters of any `Layer`.
+/// Counts the parameters of any `Layer`. Frozen method parameters (VeRA's slices of its shared
+/// random matrices, redrawn from a seed) are not counted, as PEFT keeps them as buffers, not
+/// parameters, so that the trainable share compares with PEFT's `print_trainable_parameters`.
 template <class Model>
 parameter_counts count_parameters(const Model& m) {
   parameter_counts c;
   m.visit_parameters("", [&](const std::string&, const auto& p) {
+    using P = std::remove_cvref_t<decltype(p)>;
+    if constexpr (groups::MethodGroup<typename P::group> && !P::trainable) return;
     c.total += p.stored_elements();
     ++c.tensors;
     if constexpr (std::remove_cvref_t<decltype(p)>::trainable) {

@@ -322,6 +322,7 @@ class bert_encoder : public visits_parameters<bert_encoder<B, Plan>> {
     layers_.reserve(c.num_hidden_layers);
     for (std::size_t i = 0; i < c.num_hidden_layers; ++i)
       layers_.emplace_back(ctx, c, cfg, i, derive_seed(seed, 200 + i), prefix);
+    prepare_methods<Plan>(ctx, *this, cfg);
   }
 
   const tensor& forward(typename B::context& ctx, const encoder_batch& batch) {
@@ -403,7 +404,9 @@ class bert_for_sequence_classification : public visits_parameters<bert_for_seque
         pooler_(ctx, bert_linear(c, c.hidden_size, c.hidden_size, "bert.pooler.dense", derive_seed(h.seed, 2)), cfg),
         pool_act_(activation::tanh),
         drop_(c.hidden_dropout_prob, "dropout"),
-        classifier_(ctx, bert_linear(c, c.hidden_size, h.num_labels, "classifier", derive_seed(h.seed, 3)), cfg) {}
+        classifier_(ctx, bert_linear(c, c.hidden_size, h.num_labels, "classifier", derive_seed(h.seed, 3)), cfg) {
+    prepare_methods<Plan>(ctx, *this, cfg);  // again over the whole model: the pooler may be adapted too
+  }
 
   const tensor& forward(typename B::context& ctx, const encoder_batch& batch) {
     const tensor& hs = encoder_.forward(ctx, batch);
@@ -499,7 +502,9 @@ class bert_for_token_classification : public visits_parameters<bert_for_token_cl
                                 const method_config& cfg = {})
       : encoder_(ctx, c, cfg, derive_seed(h.seed, 1), "bert."),
         drop_(c.hidden_dropout_prob, "dropout"),
-        classifier_(ctx, bert_linear(c, c.hidden_size, h.num_labels, "classifier", derive_seed(h.seed, 3)), cfg) {}
+        classifier_(ctx, bert_linear(c, c.hidden_size, h.num_labels, "classifier", derive_seed(h.seed, 3)), cfg) {
+    prepare_methods<Plan>(ctx, *this, cfg);
+  }
 
   const tensor& forward(typename B::context& ctx, const encoder_batch& batch) {
     return classifier_.forward(ctx, drop_.forward(ctx, encoder_.forward(ctx, batch)));

@@ -162,6 +162,7 @@ class llama_for_causal_lm : public visits_parameters<llama_for_causal_lm<B, Plan
       head_.emplace(ctx, layers::linear_options{.in_features = c.hidden_size, .out_features = c.vocab_size, .bias = false,
                                                 .name = "lm_head", .seed = derive_seed(seed, 2),
                                                 .init = init, .init_std = c.initializer_range});
+    prepare_methods<Plan>(ctx, *this, cfg);
   }
 
   /// Logits (batch, seq, vocab) of every position.
