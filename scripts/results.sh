@@ -49,10 +49,12 @@ for task in sst2 wnut17; do
 done
 
 python3 - "$OUT" docs/results_tables.md "$(git rev-parse --short HEAD 2>/dev/null || echo unknown)" <<'PY'
-# Rows of the runs found under OUT are (re)written with this commit; rows of methods not run this
-# time are kept from the existing tables with the commit they were measured at.
-import json, pathlib, re, sys
+# Rows of the runs made this time (all, or PEFT_RESULTS_ONLY's) are (re)written with this commit;
+# the other rows are kept from the existing tables with the commit they were measured at (an older
+# run's summary left under OUT does not make its row new).
+import json, os, pathlib, re, sys
 out, dest, commit = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2]), sys.argv[3]
+only = os.environ.get("PEFT_RESULTS_ONLY", "").split()
 names = {"full": "Full fine-tuning", "lora": "LoRA (r=8, q,v)", "bitfit": "BitFit", "houlsby": "Houlsby adapter",
          "pfeiffer": "Pfeiffer adapter", "lora+bitfit": "LoRA + BitFit", "ia3": "(IA)3 (k, v, ffn)",
          "dora": "DoRA (r=8, q,v)", "ln_tuning": "LayerNorm tuning", "vera": "VeRA (r=256, q,v)"}
@@ -76,7 +78,7 @@ for task, title, key in tasks:
               "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for m, label in names.items():
         p = out / task / m / "summary.json"
-        if not p.exists():
+        if not p.exists() or (only and f"{task}/{m}" not in only and (title, label) in kept):
             if (title, label) in kept:
                 lines.append("| " + " | ".join(kept[(title, label)]) + " |")
             continue
