@@ -107,6 +107,9 @@ int commands<Plan>::train(const train_options& o) {
   }
   if (!o.resume) out.discard_partial();  // an unfinished run's state; the finished results stay until replaced
 
+  // AdaLoRA's schedule runs over this run's optimizer steps (PEFT's total_step, which its files carry).
+  if (has_component(card.method, "adalora")) card.methods.get<peft::adalora_config>().total_step = total_steps;
+
   // 2. The model: base weights, then the plan's method parameters on top.
   session<Plan> s(md, card, o.seed, o.threads);
   s.load_base(md.weights, false, true);
@@ -145,6 +148,14 @@ int commands<Plan>::train(const train_options& o) {
          .clip_grad_norm = o.clip, .log_every = o.log_every, .evaluate_every_epoch = true,
          .early_stopping_patience = o.early_stopping, .checkpoint = checkpoint, .save_every_steps = o.save_every,
          .identity = o.identity()});
+    // AdaLoRA: the orthogonal regulariser's gradient before each update, the rank allocation after it.
+    using model_t = std::remove_reference_t<decltype(m)>;
+    std::optional<peft::methods::adalora_allocator<model_t>> allocator;
+    if (has_component(card.method, "adalora")) {
+      allocator.emplace(m, run_time_methods(card).template get<peft::adalora_config>());
+      loop.set_step_hooks([&](auto& c, std::size_t) { allocator->regularize(c); },
+                          [&](auto& c, std::size_t at) { allocator->update_and_allocate(c, at); });
+    }
     if (o.resume) {
       loop.resume();
       std::cerr << "resuming from " << checkpoint.string() << ": epoch " << loop.state().epoch + 1 << ", step "
@@ -189,6 +200,7 @@ int commands<Plan>::train(const train_options& o) {
 
     // 4. The result: adapter (or model), run card, summary, plot, written in run.partial/ and then
     // moved over the previous ones; then the checkpoint goes.
+    if (allocator) card.methods.get<peft::adalora_config>().rank_pattern = allocator->rank_pattern(ctx);
     const fs::path staged = partial / weights.filename();
     fs::remove_all(staged);  // a result half-written by a run killed while writing it
     if (card.method == "full") {

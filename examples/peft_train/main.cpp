@@ -98,7 +98,7 @@ int main(int argc, char** argv) {
   train->add_option("--task", task, "sequence or token (default: from the file extension, .conll/.bio/.iob = token)")
       ->check(CLI::IsMember({"sequence", "token"}));
   train->add_option("--method", method,
-                    "full, lora, vera, bitfit, ia3, ln_tuning, houlsby, pfeiffer, or a combination joined by '+' (e.g. lora+bitfit)")
+                    "full, lora, adalora, vera, bitfit, ia3, ln_tuning, houlsby, pfeiffer, or a combination joined by '+' (e.g. lora+bitfit)")
       ->capture_default_str();
   train->add_option("--rank,-r", t.card.methods.get<peft::lora_config>().r, "LoRA rank")->capture_default_str();
   t.card.methods.get<peft::lora_config>().alpha = 16;
@@ -111,6 +111,18 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   train->add_option("--ia3-target", t.card.ia3_targets,
                     "(IA)3 roles, comma-separated (ffn_out scales its input, the others their output); as --target")
+      ->capture_default_str();
+  auto& ada = t.card.methods.get<peft::adalora_config>();
+  train->add_option("--adalora-init-r", ada.init_r, "AdaLoRA: each module's starting rank")->capture_default_str();
+  train->add_option("--adalora-target-r", ada.target_r, "AdaLoRA: the average rank the budget ends at")->capture_default_str();
+  train->add_option("--adalora-alpha", ada.alpha, "AdaLoRA: lora_alpha (the update is scaled by alpha / init_r)")
+      ->capture_default_str();
+  train->add_option("--adalora-tinit", ada.tinit, "AdaLoRA: steps before the budget starts to fall")->capture_default_str();
+  train->add_option("--adalora-tfinal", ada.tfinal, "AdaLoRA: final steps with the ranks fixed")->capture_default_str();
+  train->add_option("--adalora-delta-t", ada.delta_t, "AdaLoRA: steps between two reallocations")->capture_default_str();
+  train->add_option("--adalora-orth-reg", ada.orth_reg_weight, "AdaLoRA: weight of the orthogonal regulariser")
+      ->capture_default_str();
+  train->add_option("--adalora-target", t.card.adalora_targets, "AdaLoRA roles, comma-separated; as --target")
       ->capture_default_str();
   train->add_option("--vera-rank", t.card.methods.get<peft::vera_config>().r,
                     "VeRA: rank of the shared random matrices (PEFT's default 256)")
@@ -225,6 +237,7 @@ int main(int argc, char** argv) {
       t.card.methods.get<peft::lora_config>().target_modules = role_target_regex(t.card.lora_targets, "--target");
       t.card.methods.get<peft::ia3_config>().target_modules = role_target_regex(t.card.ia3_targets, "--ia3-target");
       t.card.methods.get<peft::vera_config>().target_modules = role_target_regex(t.card.vera_targets, "--vera-target");
+      t.card.methods.get<peft::adalora_config>().target_modules = role_target_regex(t.card.adalora_targets, "--adalora-target");
       // Houlsby's adapter after the attention output collapsed with ReLU on WNUT-17 (docs/results.md).
       if (activation.empty()) activation = t.card.method.find("houlsby") != std::string::npos ? "gelu" : "relu";
       t.card.methods.get<peft::adapter_config>().nonlinearity = activation_named(activation);

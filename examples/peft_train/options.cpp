@@ -21,6 +21,7 @@ peft::method_config run_time_methods(const run_card& card) {
   m.get<peft::lora_config>().enabled = has("lora");
   m.get<peft::bitfit_config>().enabled = has("bitfit");
   m.get<peft::vera_config>().enabled = has("vera");
+  m.get<peft::adalora_config>().enabled = has("adalora");
   m.get<peft::ia3_config>().enabled = has("ia3");
   m.get<peft::ln_tuning_config>().enabled = has("ln_tuning");
   auto& a = m.get<peft::adapter_config>();
@@ -32,12 +33,14 @@ peft::method_config run_time_methods(const run_card& card) {
 
 run_card run_card::from_peft_adapter(const fs::path& adapter_dir, const fs::path& model_dir) {
   const auto info =
-      peft::io::read_peft_adapter_config<peft::plan<peft::methods::lora<peft::roles::query>, peft::methods::vera<peft::roles::query>,
+      peft::io::read_peft_adapter_config<peft::plan<peft::methods::lora<peft::roles::query>, peft::methods::adalora<peft::roles::query>,
+                                                    peft::methods::vera<peft::roles::query>,
                                                     peft::methods::ia3<peft::roles::key>, peft::methods::ln_tuning>>(adapter_dir);
   const std::string config_file = (adapter_dir / "adapter_config.json").string();
-  if (info.peft_type != "LORA" && info.peft_type != "VERA" && info.peft_type != "IA3" && info.peft_type != "LN_TUNING")
+  if (info.peft_type != "LORA" && info.peft_type != "ADALORA" && info.peft_type != "VERA" && info.peft_type != "IA3" &&
+      info.peft_type != "LN_TUNING")
     throw peft::io::io_error("'" + adapter_dir.string() +
-                             "' has no peft_train.json, and only a PEFT LoRA, VERA, IA3 or LN_TUNING adapter can do without one");
+                             "' has no peft_train.json, and only a PEFT LoRA, ADALORA, VERA, IA3 or LN_TUNING adapter can do without one");
   run_card c;
   if (info.task_type == "SEQ_CLS") c.task = "sequence";
   else if (info.task_type == "TOKEN_CLS") c.task = "token";
@@ -48,6 +51,10 @@ run_card run_card::from_peft_adapter(const fs::path& adapter_dir, const fs::path
     c.method = "ia3";
     c.methods.get<peft::ia3_config>() = info.options.get<peft::ia3_config>();
     c.ia3_targets = info.json.value("target_modules", nlohmann::json()).dump();
+  } else if (info.peft_type == "ADALORA") {
+    c.method = "adalora";
+    c.methods.get<peft::adalora_config>() = info.options.get<peft::adalora_config>();
+    c.adalora_targets = info.json.value("target_modules", nlohmann::json()).dump();
   } else if (info.peft_type == "VERA") {
     c.method = "vera";
     c.methods.get<peft::vera_config>() = info.options.get<peft::vera_config>();

@@ -13,6 +13,7 @@
 
 #include <peft/core/error.hpp>
 #include <peft/core/method_config.hpp>
+#include <peft/methods/adalora.hpp>
 #include <peft/methods/adapter.hpp>
 #include <peft/methods/bitfit.hpp>
 #include <peft/methods/ia3.hpp>
@@ -26,7 +27,7 @@ namespace fs = std::filesystem;
 
 /// The methods `--method` combines with '+', in canonical order ("full" stands alone; one of houlsby
 /// and pfeiffer at most).
-inline constexpr std::array<std::string_view, 8> method_components = {"full", "lora",      "vera",    "bitfit",
+inline constexpr std::array<std::string_view, 9> method_components = {"full", "lora",      "adalora", "vera",    "bitfit",
                                                                        "ia3",  "ln_tuning", "houlsby", "pfeiffer"};
 
 /// A user's method string in canonical form: its components in `method_components` order
@@ -49,6 +50,7 @@ struct run_card {
   std::string lora_targets = "query,value";  ///< roles, as given (also encoded in methods.lora.target_modules)
   std::string ia3_targets = "key,value,ffn_out";  ///< (IA)3 roles, as given (also in methods.ia3.target_modules)
   std::string vera_targets = "query,value";       ///< VeRA roles, as given (also in methods.vera.target_modules)
+  std::string adalora_targets = "query,value";    ///< AdaLoRA roles, as given (also in methods.adalora.target_modules)
   std::string base_model;         ///< where the base checkpoint was (informational)
 
   /// The method and its settings in words, for logs and reports ("lora (r=8, alpha=16, ...)").
@@ -56,7 +58,7 @@ struct run_card {
   [[nodiscard]] nlohmann::json to_json() const;
   static run_card from_json(const nlohmann::json& j, const std::string& source);
   static run_card read(const fs::path& dir);  ///< dir/peft_train.json
-  /// The card of a LoRA, VERA, IA3 or LN_TUNING adapter that Hugging Face PEFT wrote (no peft_train.json): task from
+  /// The card of a LoRA, ADALORA, VERA, IA3 or LN_TUNING adapter that Hugging Face PEFT wrote (no peft_train.json): task from
   /// `task_type` (SEQ_CLS, TOKEN_CLS), LoRA settings from adapter_config.json, the number of labels
   /// from the head saved in `modules_to_save`, their names from the base model's `id2label` when it
   /// has that many (else "0", "1", ...), `cls` pooling as transformers' heads use. Throws `io_error`

@@ -2,12 +2,13 @@
 // peft-train: the two tuning plans behind every --method, and one table of subcommands per plan.
 //
 // Full fine-tuning changes which base parameters train, so it is a plan of its own. Every other method
-// (LoRA and DoRA, VeRA, BitFit, (IA)3, LayerNorm tuning, Houlsby or Pfeiffer adapters and their combinations) runs in one plan that holds
+// (LoRA and DoRA, AdaLoRA, VeRA, BitFit, (IA)3, LayerNorm tuning, Houlsby or Pfeiffer adapters and their combinations) runs in one plan that holds
 // them all, switched on and off at run time through their options (`run_time_methods`): a method
 // left off builds no parameters and costs nothing in a step. Two instantiations instead of one per
 // combination keep the build short; each is compiled in its own translation unit (plans/plan.cpp
 // built once per index), so a parallel build spreads them over the cores.
 
+#include <peft/methods/adalora.hpp>
 #include <peft/methods/adapter.hpp>
 #include <peft/methods/bitfit.hpp>
 #include <peft/methods/full.hpp>
@@ -43,10 +44,14 @@ using ia3_all = m::ia3<peft::roles::query, peft::roles::key, peft::roles::value,
 using vera_all = m::vera<peft::roles::query, peft::roles::key, peft::roles::value, peft::roles::attention_output,
                          peft::roles::ffn_in, peft::roles::ffn_out, peft::roles::pooler>;
 
+/// AdaLoRA may reach every role; `--adalora-target` picks (query and value by default).
+using adalora_all = m::adalora<peft::roles::query, peft::roles::key, peft::roles::value, peft::roles::attention_output,
+                               peft::roles::ffn_in, peft::roles::ffn_out, peft::roles::pooler>;
+
 /// Plan 0: full fine-tuning. Plan 1: every other method, chosen at run time.
 template <int I> struct plan_at;
 template <> struct plan_at<0> { using type = peft::plan<m::full>; };
-template <> struct plan_at<1> { using type = peft::plan<lora_all, vera_all, m::bitfit, ia3_all, m::ln_tuning, m::houlsby_adapter>; };
+template <> struct plan_at<1> { using type = peft::plan<lora_all, adalora_all, vera_all, m::bitfit, ia3_all, m::ln_tuning, m::houlsby_adapter>; };
 using peft_plan = plan_at<1>::type;
 
 command_table commands_of_plan_0();

@@ -31,7 +31,7 @@ peft::activation activation_named(const std::string& name) {
 
 std::string canonical_method(const std::string& method) {
   const std::string choices =
-      "full, or any of lora, vera, bitfit, ia3, ln_tuning, houlsby (or adapter), pfeiffer joined by '+' (e.g. lora+bitfit, "
+      "full, or any of lora, adalora, vera, bitfit, ia3, ln_tuning, houlsby (or adapter), pfeiffer joined by '+' (e.g. lora+bitfit, "
       "ia3+pfeiffer)";
   std::set<std::string> parts;
   for (auto p : split_nonempty(method, '+')) {
@@ -43,6 +43,8 @@ std::string canonical_method(const std::string& method) {
   if (parts.empty()) throw peft::config_error("method '" + method + "' names no method; use " + choices);
   if (parts.count("full") && parts.size() > 1)
     throw peft::config_error("method '" + method + "': full fine-tuning trains every weight and combines with nothing");
+  if (parts.count("lora") && parts.count("adalora"))
+    throw peft::config_error("method '" + method + "': lora and adalora would both put lora_A / lora_B on the same modules; pick one");
   if (parts.count("houlsby") && parts.count("pfeiffer"))
     throw peft::config_error("method '" + method + "': houlsby and pfeiffer are two placements of one adapter; pick one");
   std::string canonical;
@@ -85,6 +87,12 @@ std::string run_card::describe() const {
     os << " (r=" << c.methods.get<peft::lora_config>().r << ", alpha=" << c.methods.get<peft::lora_config>().alpha << ", dropout=" << c.methods.get<peft::lora_config>().dropout
        << ", targets " << c.lora_targets << (c.methods.get<peft::lora_config>().use_rslora ? ", rsLoRA" : "")
        << (c.methods.get<peft::lora_config>().use_dora ? ", DoRA" : "") << ")";
+  if (has_component(c.method, "adalora")) {
+    const auto& a = c.methods.get<peft::adalora_config>();
+    os << " (init_r=" << a.init_r << ", target_r=" << a.target_r << ", alpha=" << a.alpha << ", tinit=" << a.tinit
+       << ", tfinal=" << a.tfinal << ", deltaT=" << a.delta_t << ", orth_reg_weight=" << a.orth_reg_weight << ", targets "
+       << c.adalora_targets << ")";
+  }
   if (has_component(c.method, "vera")) {
     const auto& v = c.methods.get<peft::vera_config>();
     os << " (r=" << v.r << ", d_initial=" << v.d_initial << ", dropout=" << v.dropout << ", projection_prng_key="
@@ -106,6 +114,9 @@ nlohmann::json run_card::to_json() const {
   const auto& a = methods.get<peft::adapter_config>();
   const auto& i = methods.get<peft::ia3_config>();
   const auto& v = methods.get<peft::vera_config>();
+  const auto& ad = methods.get<peft::adalora_config>();
+  nlohmann::json pattern = nlohmann::json::object();
+  for (const auto& [module, kept] : ad.rank_pattern) pattern[module] = kept;
   return {{"format", "peft-train run card 1"},
           {"method", method},
           {"task", task},
@@ -121,6 +132,10 @@ nlohmann::json run_card::to_json() const {
                    {"feedforward_modules", i.feedforward_modules ? nlohmann::json(*i.feedforward_modules) : nlohmann::json(nullptr)},
                    {"init_ia3_weights", i.init_ia3_weights}}},
           {"ln_tuning", {{"target_modules", methods.get<peft::ln_tuning_config>().target_modules}}},
+          {"adalora", {{"init_r", ad.init_r}, {"target_r", ad.target_r}, {"alpha", ad.alpha}, {"dropout", ad.dropout},
+                       {"tinit", ad.tinit}, {"tfinal", ad.tfinal}, {"delta_t", ad.delta_t}, {"beta1", ad.beta1}, {"beta2", ad.beta2},
+                       {"orth_reg_weight", ad.orth_reg_weight}, {"total_step", ad.total_step}, {"targets", adalora_targets},
+                       {"target_modules", ad.target_modules}, {"rank_pattern", pattern}}},
           {"vera", {{"r", v.r}, {"d_initial", v.d_initial}, {"dropout", v.dropout}, {"projection_prng_key", v.projection_prng_key},
                     {"targets", vera_targets}, {"target_modules", v.target_modules}}},
           {"base_model", base_model}};
@@ -159,6 +174,24 @@ run_card run_card::from_json(const nlohmann::json& j, const std::string& source)
     }
     if (j.contains("ln_tuning"))  // cards written before LayerNorm tuning have no section
       c.methods.get<peft::ln_tuning_config>().target_modules = j.at("ln_tuning").at("target_modules").get<std::string>();
+    if (j.contains("adalora")) {  // cards written before AdaLoRA have no section
+      const auto& a = j.at("adalora");
+      auto& ac = c.methods.get<peft::adalora_config>();
+      ac.init_r = a.at("init_r").get<std::size_t>();
+      ac.target_r = a.at("target_r").get<std::size_t>();
+      ac.alpha = a.at("alpha").get<double>();
+      ac.dropout = a.at("dropout").get<double>();
+      ac.tinit = a.at("tinit").get<std::size_t>();
+      ac.tfinal = a.at("tfinal").get<std::size_t>();
+      ac.delta_t = a.at("delta_t").get<std::size_t>();
+      ac.beta1 = a.at("beta1").get<double>();
+      ac.beta2 = a.at("beta2").get<double>();
+      ac.orth_reg_weight = a.at("orth_reg_weight").get<double>();
+      ac.total_step = a.at("total_step").get<std::size_t>();
+      c.adalora_targets = a.at("targets").get<std::string>();
+      ac.target_modules = a.at("target_modules").get<std::string>();
+      ac.rank_pattern = a.at("rank_pattern").get<std::map<std::string, std::vector<bool>>>();
+    }
     if (j.contains("vera")) {  // cards written before VeRA have no section
       const auto& v = j.at("vera");
       auto& vc = c.methods.get<peft::vera_config>();

@@ -56,6 +56,8 @@ class session {
     };
     if (methods.get<peft::lora_config>().enabled && modules_with(peft::groups::lora_a::name) == 0)
       throw peft::config_error("LoRA targets '" + card.lora_targets + "' select no module of the model");
+    if (methods.get<peft::adalora_config>().enabled && modules_with(peft::groups::adalora::name) == 0)
+      throw peft::config_error("AdaLoRA targets '" + card.adalora_targets + "' select no module of the model");
     if (methods.get<peft::vera_config>().enabled && modules_with(peft::groups::vera_lambda::name) == 0)
       throw peft::config_error("VeRA targets '" + card.vera_targets + "' select no module of the model");
     if (methods.get<peft::ia3_config>().enabled && modules_with(peft::groups::ia3::name) == 0)

@@ -1,11 +1,12 @@
 // libFuzzer target: configuration files (a model's config.json, an adapter_config.json for a plan
-// with LoRA (DoRA), VeRA, BitFit, (IA)3, LayerNorm tuning and adapters) must parse or be rejected with peft::error naming the problem,
+// with LoRA (DoRA), AdaLoRA, VeRA, BitFit, (IA)3, LayerNorm tuning and adapters) must parse or be rejected with peft::error naming the problem,
 // never crash; whatever parses must describe a model that validates.
 #include <cstddef>
 #include <cstdint>
 #include <string>
 
 #include "peft/io/peft_adapter.hpp"
+#include "peft/methods/adalora.hpp"
 #include "peft/methods/adapter.hpp"
 #include "peft/methods/bitfit.hpp"
 #include "peft/methods/ia3.hpp"
@@ -18,7 +19,8 @@
 // The adapter reader needs only a plan's method list (peft::plan<...> itself trips clang 14, which
 // builds the fuzzers, so the list is spelt out).
 struct fuzz_plan {
-  using methods = std::tuple<peft::methods::lora<peft::roles::query>, peft::methods::vera<peft::roles::query>,
+  using methods = std::tuple<peft::methods::lora<peft::roles::query>, peft::methods::adalora<peft::roles::query>,
+                             peft::methods::vera<peft::roles::query>,
                              peft::methods::bitfit, peft::methods::ia3<peft::roles::key>,
                              peft::methods::ln_tuning, peft::methods::houlsby_adapter>;
 };

@@ -15,7 +15,7 @@ import sys
 
 import peft
 import torch
-from peft import IA3Config, LNTuningConfig, LoraConfig, PeftModel, VeraConfig, get_peft_model
+from peft import AdaLoraConfig, IA3Config, LNTuningConfig, LoraConfig, PeftModel, VeraConfig, get_peft_model
 from safetensors.torch import load_file
 from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification, AutoTokenizer
 
@@ -184,7 +184,24 @@ def check_mode():
     model = PeftModel.from_pretrained(base, os.path.join(W, "py_ln")).eval()
     compare_sentences(model, labels, os.path.join(W, "py_ln_pred.tsv"), "PEFT-written LN_TUNING adapter evaluated by peft-train")
 
-    # 10. VeRA both ways: PEFT loads peft-train's (the shared pair from the file, sliced per layer),
+    # 10. AdaLoRA both ways: PEFT rebuilds peft-train's pruned modules from rank_pattern, predicts and
+    # merges the same; peft-train evaluates PEFT's.
+    adapter = os.path.join(W, "ada", "adapter")
+    labels = run_card(adapter)["labels"]
+    base = AutoModelForSequenceClassification.from_pretrained(MODEL, num_labels=len(labels))
+    model = PeftModel.from_pretrained(base, adapter).eval()
+    pattern = model.peft_config["default"].rank_pattern
+    ranks = {n: p.shape[0] for n, p in model.named_parameters() if "lora_E" in n}
+    check(model.peft_config["default"].peft_type.value == "ADALORA" and len(pattern) == 6 and
+          sum(ranks.values()) == sum(sum(v) for v in pattern.values()) < 36,
+          f"PEFT reads ADALORA with a rank pattern and rebuilds its modules with {sum(ranks.values())} of 36 triplets")
+    compare_sentences(model, labels, os.path.join(W, "ada_pred.tsv"), "PEFT-loaded ADALORA adapter vs peft-train eval")
+    check_merged(model, "ada_merged", "ADALORA merged weights")
+    base = AutoModelForSequenceClassification.from_pretrained(MODEL, num_labels=len(labels))
+    model = PeftModel.from_pretrained(base, os.path.join(W, "py_ada")).eval()
+    compare_sentences(model, labels, os.path.join(W, "py_ada_pred.tsv"), "PEFT-written ADALORA adapter evaluated by peft-train")
+
+    # 11. VeRA both ways: PEFT loads peft-train's (the shared pair from the file, sliced per layer),
     # predicts and merges the same; peft-train evaluates PEFT's.
     adapter = os.path.join(W, "vera", "adapter")
     labels = run_card(adapter)["labels"]
@@ -246,6 +263,24 @@ def write_mode():
                 p.add_(torch.empty_like(p).uniform_(-0.3, 0.3))
         model.base_model.model.classifier.modules_to_save["default"].weight.normal_(0, 0.5)
     model.save_pretrained(os.path.join(W, "py_ln"))
+    # AdaLoRA on query, value and intermediate.dense with random P, E, Q and a rank pattern (as its
+    # allocator leaves one), some modules pruned harder than others.
+    base = AutoModelForSequenceClassification.from_pretrained(MODEL, num_labels=len(labels))
+    model = get_peft_model(base, AdaLoraConfig(init_r=4, target_r=2, lora_alpha=8, total_step=10,
+                                               target_modules=["query", "value", "intermediate.dense"],
+                                               modules_to_save=["classifier"], task_type="SEQ_CLS"))
+    pattern = {}
+    with torch.no_grad():
+        for i, (name, p) in enumerate(model.named_parameters()):
+            if "lora_E" in name:
+                p.normal_(0, 1.0)
+                keep = [(i + k) % 3 != 0 for k in range(4)]
+                pattern[name.replace(".default", "").replace("base_model.model.", "")] = keep
+            elif "lora_A" in name or "lora_B" in name:
+                p.normal_(0, 0.3)
+        model.base_model.model.classifier.modules_to_save["default"].weight.normal_(0, 0.5)
+    model.peft_config["default"].rank_pattern = pattern
+    model.save_pretrained(os.path.join(W, "py_ada"))
     # VeRA on query, value and every output.dense (the FFN's is 64 -> 32: the shared A is 64 wide), its vectors moved
     # off the identity; PEFT draws the pair from PyTorch's generator and saves it (save_projection).
     base = AutoModelForSequenceClassification.from_pretrained(MODEL, num_labels=len(labels))

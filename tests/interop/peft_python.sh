@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Hugging Face PEFT and transformers (Python) against peft-train, on the tiny BERT of make_tiny_model:
-# PEFT loads peft-train's LoRA, DoRA, VERA, IA3 and LN_TUNING adapters (sequence and token classification, rsLoRA) and predicts what
+# PEFT loads peft-train's LoRA, DoRA, ADALORA, VERA, IA3 and LN_TUNING adapters (sequence and token classification, rsLoRA) and predicts what
 # peft-train predicts; transformers loads peft-train's merged model; PEFT's merge_and_unload equals
 # peft-train merge; peft-train evaluates an adapter written by PEFT as PEFT does. Skipped (77) where
 # torch, transformers and peft are not installed: they are large, so CI does not install them.
@@ -41,6 +41,11 @@ quiet "$TRAIN" train "${common[@]}" --train "$W/sst_train.tsv" --dev "$W/sst_dev
   --epochs 6 --lr 1e-2
 quiet "$TRAIN" eval --model "$W/model" --adapter "$W/ln/adapter" --data "$W/sst_dev.tsv" --predictions "$W/ln_pred.tsv"
 quiet "$TRAIN" merge --model "$W/model" --adapter "$W/ln/adapter" -o "$W/ln_merged"
+# AdaLoRA on query, value and the FFN input, pruned from 6 to 3 triplets per module on average.
+quiet "$TRAIN" train "${common[@]}" --train "$W/sst_train.tsv" --dev "$W/sst_dev.tsv" -o "$W/ada" --method adalora \
+  --adalora-init-r 6 --adalora-target-r 3 --adalora-tfinal 5 --adalora-alpha 12 --adalora-target query,value,ffn_in --epochs 6 --lr 1e-2
+quiet "$TRAIN" eval --model "$W/model" --adapter "$W/ada/adapter" --data "$W/sst_dev.tsv" --predictions "$W/ada_pred.tsv"
+quiet "$TRAIN" merge --model "$W/model" --adapter "$W/ada/adapter" -o "$W/ada_merged"
 # VeRA on query, value and the FFN input (32 x 32 and 32 -> 64 layers: one shared pair, sliced).
 quiet "$TRAIN" train "${common[@]}" --train "$W/sst_train.tsv" --dev "$W/sst_dev.tsv" -o "$W/vera" --method vera \
   --vera-rank 16 --vera-target query,value,ffn_in --vera-dropout 0.1 --epochs 6 --lr 2e-2
@@ -71,6 +76,10 @@ grep -q "DoRA" "$W/last.log" || { echo "FAIL: the DoRA adapter's run card does n
 quiet "$TRAIN" eval --model "$W/model" --adapter "$W/py_ln" --data "$W/sst_dev.tsv" --predictions "$W/py_ln_pred.tsv"
 grep -q "from its PEFT files: task sequence, ln_tuning" "$W/last.log" ||
   { echo "FAIL: no note on the LN_TUNING adapter's derived run card"; cat "$W/last.log"; exit 1; }
+# PEFT's ADALORA adapter with a rank pattern, read as it is.
+quiet "$TRAIN" eval --model "$W/model" --adapter "$W/py_ada" --data "$W/sst_dev.tsv" --predictions "$W/py_ada_pred.tsv"
+grep -q "from its PEFT files: task sequence, adalora (init_r=4" "$W/last.log" ||
+  { echo "FAIL: no note on the ADALORA adapter's derived run card"; cat "$W/last.log"; exit 1; }
 # PEFT's VERA adapter on query, value and every output.dense, read as it is.
 quiet "$TRAIN" eval --model "$W/model" --adapter "$W/py_vera" --data "$W/sst_dev.tsv" --predictions "$W/py_vera_pred.tsv"
 grep -q "from its PEFT files: task sequence, vera (r=8" "$W/last.log" ||

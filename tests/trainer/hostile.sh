@@ -240,6 +240,32 @@ cp -r "$W/ln/adapter" "$W/ln_short" && drop "$W/ln_short" "encoder.layer.1.outpu
 expect_error "LN_TUNING adapter missing a norm" "output.LayerNorm.ln_tuning_layers.weight' is not in adapter_model.safetensors" - \
   eval --model "$M" --adapter "$W/ln_short" --data "$W/sst_dev.tsv"
 
+# ---- AdaLoRA adapters: a rank pattern that does not fit --------------------------------------------------
+"$TRAIN" train "${common[@]}" --train "$W/sst_train.tsv" -o "$W/ada" --method adalora --adalora-init-r 4 --adalora-target-r 2 \
+  --adalora-tfinal 2 --epochs 1 >/dev/null 2>&1 || fail "adalora baseline"
+cp -r "$W/ada/adapter" "$W/ada_rp" && rm "$W/ada_rp/peft_train.json" &&
+  python3 - "$W/ada_rp/adapter_config.json" <<'PY'
+import json, sys
+c = json.load(open(sys.argv[1]))
+k = next(iter(c["rank_pattern"]))
+c["rank_pattern"][k] = c["rank_pattern"][k][:3]
+json.dump(c, open(sys.argv[1], "w"))
+PY
+expect_error "ADALORA rank_pattern shorter than init_r" "'rank_pattern': entry '.*lora_E' must be '<module>.lora_E' with a list of 4 booleans" - \
+  eval --model "$M" --adapter "$W/ada_rp" --data "$W/sst_dev.tsv"
+cp -r "$W/ada/adapter" "$W/ada_flip" && rm "$W/ada_flip/peft_train.json" &&
+  python3 - "$W/ada_flip/adapter_config.json" <<'PY'
+import json, sys
+c = json.load(open(sys.argv[1]))
+k = next(iter(c["rank_pattern"]))
+c["rank_pattern"][k] = [not v for v in c["rank_pattern"][k]] if sum(c["rank_pattern"][k]) != 2 else [True] * 4
+json.dump(c, open(sys.argv[1], "w"))
+PY
+expect_error "ADALORA rank_pattern that disagrees with its tensors" "lora_[AEB].*has shape .* but the model's" - \
+  eval --model "$M" --adapter "$W/ada_flip" --data "$W/sst_dev.tsv"
+expect_error "lora and adalora together" "lora and adalora would both put lora_A" "$W/bad" \
+  train "${common[@]}" --train "$W/sst_train.tsv" -o "$W/bad" --method lora+adalora
+
 # ---- VeRA adapters: the shared matrices missing, of another rank, or poisoned --------------------------
 "$TRAIN" train "${common[@]}" --train "$W/sst_train.tsv" -o "$W/vera" --method vera --vera-rank 8 --epochs 1 >/dev/null 2>&1 ||
   fail "vera baseline"

@@ -190,7 +190,7 @@ a, b, card = (json.load(open(p)) for p in sys.argv[1:])
 assert card["method"] == "lora+bitfit+ia3", card["method"]
 assert a["accuracy"] == b["accuracy"] and abs(a["loss"] - b["loss"]) < 1e-4, (a, b)
 PY
-# DoRA (LoRA with magnitudes, PEFT's use_dora), VeRA (PEFT's VERA) and LayerNorm tuning (PEFT's LN_TUNING): each writes
+# DoRA (LoRA with magnitudes, PEFT's use_dora), AdaLoRA, VeRA (PEFT's VERA) and LayerNorm tuning (PEFT's LN_TUNING): each writes
 # PEFT's files, scores the same read back without its run card, and merges into a model that scores
 # the same.
 "$TRAIN" train "${common[@]}" --train "$W/sst_train.tsv" --dev "$W/sst_dev.tsv" -o "$W/dora" --method lora --dora --rank 2 \
@@ -199,7 +199,10 @@ PY
   --epochs 2 --lr 2e-2 --no-plot >/dev/null 2>"$W/ln.err" || fail "ln_tuning run failed: $(tail -3 "$W/ln.err")"
 "$TRAIN" train "${common[@]}" --train "$W/sst_train.tsv" --dev "$W/sst_dev.tsv" -o "$W/vera" --method vera --vera-rank 12 \
   --vera-target query,value,ffn_in --epochs 2 --lr 2e-2 --no-plot >/dev/null 2>"$W/vera.err" || fail "vera run failed: $(tail -3 "$W/vera.err")"
-for run in dora ln vera; do
+"$TRAIN" train "${common[@]}" --train "$W/sst_train.tsv" --dev "$W/sst_dev.tsv" -o "$W/ada" --method adalora --adalora-init-r 4 \
+  --adalora-target-r 2 --adalora-tfinal 2 --epochs 2 --lr 2e-2 --no-plot >/dev/null 2>"$W/ada.err" ||
+  fail "adalora run failed: $(tail -3 "$W/ada.err")"
+for run in dora ln vera ada; do
   rm -rf "$W/${run}_peft" && cp -r "$W/$run/adapter" "$W/${run}_peft" && rm "$W/${run}_peft/peft_train.json"
   "$TRAIN" eval --model "$M" --adapter "$W/$run/adapter" --data "$W/sst_dev.tsv" >"$W/${run}_eval.json" 2>/dev/null &&
     "$TRAIN" eval --model "$M" --adapter "$W/${run}_peft" --data "$W/sst_dev.tsv" >"$W/${run}_peft_eval.json" 2>/dev/null &&
@@ -215,6 +218,13 @@ if c["peft_type"] == "LORA":
     assert c["use_dora"] is True, c
     mags = {k: v["shape"] for k, v in head.items() if k.endswith(".lora_magnitude_vector")}
     assert len(mags) == 4 and all(len(s) == 1 for s in mags.values()), mags  # query and value in 2 layers
+elif c["peft_type"] == "ADALORA":
+    p = c["rank_pattern"]  # query and value of two layers, 4 flags each; the final mask keeps 2 per module on average
+    assert len(p) == 4 and all(len(v) == 4 for v in p.values()) and sum(sum(v) for v in p.values()) == 8, p
+    for k, v in p.items():
+        mod = "base_model.model." + k[: -len(".lora_E")]
+        assert head[mod + ".lora_A"]["shape"] == [sum(v), 32] and head[mod + ".lora_B"]["shape"] == [32, sum(v)], (k, head.keys())
+    assert c["total_step"] > 0 and not any("adalora_state" in k for k in head), c
 elif c["peft_type"] == "VERA":
     assert c["r"] == 12 and c["save_projection"] is True and c["target_modules"] == ["intermediate.dense", "query", "value"], c
     assert head["base_model.vera_A"]["shape"] == [12, 32] and head["base_model.vera_B"]["shape"] == [64, 12], head.keys()

@@ -145,8 +145,14 @@ void save_peft_adapter(typename M::backend::context& ctx, const M& model, const 
   if (!native)
     cfg["peft_cpp"] = {{"methods", present},
                        {"layout", "each method's tensors under its parameter names, next to each other; see docs/formats.md"}};
+  auto tensors = collect_tensors(
+      ctx, model,
+      [&](const std::string& name, const auto& p) { return is_method_parameter(p) || head_modules.count(detail::module_of(name)); },
+      peft_key_prefix);
   // A file of one PEFT type has that type's keys at the top, as PEFT writes them; in a combined file
-  // each method's keys go under peft_cpp.<method>, so that two methods cannot collide.
+  // each method's keys go under peft_cpp.<method>, so that two methods cannot collide. A format may
+  // also rewrite its tensors (`pack_tensors`): VeRA writes its shared matrices once, AdaLoRA keeps
+  // the triplets its allocator kept and says which in the config.
   detail::for_each_method<Plan>([&](auto m) {
     using Me = typename decltype(m)::type;
     if constexpr (detail::has_peft_format<Me>) {
@@ -156,18 +162,9 @@ void save_peft_adapter(typename M::backend::context& ctx, const M& model, const 
       it->second.norm_modules = norms;
       nlohmann::json& target = native ? cfg : (cfg["peft_cpp"][std::string(Me::name)] = nlohmann::json::object());
       Me::peft_format::write_config(target, opts.methods.get<typename Me::options>(), it->second);
+      if constexpr (requires { Me::peft_format::pack_tensors(tensors, target); }) Me::peft_format::pack_tensors(tensors, target);
+      else if constexpr (requires { Me::peft_format::pack_tensors(tensors); }) Me::peft_format::pack_tensors(tensors);
     }
-  });
-
-  auto tensors = collect_tensors(
-      ctx, model,
-      [&](const std::string& name, const auto& p) { return is_method_parameter(p) || head_modules.count(detail::module_of(name)); },
-      peft_key_prefix);
-  // A method whose layers share tensors (VeRA's matrices) writes them once, as its format says.
-  detail::for_each_method<Plan>([&](auto m) {
-    using Me = typename decltype(m)::type;
-    if constexpr (detail::has_peft_format<Me>)
-      if constexpr (requires { Me::peft_format::pack_tensors(tensors); }) Me::peft_format::pack_tensors(tensors);
   });
   std::filesystem::create_directories(dir);
   write_safetensors(dir / "adapter_model.safetensors", tensors, {{"format", "pt"}});
@@ -250,12 +247,16 @@ load_report load_peft_adapter(typename M::backend::context& ctx, M& model, const
   for (const auto& t : file.tensors()) {
     std::string name = t.name;
     if (name.rfind(prefix, 0) == 0) name = name.substr(prefix.size());
+    bool ignored = false;
     detail::for_each_method<typename M::plan>([&](auto m) {
       using Me = typename decltype(m)::type;
-      if constexpr (detail::has_peft_format<Me>)
+      if constexpr (detail::has_peft_format<Me>) {
         if constexpr (requires { Me::peft_format::parameter_name(name); }) name = Me::peft_format::parameter_name(name);
+        // A format may declare tensors that stand for nothing here (AdaLoRA's fully pruned modules).
+        if constexpr (requires { Me::peft_format::ignores(t); }) ignored = ignored || Me::peft_format::ignores(t);
+      }
     });
-    by_name[name] = &t;
+    if (!ignored) by_name[name] = &t;
   }
   load_report r;
   struct assignment {

@@ -248,8 +248,7 @@ inline constexpr std::string_view vera_b_key = "base_model.vera_B";
 
 /// Which shared matrix the frozen VeRA parameter `name` slices: 'A', 'B', or 0 for none.
 inline char vera_projection_of(const std::string& name) {
-  auto ends = [&](std::string_view s) { return name.size() >= s.size() && name.compare(name.size() - s.size(), s.size(), s) == 0; };
-  return ends(".vera_A") || name == "vera_A" ? 'A' : ends(".vera_B") || name == "vera_B" ? 'B' : 0;
+  return name.ends_with(".vera_A") || name == "vera_A" ? 'A' : name.ends_with(".vera_B") || name == "vera_B" ? 'B' : 0;
 }
 
 /// VeRA in Hugging Face PEFT's files: `peft_type` VERA, `VeraConfig`'s keys, tensors
@@ -316,7 +315,7 @@ struct vera_peft_format {
   static std::string parameter_name(std::string key) {
     for (const char* s : {".vera_lambda_b", ".vera_lambda_d", ".vera_A", ".vera_B"}) {
       const std::string in_memory = std::string(s) + ".default";
-      if (key.size() > in_memory.size() && key.compare(key.size() - in_memory.size(), in_memory.size(), in_memory) == 0)
+      if (key.ends_with(in_memory))
         return key.substr(0, key.size() - std::string(".default").size());
     }
     return key;

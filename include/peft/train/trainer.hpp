@@ -184,6 +184,15 @@ class trainer {
 
   /// Adds an observer; it must outlive `fit`.
   void add_callback(callback& c) { callbacks_.push_back(&c); }
+  /// Work done at every optimizer step `step` (counted from 0): `before` once the step's gradients
+  /// are complete (accumulated and averaged), before their norm is measured, clipped and applied;
+  /// `after` once the update is applied, with the gradients still there. AdaLoRA's allocator uses
+  /// them (`adalora_allocator::regularize`, `::update_and_allocate`).
+  using step_hook = std::function<void(typename B::context&, std::size_t step)>;
+  void set_step_hooks(step_hook before, step_hook after) {
+    before_step_ = std::move(before);
+    after_step_ = std::move(after);
+  }
   void set_evaluator(evaluator e) { evaluate_ = std::move(e); }
 
   /// Optimizer steps of a run over `batches_per_epoch` batches per epoch (max_steps applied).
@@ -254,6 +263,7 @@ class trainer {
         const bool last_of_epoch = b + 1 == epoch_batches.size();
         if (micro < o_.gradient_accumulation && !last_of_epoch) continue;
         if (micro > 1) opt_.scale_grads(ctx_, 1.0 / double(micro));
+        if (before_step_) before_step_(ctx_, state_.step);
         const double norm = opt_.grad_norm(ctx_);
         if (!std::isfinite(norm))
           throw numeric_error(peft::detail::concat("training stopped at step ", state_.step + 1,
@@ -262,6 +272,7 @@ class trainer {
         if (o_.clip_grad_norm > 0) opt_.clip_grad_norm(ctx_, o_.clip_grad_norm);
         const double lr = opt_.current_lr();
         opt_.step(ctx_);
+        if (after_step_) after_step_(ctx_, state_.step);
         ++state_.step;
         state_.next_batch = b + 1;
         done = state_.step >= *total;
@@ -365,6 +376,7 @@ class trainer {
   Optimizer& opt_;
   trainer_options o_;
   std::vector<callback*> callbacks_;
+  step_hook before_step_, after_step_;
   evaluator evaluate_;
   train_state state_;
   bool resumed_ = false;

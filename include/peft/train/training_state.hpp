@@ -2,10 +2,11 @@
 /// \file A resumable training checkpoint in one file: the trainable parameters, the optimizer's state
 /// and step count, and the caller's progress record (JSON), written atomically as safetensors.
 ///
-/// Layout: tensors `param/<name>` (every trainable parameter) and `optim/<name>.<key>` (every state
-/// tensor, see `optimizer::visit_state`); metadata `format` = "pt", `peft_training_state` = the JSON
-/// record, `optimizer_steps` = the step count. Frozen base weights are not stored: they come from the
-/// base checkpoint, which the record should identify.
+/// Layout: tensors `param/<name>` (every trainable parameter, and every frozen method parameter:
+/// VeRA's slices, AdaLoRA's allocation state) and `optim/<name>.<key>` (every state tensor, see
+/// `optimizer::visit_state`); metadata `format` = "pt", `peft_training_state` = the JSON record,
+/// `optimizer_steps` = the step count. Frozen base weights are not stored: they come from the base
+/// checkpoint, which the record should identify.
 
 #include <filesystem>
 #include <map>
@@ -32,7 +33,7 @@ void save_training_state(typename M::backend::context& ctx, const M& model, Opti
     tensors.push_back(io::tensor_to_write::f32<typename B::value_type>(name, shape, host));
   };
   model.visit_parameters("", [&](const std::string& name, const auto& p) {
-    if constexpr (std::remove_cvref_t<decltype(p)>::trainable) {
+    if (std::remove_cvref_t<decltype(p)>::trainable || io::is_method_parameter(p)) {
       io::detail::require_value(name, p);
       add("param/" + name, p.value);
     }
@@ -85,7 +86,7 @@ nlohmann::json load_training_state(typename M::backend::context& ctx, M& model, 
     plan.push_back({&t, info, want});
   };
   model.visit_parameters("", [&](const std::string& name, auto& p) {
-    if constexpr (std::remove_cvref_t<decltype(p)>::trainable) match("param/" + name, p.value, p.stored_shape());
+    if (std::remove_cvref_t<decltype(p)>::trainable || io::is_method_parameter(p)) match("param/" + name, p.value, p.stored_shape());
   });
   opt.visit_state([&](const std::string& name, typename B::tensor& t) { match("optim/" + name, t, t.shape()); });
   if (file.tensors().size() != expected)
