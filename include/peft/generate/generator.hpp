@@ -86,6 +86,13 @@ inline std::size_t stop_prefix_length(std::string_view text, const std::vector<s
       }
   return hold;
 }
+/// Positions a model takes before every prompt (prompt or prefix tuning's virtual tokens), when it
+/// says (`virtual_tokens()`); its caches hold them besides the tokens fed.
+template <class M>
+std::size_t virtual_positions(const M& m) {
+  if constexpr (requires { { m.virtual_tokens() } -> std::convertible_to<std::size_t>; }) return m.virtual_tokens();
+  else return 0;
+}
 /// Bytes at the end of `text` that start a UTF-8 sequence not yet complete.
 inline std::size_t incomplete_utf8_tail(std::string_view text) {
   for (std::size_t back = 1; back <= std::min<std::size_t>(3, text.size()); ++back) {
@@ -118,7 +125,26 @@ std::vector<generation> generate(typename M::backend::context& ctx, M& model, st
     if (prompts[i].empty()) throw config_error(peft::detail::concat("generate: prompt ", i, " is empty"));
     longest = std::max(longest, prompts[i].size());
   }
-  const std::size_t context = model.config().max_position_embeddings;
+  const std::size_t virt = detail::virtual_positions(model);
+  // Virtual tokens sit before the left padding, so padding would change how far a prompt is from
+  // them (Hugging Face counts positions past the padding instead): prompts of different lengths
+  // then run one at a time, which is what batching must equal.
+  if (virt && n > 1 && std::any_of(prompts.begin(), prompts.end(), [&](const auto& p) { return p.size() != prompts[0].size(); })) {
+    std::vector<generation> out;
+    generation_stats total;
+    for (std::size_t i = 0; i < n; ++i) {
+      generation_stats one;
+      auto piece = on_text ? std::function<void(std::size_t, std::string_view)>(
+                                 [&](std::size_t, std::string_view text) { on_text(i, text); })
+                           : std::function<void(std::size_t, std::string_view)>{};
+      out.push_back(std::move(generate(ctx, model, prompts.subspan(i, 1), opts, decode, piece, &one).front()));
+      total.prompt_tokens += one.prompt_tokens, total.prompt_seconds += one.prompt_seconds;
+      total.decode_steps += one.decode_steps, total.new_tokens += one.new_tokens, total.decode_seconds += one.decode_seconds;
+    }
+    if (stats) *stats = total;
+    return out;
+  }
+  const std::size_t context = model.config().max_position_embeddings - std::min<std::size_t>(virt, model.config().max_position_embeddings);
   if (longest >= context)
     throw config_error(peft::detail::concat("generate: a prompt of ", longest, " tokens leaves no room in the context of ", context));
   const std::size_t budget = std::min(opts.max_new_tokens, context - longest);
@@ -216,7 +242,7 @@ std::vector<generation> generate(typename M::backend::context& ctx, M& model, st
     }
     if (std::all_of(done.begin(), done.end(), [](bool d) { return d; })) break;
     // One more token per sequence; finished ones feed masked padding.
-    const std::size_t total = cache.length() + 1, past = total - 1;
+    const std::size_t total = cache.length() - virt + 1, past = total - 1;
     std::vector<T> grown(n * total);
     for (std::size_t i = 0; i < n; ++i) {
       for (std::size_t t = 0; t < past; ++t) grown[i * total + t] = mask_host[i * past + t];

@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <tuple>
 #include <utility>
 
 #include "peft/core/error.hpp"
@@ -19,6 +20,7 @@
 #include "peft/core/roles.hpp"
 #include "peft/layers/dropout.hpp"
 #include "peft/layers/linear.hpp"
+#include "peft/layers/virtual_tokens.hpp"
 
 namespace peft::layers {
 
@@ -49,13 +51,15 @@ struct attention_options {
   std::uint64_t seed = 0;
 };
 
-/// Per-call inputs of the attention: an optional (batch, seq) key mask of 1 (token) / 0 (padding),
-/// and the absolute position of the first token, which sets the rotary angles (a KV cache passes the
-/// number of cached tokens).
+/// Per-call inputs of the attention: an optional key mask of 1 (token) / 0 (padding), (batch, seq),
+/// or (batch, prefix tokens + seq) with a prefix; the absolute position of the first token, which
+/// sets the rotary angles (a KV cache passes the number of cached tokens, prefix tuning its number
+/// of prefix tokens); and an optional learned prefix of keys and values (prefix tuning).
 template <class Tensor>
 struct attention_inputs {
   const Tensor* key_mask = nullptr;
   std::size_t position_offset = 0;
+  attention_prefix<Tensor> prefix{};
 };
 
 /// The keys and values an attention layer has seen, for incremental decoding: (batch, capacity,
@@ -76,7 +80,9 @@ struct kv_cache {
 
 /// out = O(concat_h softmax(mask(Q_h K_{g(h)}^T / sqrt(d))) V_{g(h)}), with query head h reading
 /// key/value head g(h) = h / (heads / kv_heads), as Hugging Face's `repeat_kv` pairs them. Q and K are
-/// rotated first when `rope` is set. The projections are the plan's layers for roles query, key,
+/// rotated first when `rope` is set. With a prefix (prefix tuning), K and V are the prefix's rows
+/// followed by the sequence's own, and query i (causal) sees the whole prefix and keys 0..i of the
+/// sequence. The projections are the plan's layers for roles query, key,
 /// value and attention_output, so every method reaches them. Scores and context are two-level
 /// batched GEMMs on the (batch, seq, heads * d) layout, one call per query head of a group: no
 /// per-head loop over tokens and no transpose.
@@ -109,32 +115,47 @@ class multi_head_attention : public visits_parameters<multi_head_attention<B, Pl
                                              opts_.hidden, ")"));
     batch_ = x.shape()[0];
     seq_ = x.shape()[1];
-    if (in.key_mask && !(in.key_mask->shape() == shape{batch_, seq_}))
+    prefix_ = in.prefix;
+    prefix_len_ = prefix_.tokens();
+    keys_ = prefix_len_ + seq_;
+    if (prefix_len_ && (!prefix_.values || !(prefix_.keys->shape() == shape{prefix_len_, kv_width()}) ||
+                        !(prefix_.values->shape() == shape{prefix_len_, kv_width()})))
+      throw shape_error(peft::detail::concat("attention '", opts_.name, "': prefix keys ", prefix_.keys->shape(), " and values ",
+                                             prefix_.values ? prefix_.values->shape() : shape{}, " are not (tokens, ",
+                                             kv_width(), ") each"));
+    if (in.key_mask && !(in.key_mask->shape() == shape{batch_, keys_}))
       throw shape_error(peft::detail::concat("attention '", opts_.name, "': mask shape ", in.key_mask->shape(),
-                                             " differs from (batch, seq) = [", batch_, ", ", seq_, "]"));
+                                             " differs from (batch, prefix + seq) = [", batch_, ", ", keys_, "]"));
     offset_ = in.position_offset;
     const tensor* q = &q_.forward(ctx, x);
     const tensor* k = &k_.forward(ctx, x);
-    v_out_ = &v_.forward(ctx, x);
+    const tensor* v = &v_.forward(ctx, x);
     if (opts_.rope) {
       B::rotary(ctx, *q, rotary(opts_.heads, false), q_rot_);
       B::rotary(ctx, *k, rotary(opts_.kv_heads, false), k_rot_);
       q = &q_rot_, k = &k_rot_;
     }
-    q_out_ = q, k_out_ = k;
-    scores_.resize(shape{batch_, opts_.heads, seq_, seq_});
+    if (prefix_len_) {  // the prefix's rows, then the sequence's own
+      for (auto [part, own, all] : {std::tuple{prefix_.keys, k, &k_all_}, std::tuple{prefix_.values, v, &v_all_}}) {
+        all->resize(shape{batch_, keys_, kv_width()});
+        broadcast_sequence_rows<B>(ctx, *part, *all);
+        copy_sequence_rows<B>(ctx, *own, 0, *all, prefix_len_, seq_);
+      }
+      k = &k_all_, v = &v_all_;
+    }
+    q_out_ = q, k_out_ = k, v_out_ = v;
+    scores_.resize(shape{batch_, opts_.heads, seq_, keys_});
     for (std::size_t g = 0; g < group(); ++g)  // scores[b, h] = Q[b, :, h] K[b, :, g(h)]^T
-      B::gemm_batched(ctx, op::n, op::t, seq_, seq_, d(), value_type(1), query_view(*q, g), kv_view(*k), value_type(0),
+      B::gemm_batched(ctx, op::n, op::t, seq_, keys_, d(), value_type(1), query_view(*q, g), kv_view(*k), value_type(0),
                       scores_view(scores_, g), batch_, opts_.kv_heads);
-    // The keys are this call's own tokens, so query i sees keys 0..i; a KV cache, whose keys start
-    // at position 0, will pass the cached length as the query offset.
+    // The keys are the prefix and this call's own tokens, so query i sees keys 0..prefix + i.
     const softmax_mask mask{.query_rows = seq_, .blocks_per_mask_row = opts_.heads, .causal = opts_.causal,
-                            .query_offset = 0};
+                            .query_offset = prefix_len_};
     B::masked_softmax(ctx, scores_, in.key_mask, mask, scale(), probs_);
     dropped_probs_ = &drop_.forward(ctx, probs_);
     context_.resize(shape{batch_, seq_, opts_.heads * d()});
     for (std::size_t g = 0; g < group(); ++g)  // context[b, :, h] = P[b, h] V[b, :, g(h)]
-      B::gemm_batched(ctx, op::n, op::n, seq_, d(), seq_, value_type(1), scores_view(*dropped_probs_, g), kv_view(*v_out_),
+      B::gemm_batched(ctx, op::n, op::n, seq_, d(), keys_, value_type(1), scores_view(*dropped_probs_, g), kv_view(*v_out_),
                       value_type(0), query_view(context_, g), batch_, opts_.kv_heads);
     return o_.forward(ctx, context_);
   }
@@ -150,9 +171,9 @@ class multi_head_attention : public visits_parameters<multi_head_attention<B, Pl
     dv_.resize(v_out_->shape());
     for (std::size_t g = 0; g < group(); ++g) {
       // dP = dContext V^T ; dV = sum over the group of P^T dContext
-      B::gemm_batched(ctx, op::n, op::t, seq_, seq_, d(), value_type(1), query_view(dcontext, g), kv_view(*v_out_),
+      B::gemm_batched(ctx, op::n, op::t, seq_, keys_, d(), value_type(1), query_view(dcontext, g), kv_view(*v_out_),
                       value_type(0), scores_view(dprobs, g), batch_, opts_.kv_heads);
-      B::gemm_batched(ctx, op::t, op::n, seq_, d(), seq_, value_type(1), scores_view(*dropped_probs_, g),
+      B::gemm_batched(ctx, op::t, op::n, keys_, d(), seq_, value_type(1), scores_view(*dropped_probs_, g),
                       query_view(dcontext, g), value_type(g ? 1 : 0), kv_view(dv_), batch_, opts_.kv_heads);
     }
     const tensor& dprobs_kept = drop_.backward(ctx, dprobs);
@@ -162,18 +183,31 @@ class multi_head_attention : public visits_parameters<multi_head_attention<B, Pl
     dk_.resize(k_out_->shape());
     for (std::size_t g = 0; g < group(); ++g) {
       // dQ = dS K ; dK = sum over the group of dS^T Q
-      B::gemm_batched(ctx, op::n, op::n, seq_, d(), seq_, value_type(1), scores_view(dscores, g), kv_view(*k_out_),
+      B::gemm_batched(ctx, op::n, op::n, seq_, d(), keys_, value_type(1), scores_view(dscores, g), kv_view(*k_out_),
                       value_type(0), query_view(dq_, g), batch_, opts_.kv_heads);
-      B::gemm_batched(ctx, op::t, op::n, seq_, d(), seq_, value_type(1), scores_view(dscores, g), query_view(*q_out_, g),
+      B::gemm_batched(ctx, op::t, op::n, keys_, d(), seq_, value_type(1), scores_view(dscores, g), query_view(*q_out_, g),
                       value_type(g ? 1 : 0), kv_view(dk_), batch_, opts_.kv_heads);
+    }
+    tensor* dk = &dk_;
+    tensor* dv = &dv_;
+    if (prefix_len_) {  // the prefix's rows, summed over the batch, to the prefix; the rest to K and V
+      for (auto [all, own, grad] : {std::tuple{&dk_, &dk_own_, prefix_.key_grad}, std::tuple{&dv_, &dv_own_, prefix_.value_grad}}) {
+        if (grad) {
+          grad->resize(shape{prefix_len_, kv_width()});
+          sum_sequence_rows<B>(ctx, *all, prefix_len_, value_type(0), ones_, *grad);
+        }
+        own->resize(shape{batch_, seq_, kv_width()});
+        copy_sequence_rows<B>(ctx, *all, prefix_len_, *own, 0, seq_);
+      }
+      dk = &dk_own_, dv = &dv_own_;
     }
     if (opts_.rope) {  // the rotation is orthogonal: its backward turns the other way
       B::rotary(ctx, dq_, rotary(opts_.heads, true), dq_);
-      B::rotary(ctx, dk_, rotary(opts_.kv_heads, true), dk_);
+      B::rotary(ctx, *dk, rotary(opts_.kv_heads, true), *dk);
     }
     B::copy(ctx, q_.backward(ctx, dq_), dx_);
-    B::axpy(ctx, value_type(1), k_.backward(ctx, dk_), dx_);
-    B::axpy(ctx, value_type(1), v_.backward(ctx, dv_), dx_);
+    B::axpy(ctx, value_type(1), k_.backward(ctx, *dk), dx_);
+    B::axpy(ctx, value_type(1), v_.backward(ctx, *dv), dx_);
     return dx_;
   }
 
@@ -288,17 +322,17 @@ class multi_head_attention : public visits_parameters<multi_head_attention<B, Pl
     using P = decltype(t.data());
     return matrix_batch<P>{t.data() + g * d(), opts_.heads * d(), group() * d(), seq_ * opts_.heads * d()};
   }
-  // Key/value head j of sequence b inside a (batch, seq, kv_heads * d) tensor.
+  // Key/value head j of sequence b inside a (batch, keys, kv_heads * d) tensor (keys = prefix + seq).
   template <class Tn>
   auto kv_view(Tn& t) const {
     using P = decltype(t.data());
-    return matrix_batch<P>{t.data(), opts_.kv_heads * d(), d(), seq_ * opts_.kv_heads * d()};
+    return matrix_batch<P>{t.data(), opts_.kv_heads * d(), d(), keys_ * opts_.kv_heads * d()};
   }
-  // Score matrix (b, h = j * group + g) of a (batch, heads, seq, seq) tensor, as matrix (b, j) of batch g.
+  // Score matrix (b, h = j * group + g) of a (batch, heads, seq, keys) tensor, as matrix (b, j) of batch g.
   template <class Tn>
   auto scores_view(Tn& t, std::size_t g) const {
     using P = decltype(t.data());
-    return matrix_batch<P>{t.data() + g * seq_ * seq_, seq_, group() * seq_ * seq_, opts_.heads * seq_ * seq_};
+    return matrix_batch<P>{t.data() + g * seq_ * keys_, keys_, group() * seq_ * keys_, opts_.heads * seq_ * keys_};
   }
   template <class Self, class F>
   static void visit(Self& self, const std::string& prefix, F& f) {
@@ -310,7 +344,8 @@ class multi_head_attention : public visits_parameters<multi_head_attention<B, Pl
   }
 
   attention_options opts_;
-  std::size_t batch_ = 0, seq_ = 0, offset_ = 0;
+  std::size_t batch_ = 0, seq_ = 0, offset_ = 0, prefix_len_ = 0, keys_ = 0;
+  attention_prefix<tensor> prefix_{};
   query_layer q_;
   key_layer k_;
   value_layer v_;
@@ -318,6 +353,7 @@ class multi_head_attention : public visits_parameters<multi_head_attention<B, Pl
   output_layer o_;
   const tensor *q_out_ = nullptr, *k_out_ = nullptr, *v_out_ = nullptr, *dropped_probs_ = nullptr;
   tensor q_rot_, k_rot_, scores_, probs_, context_, dscores_, dq_, dk_, dv_, dx_;  // scores_ also holds dP, dS
+  tensor k_all_, v_all_, dk_own_, dv_own_, ones_;  // with a prefix only
 };
 
 }  // namespace peft::layers

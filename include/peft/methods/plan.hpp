@@ -18,6 +18,7 @@
 #include "peft/layers/layer_norm.hpp"
 #include "peft/layers/linear.hpp"
 #include "peft/layers/rms_norm.hpp"
+#include "peft/layers/virtual_tokens.hpp"
 #include "peft/methods/method.hpp"
 
 namespace peft {
@@ -124,6 +125,32 @@ constexpr int last_stage() {
   return last;
 }
 
+/// A method that puts virtual tokens before every sequence declares `template <Backend B> using
+/// prompt` (prompt tuning); one that gives the attention layers a learned prefix of keys and
+/// values, `template <Backend B> using prefix` (prefix tuning).
+/// (Checked without instantiating: the alias is matched as a one-parameter template.)
+template <template <class> class>
+struct template_probe {};
+template <class M>
+concept adds_prompt = requires { typename template_probe<M::template prompt>; };
+template <class M>
+concept adds_prefix = requires { typename template_probe<M::template prefix>; };
+
+/// The prompt (or prefix) source of the first method that declares one, else `Default`.
+template <template <class> class Default, bool Prefix, class B, class... Ms>
+struct virtual_source {
+  using type = Default<B>;
+};
+template <template <class> class Default, bool Prefix, class B, class M, class... Ms>
+struct virtual_source<Default, Prefix, B, M, Ms...> {
+  static auto pick() {
+    if constexpr (!Prefix && adds_prompt<M>) return std::type_identity<typename M::template prompt<B>>{};
+    else if constexpr (Prefix && adds_prefix<M>) return std::type_identity<typename M::template prefix<B>>{};
+    else return std::type_identity<typename virtual_source<Default, Prefix, B, Ms...>::type>{};
+  }
+  using type = typename decltype(pick())::type;
+};
+
 template <class... Ms>
 constexpr bool unique_method_names() {
   constexpr std::string_view names[] = {Ms::name...};
@@ -145,6 +172,8 @@ struct plan {
   static_assert(sizeof...(Methods) > 0,
                 "peft::plan<>: name at least one method, e.g. plan<methods::lora<roles::query>> or plan<methods::full>");
   static_assert((detail::check_peft_method<Methods>() && ...), "peft::plan: every argument must satisfy PeftMethod");
+  static_assert((int(detail::adds_prompt<Methods>) + ... + 0) <= 1, "peft::plan: at most one method may add a prompt");
+  static_assert((int(detail::adds_prefix<Methods>) + ... + 0) <= 1, "peft::plan: at most one method may add a prefix");
   static_assert(detail::unique_method_names<Methods...>(),
                 "peft::plan: a method family appears twice; list all its roles in one entry, e.g. lora<roles::query, roles::value>");
 
@@ -182,6 +211,16 @@ struct plan {
   /// The embedding table type on backend `B`: trains only when a method unfreezes group `embedding`.
   template <Backend B>
   using embedding = layers::embedding<B, trainable_groups<roles::embeddings>>;
+
+  /// The virtual tokens put before every sequence on backend `B` (prompt tuning's embeddings): the
+  /// method's prompt source, else `layers::no_prompt` (none). See layers/virtual_tokens.hpp.
+  template <Backend B>
+  using prompt = typename detail::virtual_source<layers::no_prompt, false, B, Methods...>::type;
+
+  /// The learned keys and values every attention layer sees first on backend `B` (prefix tuning):
+  /// the method's prefix source, else `layers::no_prefix` (none).
+  template <Backend B>
+  using prefix = typename detail::virtual_source<layers::no_prefix, true, B, Methods...>::type;
 
   /// The methods, as a type list, for code that serialises or reports them.
   using methods = std::tuple<Methods...>;

@@ -4,6 +4,7 @@
 /// assembled from the generic blocks of `layers/`: multi-head attention (bidirectional, key-padding
 /// mask) and a plain feed-forward, each followed by dropout, the residual and a post-layer-norm.
 
+#include <algorithm>
 #include <cstdint>
 #include <span>
 #include <string>
@@ -20,13 +21,17 @@
 #include "peft/layers/embedding.hpp"
 #include "peft/layers/feed_forward.hpp"
 #include "peft/layers/linear.hpp"
+#include "peft/layers/virtual_tokens.hpp"
 #include "peft/methods/plan.hpp"
 #include "peft/models/bert/config.hpp"
 #include "peft/models/encoder_batch.hpp"
 
 namespace peft::models {
 
-/// Word + position + token-type embeddings, LayerNorm, dropout (HF `BertEmbeddings`).
+/// Word + position + token-type embeddings, LayerNorm, dropout (HF `BertEmbeddings`). With virtual
+/// tokens (prompt tuning) their table comes first in every sequence, with token type 0, and positions
+/// count from them; a position offset (prefix tuning's prefix length, as Hugging Face counts a KV
+/// cache) shifts every position.
 template <Backend B, class Plan>
 class bert_embeddings : public visits_parameters<bert_embeddings<B, Plan>> {
   friend visits_parameters<bert_embeddings>;
@@ -48,30 +53,52 @@ class bert_embeddings : public visits_parameters<bert_embeddings<B, Plan>> {
         norm_(ctx, c.hidden_size, c.layer_norm_eps, prefix + "embeddings.LayerNorm", cfg),
         drop_(c.hidden_dropout_prob, prefix + "embeddings.dropout") {}
 
-  const tensor& forward(typename B::context& ctx, const encoder_batch& batch) {
-    const std::size_t n = batch.batch_size * batch.seq_len;
-    if (batch.seq_len > position_.num_embeddings())
-      throw shape_error(peft::detail::concat("bert: sequence length ", batch.seq_len, " exceeds max_position_embeddings ",
-                                             position_.num_embeddings()));
-    const shape out{batch.batch_size, batch.seq_len, word_.dim()};
+  /// `prompt`: the (virtual tokens, hidden) table put before every sequence, or null.
+  const tensor& forward(typename B::context& ctx, const encoder_batch& batch, const tensor* prompt = nullptr,
+                        std::size_t position_offset = 0) {
+    virtual_ = prompt ? prompt->rows() : 0;
+    const std::size_t len = virtual_ + batch.seq_len, n = batch.batch_size * len;
+    if (position_offset + len > position_.num_embeddings())
+      throw shape_error(peft::detail::concat("bert: sequence length ", batch.seq_len, " (with ", virtual_ + position_offset,
+                                             " virtual tokens) exceeds max_position_embeddings ", position_.num_embeddings()));
+    const shape out{batch.batch_size, len, word_.dim()};
     positions_.resize(n);
-    for (std::size_t i = 0; i < n; ++i) positions_[i] = std::int32_t(i % batch.seq_len);
-    if (batch.token_type_ids.empty()) zeros_.assign(n, 0);
-    B::copy(ctx, word_.forward(ctx, batch.input_ids, out), sum_);
+    for (std::size_t i = 0; i < n; ++i) positions_[i] = std::int32_t(position_offset + i % len);
+    types_.assign(n, 0);
+    if (!batch.token_type_ids.empty())
+      for (std::size_t b = 0; b < batch.batch_size; ++b)
+        std::copy_n(batch.token_type_ids.begin() + std::ptrdiff_t(b * batch.seq_len), batch.seq_len,
+                    types_.begin() + std::ptrdiff_t(b * len + virtual_));
+    const tensor& words = word_.forward(ctx, batch.input_ids, shape{batch.batch_size, batch.seq_len, word_.dim()});
+    if (virtual_) {
+      sum_.resize(out);
+      layers::broadcast_sequence_rows<B>(ctx, *prompt, sum_);
+      layers::copy_sequence_rows<B>(ctx, words, 0, sum_, virtual_, batch.seq_len);
+    } else {
+      B::copy(ctx, words, sum_);
+    }
     B::axpy(ctx, typename B::value_type(1), position_.forward(ctx, positions_, out), sum_);
-    B::axpy(ctx, typename B::value_type(1),
-            token_type_.forward(ctx, batch.token_type_ids.empty() ? std::span<const std::int32_t>(zeros_)
-                                                                  : std::span<const std::int32_t>(batch.token_type_ids),
-                                out),
-            sum_);
+    B::axpy(ctx, typename B::value_type(1), token_type_.forward(ctx, types_, out), sum_);
     return drop_.forward(ctx, norm_.forward(ctx, sum_));
   }
-  void backward(typename B::context& ctx, const tensor& dy) {
+  /// Returns the gradient with respect to the summed embeddings, (batch, virtual + seq, hidden):
+  /// its leading rows are the prompt's.
+  const tensor& backward(typename B::context& ctx, const tensor& dy) {
     const tensor& d = norm_.backward(ctx, drop_.backward(ctx, dy));
-    word_.backward(ctx, d);
+    if constexpr (embedding_layer::weight_parameter::trainable) {
+      if (virtual_) {
+        dwords_.resize(shape{d.shape()[0], d.shape()[1] - virtual_, d.cols()});
+        layers::copy_sequence_rows<B>(ctx, d, virtual_, dwords_, 0, dwords_.shape()[1]);
+        word_.backward(ctx, dwords_);
+      } else {
+        word_.backward(ctx, d);
+      }
+    }
     position_.backward(ctx, d);
     token_type_.backward(ctx, d);
+    return d;
   }
+  embedding_layer& word_embeddings() noexcept { return word_; }
   void merge(typename B::context& ctx) { merge_if_possible(norm_, ctx); }
   void unmerge(typename B::context& ctx) { unmerge_if_possible(norm_, ctx); }
 
@@ -87,8 +114,9 @@ class bert_embeddings : public visits_parameters<bert_embeddings<B, Plan>> {
   embedding_layer word_, position_, token_type_;
   norm_layer norm_;
   layers::dropout<B> drop_;
-  std::vector<std::int32_t> positions_, zeros_;
-  tensor sum_;
+  std::vector<std::int32_t> positions_, types_;
+  std::size_t virtual_ = 0;
+  tensor sum_, dwords_;
 };
 
 /// Names under which a BERT parameter may appear in a checkpoint: as is, with or without the `bert.`
@@ -185,9 +213,11 @@ class bert_attention : public visits_parameters<bert_attention<B, Plan>> {
                  std::uint64_t seed)
       : attention_(ctx, options(c, name, seed), cfg), post_(ctx, c, cfg, name) {}
 
-  /// x: (batch, seq, hidden); key_mask: (batch, seq) of 1 (token) / 0 (padding).
-  const tensor& forward(typename B::context& ctx, const tensor& x, const tensor& key_mask) {
-    return post_.forward(ctx, x, attention_.forward(ctx, x, {.key_mask = &key_mask}));
+  /// x: (batch, seq, hidden); key_mask: (batch, prefix + seq) of 1 (token) / 0 (padding); `prefix`:
+  /// prefix tuning's keys and values for this layer, or none.
+  const tensor& forward(typename B::context& ctx, const tensor& x, const tensor& key_mask,
+                        layers::attention_prefix<tensor> prefix = {}) {
+    return post_.forward(ctx, x, attention_.forward(ctx, x, {.key_mask = &key_mask, .prefix = prefix}));
   }
   const tensor& backward(typename B::context& ctx, const tensor& dy) {
     return post_.input_gradient(ctx, attention_.backward(ctx, post_.backward(ctx, dy)));
@@ -280,8 +310,9 @@ class bert_layer : public visits_parameters<bert_layer<B, Plan>> {
       : attention_(ctx, c, cfg, prefix + "encoder.layer." + std::to_string(index) + ".attention", derive_seed(seed, 1)),
         ffn_(ctx, c, cfg, prefix + "encoder.layer." + std::to_string(index), derive_seed(seed, 2)) {}
 
-  const tensor& forward(typename B::context& ctx, const tensor& x, const tensor& key_mask) {
-    return ffn_.forward(ctx, attention_.forward(ctx, x, key_mask));
+  const tensor& forward(typename B::context& ctx, const tensor& x, const tensor& key_mask,
+                        layers::attention_prefix<tensor> prefix = {}) {
+    return ffn_.forward(ctx, attention_.forward(ctx, x, key_mask, prefix));
   }
   const tensor& backward(typename B::context& ctx, const tensor& dy) {
     return attention_.backward(ctx, ffn_.backward(ctx, dy));
@@ -303,9 +334,13 @@ class bert_layer : public visits_parameters<bert_layer<B, Plan>> {
 };
 
 /// The encoder (HF `BertModel` without pooler): embeddings and `num_hidden_layers` blocks of one type
-/// (a run-time count, not a nested type). Output: last hidden state (batch, seq, hidden). Names:
+/// (a run-time count, not a nested type). Output: last hidden state (batch, virtual + seq, hidden),
+/// where `virtual_tokens()` leading rows are prompt tuning's (none without it). Names:
 /// `embeddings.*`, `encoder.layer.<i>.*`. Modules are built with their full names (`prefix` + these,
-/// "bert." inside the task heads), which is what `lora_config` patterns and errors see.
+/// "bert." inside the task heads), which is what `lora_config` patterns and errors see. The plan's
+/// prompt and prefix sources (prompt and prefix tuning) live here too, named at the top of the
+/// model (`prompt_encoder.*`), as PEFT's prompt encoder sits beside the base model; the two cannot
+/// be active together.
 template <Backend B, class Plan>
 class bert_encoder : public visits_parameters<bert_encoder<B, Plan>> {
   friend visits_parameters<bert_encoder>;
@@ -318,7 +353,11 @@ class bert_encoder : public visits_parameters<bert_encoder<B, Plan>> {
 
   bert_encoder(typename B::context& ctx, const bert_config& c, const method_config& cfg = {}, std::uint64_t seed = 0,
                const std::string& prefix = "")
-      : config_((c.validate(), c)), embeddings_(ctx, c, cfg, derive_seed(seed, 100), prefix) {
+      : config_((c.validate(), c)), embeddings_(ctx, c, cfg, derive_seed(seed, 100), prefix),
+        prompt_(ctx, c.vocab_size, c.hidden_size, cfg, derive_seed(seed, 300)),
+        prefix_(ctx, c.num_hidden_layers, c.num_attention_heads, c.hidden_size / c.num_attention_heads, cfg, derive_seed(seed, 301)) {
+    if (prompt_.tokens() && prefix_.tokens())
+      throw config_error("bert: prompt tuning and prefix tuning cannot run together (PEFT gives a model one prompt encoder)");
     layers_.reserve(c.num_hidden_layers);
     for (std::size_t i = 0; i < c.num_hidden_layers; ++i)
       layers_.emplace_back(ctx, c, cfg, i, derive_seed(seed, 200 + i), prefix);
@@ -327,18 +366,24 @@ class bert_encoder : public visits_parameters<bert_encoder<B, Plan>> {
 
   const tensor& forward(typename B::context& ctx, const encoder_batch& batch) {
     batch.validate();
-    mask_host_.resize(batch.batch_size * batch.seq_len);
-    for (std::size_t i = 0; i < mask_host_.size(); ++i)
-      mask_host_[i] = batch.attention_mask.empty() ? value_type(1) : value_type(batch.attention_mask[i]);
-    B::copy_from_host(ctx, mask_host_, shape{batch.batch_size, batch.seq_len}, mask_);
-    const tensor* h = &embeddings_.forward(ctx, batch);
-    for (auto& l : layers_) h = &l.forward(ctx, *h, mask_);
+    // Keys: the prefix, the virtual tokens, then the sequence; all but the sequence's padding are seen.
+    const std::size_t virt = prompt_.tokens(), pre = prefix_.tokens(), len = virt + batch.seq_len;
+    mask_host_.assign(batch.batch_size * (pre + len), value_type(1));
+    for (std::size_t b = 0; b < batch.batch_size; ++b)
+      for (std::size_t s = 0; s < batch.seq_len && !batch.attention_mask.empty(); ++s)
+        mask_host_[b * (pre + len) + pre + virt + s] = value_type(batch.attention_mask[b * batch.seq_len + s]);
+    B::copy_from_host(ctx, mask_host_, shape{batch.batch_size, pre + len}, mask_);
+    prefix_.forward(ctx);
+    const tensor* h = &embeddings_.forward(ctx, batch, virt ? &prompt_.table(ctx, embeddings_.word_embeddings()) : nullptr, pre);
+    for (std::size_t i = 0; i < layers_.size(); ++i) h = &layers_[i].forward(ctx, *h, mask_, prefix_.layer(i));
     return *h;
   }
   void backward(typename B::context& ctx, const tensor& dy) {
     const tensor* d = &dy;
     for (auto it = layers_.rbegin(); it != layers_.rend(); ++it) d = &it->backward(ctx, *d);
-    embeddings_.backward(ctx, *d);
+    const tensor& dembeddings = embeddings_.backward(ctx, *d);
+    if (prompt_.tokens()) prompt_.accumulate(ctx, dembeddings);
+    prefix_.backward(ctx);
   }
   void merge(typename B::context& ctx) {
     embeddings_.merge(ctx);
@@ -350,8 +395,14 @@ class bert_encoder : public visits_parameters<bert_encoder<B, Plan>> {
   }
 
   [[nodiscard]] const bert_config& config() const noexcept { return config_; }
-  /// The (batch, seq) key mask of the last forward, as the backend's value type.
+  /// The key mask of the last forward, (batch, prefix + virtual + seq) of 1 / 0, on the device and
+  /// on the host.
   [[nodiscard]] const tensor& mask() const noexcept { return mask_; }
+  [[nodiscard]] std::span<const value_type> mask_host() const noexcept { return mask_host_; }
+  /// How many leading rows of the output are virtual tokens (prompt tuning), and how many prefix
+  /// tokens every attention layer sees first (prefix tuning).
+  [[nodiscard]] std::size_t virtual_tokens() const noexcept { return prompt_.tokens(); }
+  [[nodiscard]] std::size_t prefix_tokens() const noexcept { return prefix_.tokens(); }
   bert_layer<B, Plan>& layer(std::size_t i) { return layers_.at(i); }
 
  private:
@@ -360,10 +411,14 @@ class bert_encoder : public visits_parameters<bert_encoder<B, Plan>> {
     self.embeddings_.visit_parameters(prefix + "embeddings.", f);
     for (std::size_t i = 0; i < self.layers_.size(); ++i)
       self.layers_[i].visit_parameters(prefix + "encoder.layer." + std::to_string(i) + ".", f);
+    self.prompt_.visit_parameters("", f);  // named at the top of the model
+    self.prefix_.visit_parameters("", f);
   }
 
   bert_config config_;
   bert_embeddings<B, Plan> embeddings_;
+  typename Plan::template prompt<B> prompt_;
+  typename Plan::template prefix<B> prefix_;
   std::vector<bert_layer<B, Plan>> layers_;
   std::vector<value_type> mask_host_;
   tensor mask_;
@@ -411,7 +466,7 @@ class bert_for_sequence_classification : public visits_parameters<bert_for_seque
   const tensor& forward(typename B::context& ctx, const encoder_batch& batch) {
     const tensor& hs = encoder_.forward(ctx, batch);
     batch_ = batch.batch_size;
-    seq_ = batch.seq_len;
+    seq_ = hs.shape()[1];  // with prompt tuning, its virtual tokens first (the pooler reads the first)
     const std::size_t hidden = hs.cols();
     pooled_.resize(shape{batch_, hidden});
     if (options_.pool == pooling::first_token) {
@@ -421,13 +476,16 @@ class bert_for_sequence_classification : public visits_parameters<bert_for_seque
       B::gather_rows(ctx, hs, first_ids_, pooled_);
       return classifier_.forward(ctx, drop_.forward(ctx, pool_act_.forward(ctx, pooler_.forward(ctx, pooled_))));
     }
-    // Masked mean as a batched product: pooled[b] = w[b] H[b], w[b, s] = mask[b, s] / count[b].
+    // Masked mean as a batched product: pooled[b] = w[b] H[b], w[b, s] = mask[b, s] / count[b], over
+    // the rows the encoder returned (virtual tokens included; a prefix is not a row).
     weights_host_.assign(batch_ * seq_, value_type(0));
+    const auto mask = encoder_.mask_host();
+    const std::size_t keys = mask.size() / batch_, skip = keys - seq_;
     for (std::size_t b = 0; b < batch_; ++b) {
       std::size_t count = 0;
-      for (std::size_t s = 0; s < seq_; ++s) count += batch.attention_mask.empty() || batch.attention_mask[b * seq_ + s];
+      for (std::size_t s = 0; s < seq_; ++s) count += mask[b * keys + skip + s] != value_type(0);
       for (std::size_t s = 0; s < seq_; ++s)
-        if (batch.attention_mask.empty() || batch.attention_mask[b * seq_ + s]) weights_host_[b * seq_ + s] = value_type(1) / value_type(count);
+        if (mask[b * keys + skip + s] != value_type(0)) weights_host_[b * seq_ + s] = value_type(1) / value_type(count);
     }
     B::copy_from_host(ctx, weights_host_, shape{batch_, seq_}, weights_);
     B::gemm_batched(ctx, op::n, op::n, 1, hidden, seq_, value_type(1), {weights_.data(), seq_, 0, seq_},
@@ -506,11 +564,24 @@ class bert_for_token_classification : public visits_parameters<bert_for_token_cl
     prepare_methods<Plan>(ctx, *this, cfg);
   }
 
+  /// Logits of the sequence's own tokens: prompt tuning's virtual rows are left out (PEFT's token
+  /// classifier also returns logits for them).
   const tensor& forward(typename B::context& ctx, const encoder_batch& batch) {
-    return classifier_.forward(ctx, drop_.forward(ctx, encoder_.forward(ctx, batch)));
+    const tensor& hs = encoder_.forward(ctx, batch);
+    const std::size_t virt = encoder_.virtual_tokens();
+    if (!virt) return classifier_.forward(ctx, drop_.forward(ctx, hs));
+    own_.resize(shape{batch.batch_size, batch.seq_len, hs.cols()});
+    layers::copy_sequence_rows<B>(ctx, hs, virt, own_, 0, batch.seq_len);
+    return classifier_.forward(ctx, drop_.forward(ctx, own_));
   }
   void backward(typename B::context& ctx, const tensor& dlogits) {
-    encoder_.backward(ctx, drop_.backward(ctx, classifier_.backward(ctx, dlogits)));
+    const tensor& d = drop_.backward(ctx, classifier_.backward(ctx, dlogits));
+    const std::size_t virt = encoder_.virtual_tokens();
+    if (!virt) return encoder_.backward(ctx, d);
+    dall_.resize(shape{d.shape()[0], virt + d.shape()[1], d.cols()});
+    B::fill(ctx, dall_, typename B::value_type(0));
+    layers::copy_sequence_rows<B>(ctx, d, 0, dall_, virt, d.shape()[1]);
+    encoder_.backward(ctx, dall_);
   }
   void merge(typename B::context& ctx) { encoder_.merge(ctx); }
   void unmerge(typename B::context& ctx) { encoder_.unmerge(ctx); }
@@ -526,6 +597,7 @@ class bert_for_token_classification : public visits_parameters<bert_for_token_cl
   bert_encoder<B, Plan> encoder_;
   layers::dropout<B> drop_;
   classifier_layer classifier_;
+  tensor own_, dall_;
 };
 
 }  // namespace peft::models

@@ -5,6 +5,7 @@
 /// a language-model head that may share the token embedding. Training runs forward and backward
 /// over whole sequences; generation runs `forward_cached` over a KV cache.
 
+#include <algorithm>
 #include <cstdint>
 #include <optional>
 #include <span>
@@ -21,6 +22,7 @@
 #include "peft/layers/feed_forward.hpp"
 #include "peft/layers/linear.hpp"
 #include "peft/layers/rms_norm.hpp"
+#include "peft/layers/virtual_tokens.hpp"
 #include "peft/methods/plan.hpp"
 #include "peft/models/llama/config.hpp"
 
@@ -82,9 +84,10 @@ class llama_block : public visits_parameters<llama_block<B, Plan>> {
                                           .seed = derive_seed(seed, 2)},
              cfg) {}
 
-  const tensor& forward(typename B::context& ctx, const tensor& x) {
+  /// `in`: the attention's per-call inputs (prefix tuning's prefix and the position it shifts to).
+  const tensor& forward(typename B::context& ctx, const tensor& x, const layers::attention_inputs<tensor>& in = {}) {
     B::copy(ctx, x, h_);
-    B::axpy(ctx, value_type(1), attn_.forward(ctx, norm1_.forward(ctx, x)), h_);
+    B::axpy(ctx, value_type(1), attn_.forward(ctx, norm1_.forward(ctx, x), in), h_);
     B::copy(ctx, h_, y_);
     B::axpy(ctx, value_type(1), mlp_.forward(ctx, norm2_.forward(ctx, h_)), y_);
     return y_;
@@ -131,7 +134,11 @@ class llama_block : public visits_parameters<llama_block<B, Plan>> {
 };
 
 /// Hugging Face's `LlamaForCausalLM`: `model.embed_tokens`, `model.layers.N.*`, `model.norm`, and
-/// `lm_head` (absent when tied to the embedding, as SmolLM2 is). The token embedding and an untied
+/// `lm_head` (absent when tied to the embedding, as SmolLM2 is). The plan's prompt and prefix sources
+/// (prompt and prefix tuning, `prompt_encoder.*`, one of them at a time) work as PEFT runs them: the
+/// virtual tokens come first at positions 0..n-1, or every layer's keys and values start with the
+/// prefix and the tokens' positions after it; logits are returned for the sequence's own tokens
+/// only, and generation starts its caches with them. The token embedding and an untied
 /// head train only under full fine-tuning (role `embeddings`); frozen ones may stay packed
 /// (quantized) when the backend has `PackedProducts`.
 template <Backend B, class Plan>
@@ -154,7 +161,11 @@ class llama_for_causal_lm : public visits_parameters<llama_for_causal_lm<B, Plan
                       layers::weight_init init = layers::weight_init::normal)
       : config_(checked(c)),
         embed_(ctx, c.vocab_size, c.hidden_size, "model.embed_tokens", derive_seed(seed, 1), c.initializer_range, init),
-        norm_(ctx, c.hidden_size, c.rms_norm_eps, "model.norm", cfg) {
+        norm_(ctx, c.hidden_size, c.rms_norm_eps, "model.norm", cfg),
+        prompt_(ctx, c.vocab_size, c.hidden_size, cfg, derive_seed(seed, 3)),
+        prefix_(ctx, c.num_hidden_layers, c.num_key_value_heads, c.head_size(), cfg, derive_seed(seed, 4)) {
+    if (prompt_.tokens() && prefix_.tokens())
+      throw config_error("llama: prompt tuning and prefix tuning cannot run together (PEFT gives a model one prompt encoder)");
     layers_.reserve(c.num_hidden_layers);
     for (std::size_t i = 0; i < c.num_hidden_layers; ++i)
       layers_.emplace_back(ctx, c, cfg, "model.layers." + std::to_string(i) + ".", derive_seed(seed, 100 + i), init);
@@ -165,45 +176,102 @@ class llama_for_causal_lm : public visits_parameters<llama_for_causal_lm<B, Plan
     prepare_methods<Plan>(ctx, *this, cfg);
   }
 
-  /// Logits (batch, seq, vocab) of every position.
+  /// Logits (batch, seq, vocab) of every position of the sequence's own tokens.
   const tensor& forward(typename B::context& ctx, const decoder_batch& batch) {
-    check_batch(batch.batch_size, batch.seq_len, batch.input_ids.size());
+    check_batch(batch.batch_size, batch.seq_len, batch.input_ids.size(), virtual_tokens());
+    const std::size_t virt = prompt_.tokens(), pre = prefix_.tokens();
+    const tensor* table = virt ? &prompt_.table(ctx, embed_) : nullptr;  // first: it may read the embedding
     const tensor* h = &embed_.forward(ctx, batch.input_ids, shape{batch.batch_size, batch.seq_len, config_.hidden_size});
-    for (auto& l : layers_) h = &l.forward(ctx, *h);
+    if (virt) h = &with_prompt(ctx, *table, *h);
+    prefix_.forward(ctx);
+    for (std::size_t i = 0; i < layers_.size(); ++i) h = &layers_[i].forward(ctx, *h, {.position_offset = pre, .prefix = prefix_.layer(i)});
+    if (virt) {  // the virtual positions predict nothing
+      own_.resize(shape{batch.batch_size, batch.seq_len, config_.hidden_size});
+      layers::copy_sequence_rows<B>(ctx, *h, virt, own_, 0, batch.seq_len);
+      h = &own_;
+    }
     return head_forward(ctx, norm_.forward(ctx, *h));
   }
   /// Backward from the logits' gradient; accumulates into the trainable parameters.
   void backward(typename B::context& ctx, const tensor& dlogits) {
     const tensor* d = &norm_.backward(ctx, head_backward(ctx, dlogits));
+    const std::size_t virt = prompt_.tokens();
+    if (virt) {
+      dall_.resize(shape{d->shape()[0], virt + d->shape()[1], d->cols()});
+      B::fill(ctx, dall_, value_type(0));
+      layers::copy_sequence_rows<B>(ctx, *d, 0, dall_, virt, d->shape()[1]);
+      d = &dall_;
+    }
     for (std::size_t i = layers_.size(); i-- > 0;) d = &layers_[i].backward(ctx, *d);
-    embed_.backward(ctx, *d);
+    prefix_.backward(ctx);
+    if (virt) {
+      prompt_.accumulate(ctx, *d);
+      if constexpr (embedding_layer::weight_parameter::trainable) {
+        dwords_.resize(shape{d->shape()[0], d->shape()[1] - virt, d->cols()});
+        layers::copy_sequence_rows<B>(ctx, *d, virt, dwords_, 0, dwords_.shape()[1]);
+        embed_.backward(ctx, dwords_);
+      }
+    } else {
+      embed_.backward(ctx, *d);
+    }
   }
+  /// Virtual tokens before every sequence (prompt tuning) and prefix tokens every attention layer
+  /// sees first (prefix tuning): each takes that many positions of the context.
+  [[nodiscard]] std::size_t virtual_tokens() const noexcept { return prompt_.tokens() + prefix_.tokens(); }
 
   /// KV caches of every block, for `forward_cached`.
   struct cache_state {
     std::vector<layers::kv_cache<B>> layers;
     [[nodiscard]] std::size_t length() const noexcept { return layers.empty() ? 0 : layers.front().length; }
   };
-  /// Empty caches for `batch` sequences of up to `max_tokens` tokens (prompt and generated).
+  /// Empty caches for `batch` sequences of up to `max_tokens` tokens (prompt and generated), with
+  /// room for the virtual tokens besides.
   cache_state make_cache(std::size_t batch, std::size_t max_tokens) const {
-    if (max_tokens > config_.max_position_embeddings)
-      throw config_error(peft::detail::concat("llama: ", max_tokens, " tokens exceed the context length ",
-                                              config_.max_position_embeddings));
+    if (max_tokens + virtual_tokens() > config_.max_position_embeddings)
+      throw config_error(peft::detail::concat("llama: ", max_tokens, " tokens (and ", virtual_tokens(),
+                                              " virtual) exceed the context length ", config_.max_position_embeddings));
     cache_state s;
     s.layers.resize(layers_.size());
-    for (auto& c : s.layers) c.reserve(batch, max_tokens, config_.num_key_value_heads * config_.head_size());
+    for (auto& c : s.layers) c.reserve(batch, max_tokens + virtual_tokens(), config_.num_key_value_heads * config_.head_size());
     return s;
   }
   /// The next `new_tokens` tokens of each of the cache's sequences (ids row-major, batch x new):
   /// returns the logits (batch, vocab) at each sequence's last new position. `key_mask` (batch,
-  /// cached + new, 1 token / 0 padding) hides left padding of batched prompts; null means none.
+  /// tokens given so far + new, 1 token / 0 padding) hides left padding of batched prompts; null
+  /// means none. The first call on an empty cache puts the virtual tokens (or the prefix) in it
+  /// first; the mask never covers them, they are always seen.
   const tensor& forward_cached(typename B::context& ctx, std::span<const std::int32_t> ids, std::size_t new_tokens,
                                cache_state& cache, const tensor* key_mask = nullptr) {
     if (cache.layers.size() != layers_.size() || cache.layers.empty())
       throw config_error("llama: forward_cached needs a cache from make_cache");
-    const std::size_t batch = cache.layers.front().batch;
+    const std::size_t batch = cache.layers.front().batch, virt = virtual_tokens();
     check_batch(batch, new_tokens, ids.size());
+    const bool first = cache.length() == 0;
+    const tensor* table = first && prompt_.tokens() ? &prompt_.table(ctx, embed_) : nullptr;  // before the embedding runs
     const tensor* h = &embed_.forward(ctx, ids, shape{batch, new_tokens, config_.hidden_size});
+    if (first && prefix_.tokens()) {  // the prefix as already cached keys and values
+      prefix_.forward(ctx);
+      for (std::size_t i = 0; i < layers_.size(); ++i) {
+        auto& c = cache.layers[i];
+        const auto p = prefix_.layer(i);
+        for (auto [part, all] : {std::pair{p.keys, &c.keys}, std::pair{p.values, &c.values}})
+          layers::broadcast_sequence_rows<B>(ctx, *part, *all);
+        c.length = prefix_.tokens();
+      }
+    }
+    if (first && prompt_.tokens()) {
+      h = &with_prompt(ctx, *table, *h);
+      new_tokens += prompt_.tokens();
+    }
+    if (key_mask && virt) {  // the mask from the caller covers its own tokens; the virtual ones are seen
+      const auto given = B::copy_to_host(ctx, *key_mask);
+      const std::size_t cols = key_mask->cols();
+      mask_host_.assign(batch * (virt + cols), value_type(1));
+      for (std::size_t b = 0; b < batch; ++b)
+        std::copy_n(given.begin() + std::ptrdiff_t(b * cols), cols, mask_host_.begin() + std::ptrdiff_t(b * (virt + cols) + virt));
+      B::copy_from_host(ctx, mask_host_, shape{batch, virt + cols}, mask_);
+      key_mask = &mask_;
+    }
     for (std::size_t i = 0; i < layers_.size(); ++i) h = &layers_[i].forward_cached(ctx, *h, cache.layers[i], key_mask);
     // Only the last position of each sequence is scored.
     last_.resize(shape{batch, config_.hidden_size});
@@ -274,12 +342,20 @@ class llama_for_causal_lm : public visits_parameters<llama_for_causal_lm<B, Plan
     c.validate();
     return c;
   }
-  void check_batch(std::size_t batch, std::size_t seq, std::size_t ids) const {
+  void check_batch(std::size_t batch, std::size_t seq, std::size_t ids, std::size_t virt = 0) const {
     if (batch == 0 || seq == 0 || ids != batch * seq)
       throw shape_error(peft::detail::concat("llama: ", ids, " token ids for ", batch, " sequences of ", seq));
-    if (seq > config_.max_position_embeddings)
-      throw shape_error(peft::detail::concat("llama: sequence length ", seq, " exceeds the context length ",
+    if (seq + virt > config_.max_position_embeddings)
+      throw shape_error(peft::detail::concat("llama: sequence length ", seq, " (and ", virt, " virtual tokens) exceeds the context length ",
                                              config_.max_position_embeddings));
+  }
+  /// x (batch, seq, hidden) with prompt tuning's table before every sequence.
+  const tensor& with_prompt(typename B::context& ctx, const tensor& table, const tensor& x) {
+    const std::size_t virt = table.rows();
+    prompted_.resize(shape{x.shape()[0], virt + x.shape()[1], x.cols()});
+    layers::broadcast_sequence_rows<B>(ctx, table, prompted_);
+    layers::copy_sequence_rows<B>(ctx, x, 0, prompted_, virt, x.shape()[1]);
+    return prompted_;
   }
   /// logits = h E^T (tied) or the untied head.
   const tensor& head_forward(typename B::context& ctx, const tensor& h) {
@@ -319,6 +395,8 @@ class llama_for_causal_lm : public visits_parameters<llama_for_causal_lm<B, Plan
       self.layers_[i].visit_parameters(prefix + "model.layers." + std::to_string(i) + ".", f);
     self.norm_.visit_parameters(prefix + "model.norm.", f);
     if (self.head_) self.head_->visit_parameters(prefix + "lm_head.", f);
+    self.prompt_.visit_parameters("", f);  // named at the top of the model
+    self.prefix_.visit_parameters("", f);
   }
 
   llama_config config_;
@@ -326,8 +404,11 @@ class llama_for_causal_lm : public visits_parameters<llama_for_causal_lm<B, Plan
   std::vector<block> layers_;
   typename Plan::template rms_norm<B> norm_;
   std::optional<head_layer> head_;
+  typename Plan::template prompt<B> prompt_;
+  typename Plan::template prefix<B> prefix_;
   const tensor* hidden_ = nullptr;
-  tensor logits_, dhidden_, last_;
+  tensor logits_, dhidden_, last_, own_, dall_, dwords_, prompted_, mask_;
+  std::vector<value_type> mask_host_;
 };
 
 }  // namespace peft::models
