@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Reproduces docs/results_tables.md: all-MiniLM-L6-v2 fine-tuned on SST-2 (accuracy) and WNUT-17
 # (entity-level F1, exact span match) with full fine-tuning, LoRA, BitFit, Houlsby and Pfeiffer
-# adapters, LoRA + BitFit, (IA)3, DoRA, LayerNorm tuning, VeRA and AdaLoRA, one run each on the CPU. Takes about 2 hours
-# on 2 cores.
+# adapters, LoRA + BitFit, (IA)3, DoRA, LayerNorm tuning, VeRA, AdaLoRA, prompt tuning and prefix tuning, one run each
+# on the CPU. Takes about 2.5 hours on 2 cores.
 #
 #   ./scripts/results.sh            # every run, then the tables
 #   PEFT_RESULTS_ONLY="sst2/lora" ./scripts/results.sh   # a subset (space-separated task/method)
@@ -22,7 +22,9 @@ TRAIN="$BUILD/examples/peft-train"
 # the vectors and the head; r 256 is PEFT's default). AdaLoRA follows its paper's GLUE setting: every
 # attention and FFN matrix, init_r 3 falling to an average of 2 (1.5x, as the paper), orthogonal
 # regulariser 0.1, reallocation every 10 steps after 100 warm-up steps, the last 200 with fixed ranks;
-# lora_alpha 32 and LoRA's learning rate.
+# lora_alpha 32 and LoRA's learning rate. Prompt and prefix tuning take 20 virtual tokens (PEFT's
+# examples' size), random starts as PEFT's defaults, and the larger learning rates their small
+# parameter sets need with AdamW (PEFT's examples: 3e-2 for prompt tuning, 1e-2 for prefix tuning).
 declare -A ARGS=(
   [full]="--method full --lr 5e-5"
   [lora]="--method lora --rank 8 --alpha 16 --target query,value --lr 1e-3"
@@ -34,9 +36,11 @@ declare -A ARGS=(
   [dora]="--method lora --dora --rank 8 --alpha 16 --target query,value --lr 1e-3"
   [ln_tuning]="--method ln_tuning --lr 1e-3"
   [vera]="--method vera --vera-rank 256 --vera-target query,value --lr 4e-3"
+  [prompt]="--method prompt --virtual-tokens 20 --lr 3e-2"
+  [prefix]="--method prefix --virtual-tokens 20 --lr 1e-2"
   [adalora]="--method adalora --adalora-init-r 3 --adalora-target-r 2 --adalora-alpha 32 --adalora-tinit 100 --adalora-tfinal 200 --adalora-delta-t 10 --adalora-orth-reg 0.1 --adalora-target all --lr 1e-3"
 )
-METHODS=(full lora bitfit houlsby pfeiffer lora+bitfit ia3 dora ln_tuning vera adalora)
+METHODS=(full lora bitfit houlsby pfeiffer lora+bitfit ia3 dora ln_tuning vera adalora prompt prefix)
 declare -A DATA=(
   [sst2]="--train data/sst2/train.tsv --dev data/sst2/dev.tsv --epochs 2"
   [wnut17]="--train data/wnut17/train.conll --dev data/wnut17/dev.conll --epochs 2"
@@ -62,7 +66,7 @@ only = os.environ.get("PEFT_RESULTS_ONLY", "").split()
 names = {"full": "Full fine-tuning", "lora": "LoRA (r=8, q,v)", "bitfit": "BitFit", "houlsby": "Houlsby adapter",
          "pfeiffer": "Pfeiffer adapter", "lora+bitfit": "LoRA + BitFit", "ia3": "(IA)3 (k, v, ffn)",
          "dora": "DoRA (r=8, q,v)", "ln_tuning": "LayerNorm tuning", "vera": "VeRA (r=256, q,v)",
-         "adalora": "AdaLoRA (r 3 -> 2, all)"}
+         "adalora": "AdaLoRA (r 3 -> 2, all)", "prompt": "Prompt tuning (20 tokens)", "prefix": "Prefix tuning (20 tokens)"}
 tasks = (("sst2", "SST-2 (dev accuracy)", "accuracy"), ("wnut17", "WNUT-17 (dev entity F1, exact span match)", "f1"))
 kept = {}  # (title, label) -> the row's cells
 if dest.exists():

@@ -47,11 +47,23 @@ int commands<Plan>::train(const train_options& o) {
   const model_dir md = open_model_dir(o.model_dir);
   run_card card = o.card;
   card.base_model = fs::absolute(o.model_dir).lexically_normal().string();
-  const std::size_t positions = md.config.max_position_embeddings;
-  if (card.max_length == 0) card.max_length = positions;
-  if (card.max_length > positions)
-    throw peft::config_error(peft::detail::concat("--max-length ", card.max_length, " exceeds the model's ", positions,
+  // Prompt and prefix tuning's virtual tokens take positions before the text's.
+  const std::size_t virt = virtual_tokens(card), positions = md.config.max_position_embeddings;
+  if (virt >= positions)
+    throw peft::config_error(peft::detail::concat("--virtual-tokens ", virt, " leaves no room in the model's ", positions,
                                                   " positions (max_position_embeddings in ", (o.model_dir / "config.json").string(), ")"));
+  if (card.max_length == 0) card.max_length = positions - virt;
+  if (card.max_length + virt > positions)
+    throw peft::config_error(peft::detail::concat("--max-length ", card.max_length, virt ? " with " + std::to_string(virt) + " virtual tokens" : "",
+                                                  " exceeds the model's ", positions, " positions (max_position_embeddings in ",
+                                                  (o.model_dir / "config.json").string(), ")"));
+  if (auto& p = card.methods.get<peft::prompt_tuning_config>(); has_component(card.method, "prompt_tuning")) {
+    p.tokenizer_name_or_path = card.base_model;
+    if (p.init == peft::prompt_init::text) {  // as PEFT: the text's ids with the special tokens, repeated or cut
+      if (p.init_text.empty()) throw peft::config_error("--prompt-init text needs --prompt-init-text");
+      p.init_token_ids = md.tokenizer.encode(p.init_text, std::nullopt, {.max_length = 0}).ids;
+    }
+  }
   if (card.methods.get<peft::lora_config>().use_dora && !has_component(card.method, "lora"))
     throw peft::config_error("--dora is a form of LoRA: use it with --method lora (or a combination with lora)");
   if (o.early_stopping && o.dev_file.empty())
@@ -274,9 +286,9 @@ void load_for_inference(session<Plan>& s, const model_dir& md, const fs::path& a
 template <class Plan>
 int commands<Plan>::eval(const eval_options& o, const run_card& card) {
   const model_dir md = open_model_dir(o.model_dir);
-  if (card.max_length > md.config.max_position_embeddings)
-    throw peft::config_error(peft::detail::concat("the run card's max_length ", card.max_length, " exceeds the model's ",
-                                                  md.config.max_position_embeddings, " positions"));
+  if (card.max_length + virtual_tokens(card) > md.config.max_position_embeddings)
+    throw peft::config_error(peft::detail::concat("the run card's max_length ", card.max_length, " and ", virtual_tokens(card),
+                                                  " virtual tokens exceed the model's ", md.config.max_position_embeddings, " positions"));
   if (!o.predictions_file.empty() && fs::exists(o.predictions_file) && fs::equivalent(o.predictions_file, o.data_file))
     throw peft::config_error("--predictions '" + o.predictions_file.string() + "' is the --data file; write them elsewhere");
   const dataset d = read_dataset(o.data_file, card.task, o.format);

@@ -24,6 +24,8 @@
 #include <peft/methods/ln_tuning.hpp>
 #include <peft/methods/lora.hpp>
 #include <peft/methods/plan.hpp>
+#include <peft/methods/prefix_tuning.hpp>
+#include <peft/methods/prompt_tuning.hpp>
 #include <peft/methods/vera.hpp>
 #include <peft/models/llama/model.hpp>
 #include <peft/text/gguf_vocabulary.hpp>
@@ -34,13 +36,13 @@ namespace {
 
 namespace fs = std::filesystem;
 using B = peft::backend::eigen<float>;
-// One instantiation for every adapter: LoRA (or DoRA) and VeRA on all seven projections and LayerNorm
-// tuning on the RMS norms, switched per module at run time by the adapter's type and target_modules (no
+// One instantiation for every adapter: LoRA (or DoRA) and VeRA on all seven projections, LayerNorm
+// tuning on the RMS norms, prompt and prefix tuning, switched per module at run time by the adapter's type and target_modules (no
 // adapter: all off, nothing added).
 namespace r = peft::roles;
 using lm_plan = peft::plan<peft::methods::lora<r::query, r::key, r::value, r::attention_output, r::ffn_in, r::ffn_out, r::ffn_gate>,
                            peft::methods::vera<r::query, r::key, r::value, r::attention_output, r::ffn_in, r::ffn_out, r::ffn_gate>,
-                           peft::methods::ln_tuning>;
+                           peft::methods::ln_tuning, peft::methods::prompt_tuning, peft::methods::prefix_tuning>;
 using lm_model = peft::models::llama_for_causal_lm<B, lm_plan>;
 
 /// A model ready to run: weights, tokenizer, chat template.
@@ -68,7 +70,8 @@ loaded_lm load(const decoder_options& o) {
   l.file = peft::io::gguf_file::open(o.model);
   const auto cfg = peft::models::llama_config::from_gguf(l.file);
   peft::method_config methods{peft::lora_config{.enabled = false}, peft::vera_config{.enabled = false},
-                              peft::ln_tuning_config{.enabled = false}};
+                              peft::ln_tuning_config{.enabled = false}, peft::prompt_tuning_config{.enabled = false},
+                              peft::prefix_tuning_config{.enabled = false}};
   if (!o.adapter.empty()) {
     const auto info = peft::io::read_peft_adapter_config<lm_plan>(o.adapter);
     methods = info.options;  // a method the adapter does not carry builds nothing
@@ -76,6 +79,11 @@ loaded_lm load(const decoder_options& o) {
     methods.get<peft::lora_config>().enabled = carries("lora");
     methods.get<peft::vera_config>().enabled = carries("vera");
     methods.get<peft::ln_tuning_config>().enabled = carries("ln_tuning");
+    methods.get<peft::prompt_tuning_config>().enabled = carries("prompt_tuning");
+    methods.get<peft::prefix_tuning_config>().enabled = carries("prefix_tuning");
+    if (o.merge && (carries("prompt_tuning") || carries("prefix_tuning")))
+      throw peft::config_error("--merge: a prompt or prefix tuning adapter adds virtual tokens, which no weight can hold; "
+                               "run it unmerged");
   } else if (o.merge) {
     throw peft::config_error("--merge needs --adapter");
   }

@@ -98,7 +98,8 @@ int main(int argc, char** argv) {
   train->add_option("--task", task, "sequence or token (default: from the file extension, .conll/.bio/.iob = token)")
       ->check(CLI::IsMember({"sequence", "token"}));
   train->add_option("--method", method,
-                    "full, lora, adalora, vera, bitfit, ia3, ln_tuning, houlsby, pfeiffer, or a combination joined by '+' (e.g. lora+bitfit)")
+                    "full, lora, adalora, vera, bitfit, ia3, ln_tuning, houlsby, pfeiffer, prompt, prefix, or a combination joined by '+' "
+                    "(e.g. lora+bitfit)")
       ->capture_default_str();
   train->add_option("--rank,-r", t.card.methods.get<peft::lora_config>().r, "LoRA rank")->capture_default_str();
   t.card.methods.get<peft::lora_config>().alpha = 16;
@@ -134,6 +135,23 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   train->add_option("--vera-prng-key", t.card.methods.get<peft::vera_config>().projection_prng_key,
                     "VeRA: seed of the shared random matrices (PEFT's projection_prng_key)")
+      ->capture_default_str();
+  std::size_t virtual_count = 20;
+  std::string prompt_init = "random";
+  train->add_option("--virtual-tokens", virtual_count, "prompt and prefix tuning: virtual tokens before every sequence")
+      ->capture_default_str();
+  train->add_option("--prompt-init", prompt_init,
+                    "prompt tuning's start: random (N(0, 1)), text (the embeddings of --prompt-init-text's tokens, repeated or cut), "
+                    "sample_vocab (those of random vocabulary entries)")
+      ->check(CLI::IsMember({"random", "text", "sample_vocab"}))
+      ->capture_default_str();
+  train->add_option("--prompt-init-text", t.card.methods.get<peft::prompt_tuning_config>().init_text,
+                    "prompt tuning: the text whose embeddings start the virtual tokens (with --prompt-init text)");
+  train->add_flag("--prefix-projection", t.card.methods.get<peft::prefix_tuning_config>().prefix_projection,
+                  "prefix tuning: train the prefix through a two-layer MLP (the paper's reparametrisation; the adapter holds the "
+                  "prefix it computes)");
+  train->add_option("--prefix-hidden", t.card.methods.get<peft::prefix_tuning_config>().encoder_hidden_size,
+                    "prefix tuning: the MLP's hidden width (0: the hidden size)")
       ->capture_default_str();
   train->add_flag("--rslora", t.card.methods.get<peft::lora_config>().use_rslora, "scale by alpha/sqrt(r) (rsLoRA)");
   train->add_flag("--dora", t.card.methods.get<peft::lora_config>().use_dora,
@@ -238,6 +256,11 @@ int main(int argc, char** argv) {
       t.card.methods.get<peft::ia3_config>().target_modules = role_target_regex(t.card.ia3_targets, "--ia3-target");
       t.card.methods.get<peft::vera_config>().target_modules = role_target_regex(t.card.vera_targets, "--vera-target");
       t.card.methods.get<peft::adalora_config>().target_modules = role_target_regex(t.card.adalora_targets, "--adalora-target");
+      t.card.methods.get<peft::prompt_tuning_config>().num_virtual_tokens = virtual_count;
+      t.card.methods.get<peft::prefix_tuning_config>().num_virtual_tokens = virtual_count;
+      t.card.methods.get<peft::prompt_tuning_config>().init = prompt_init == "text"           ? peft::prompt_init::text
+                                                              : prompt_init == "sample_vocab" ? peft::prompt_init::sample_vocab
+                                                                                              : peft::prompt_init::random;
       // Houlsby's adapter after the attention output collapsed with ReLU on WNUT-17 (docs/results.md).
       if (activation.empty()) activation = t.card.method.find("houlsby") != std::string::npos ? "gelu" : "relu";
       t.card.methods.get<peft::adapter_config>().nonlinearity = activation_named(activation);

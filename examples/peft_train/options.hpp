@@ -19,6 +19,8 @@
 #include <peft/methods/ia3.hpp>
 #include <peft/methods/ln_tuning.hpp>
 #include <peft/methods/lora.hpp>
+#include <peft/methods/prefix_tuning.hpp>
+#include <peft/methods/prompt_tuning.hpp>
 #include <peft/methods/vera.hpp>
 
 namespace peft_train {
@@ -26,9 +28,9 @@ namespace peft_train {
 namespace fs = std::filesystem;
 
 /// The methods `--method` combines with '+', in canonical order ("full" stands alone; one of houlsby
-/// and pfeiffer at most).
-inline constexpr std::array<std::string_view, 9> method_components = {"full", "lora",      "adalora", "vera",    "bitfit",
-                                                                       "ia3",  "ln_tuning", "houlsby", "pfeiffer"};
+/// and pfeiffer at most; one of prompt_tuning and prefix_tuning at most).
+inline constexpr std::array<std::string_view, 11> method_components = {
+    "full", "lora", "adalora", "vera", "bitfit", "ia3", "ln_tuning", "houlsby", "pfeiffer", "prompt_tuning", "prefix_tuning"};
 
 /// A user's method string in canonical form: its components in `method_components` order
 /// ("bitfit+lora" is "lora+bitfit"; "adapter" is "houlsby"). Throws `config_error` naming what is
@@ -125,6 +127,10 @@ struct merge_options {
 /// `card.method` (LoRA, BitFit, (IA)3, Houlsby adapters after attention and FFN output, Pfeiffer
 /// adapters after the FFN output only).
 peft::method_config run_time_methods(const run_card& card);
+
+/// Positions the card's method takes before every sequence (prompt or prefix tuning's virtual
+/// tokens; 0 for the other methods): the text gets the model's positions less these.
+std::size_t virtual_tokens(const run_card& card);
 
 /// An activation by its Hugging Face name (relu, gelu, gelu_new, tanh, linear); `config_error` otherwise.
 peft::activation activation_named(const std::string& name);

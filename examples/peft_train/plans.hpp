@@ -2,7 +2,8 @@
 // peft-train: the two tuning plans behind every --method, and one table of subcommands per plan.
 //
 // Full fine-tuning changes which base parameters train, so it is a plan of its own. Every other method
-// (LoRA and DoRA, AdaLoRA, VeRA, BitFit, (IA)3, LayerNorm tuning, Houlsby or Pfeiffer adapters and their combinations) runs in one plan that holds
+// (LoRA and DoRA, AdaLoRA, VeRA, BitFit, (IA)3, LayerNorm tuning, Houlsby or Pfeiffer adapters, prompt and prefix tuning, and
+// their combinations) runs in one plan that holds
 // them all, switched on and off at run time through their options (`run_time_methods`): a method
 // left off builds no parameters and costs nothing in a step. Two instantiations instead of one per
 // combination keep the build short; each is compiled in its own translation unit (plans/plan.cpp
@@ -16,6 +17,8 @@
 #include <peft/methods/ln_tuning.hpp>
 #include <peft/methods/lora.hpp>
 #include <peft/methods/plan.hpp>
+#include <peft/methods/prefix_tuning.hpp>
+#include <peft/methods/prompt_tuning.hpp>
 #include <peft/methods/vera.hpp>
 
 #include "options.hpp"
@@ -51,7 +54,10 @@ using adalora_all = m::adalora<peft::roles::query, peft::roles::key, peft::roles
 /// Plan 0: full fine-tuning. Plan 1: every other method, chosen at run time.
 template <int I> struct plan_at;
 template <> struct plan_at<0> { using type = peft::plan<m::full>; };
-template <> struct plan_at<1> { using type = peft::plan<lora_all, adalora_all, vera_all, m::bitfit, ia3_all, m::ln_tuning, m::houlsby_adapter>; };
+template <> struct plan_at<1> {
+  using type = peft::plan<lora_all, adalora_all, vera_all, m::bitfit, ia3_all, m::ln_tuning, m::houlsby_adapter, m::prompt_tuning,
+                          m::prefix_tuning>;
+};
 using peft_plan = plan_at<1>::type;
 
 command_table commands_of_plan_0();

@@ -31,11 +31,13 @@ peft::activation activation_named(const std::string& name) {
 
 std::string canonical_method(const std::string& method) {
   const std::string choices =
-      "full, or any of lora, adalora, vera, bitfit, ia3, ln_tuning, houlsby (or adapter), pfeiffer joined by '+' (e.g. lora+bitfit, "
-      "ia3+pfeiffer)";
+      "full, or any of lora, adalora, vera, bitfit, ia3, ln_tuning, houlsby (or adapter), pfeiffer, prompt_tuning (or prompt), "
+      "prefix_tuning (or prefix) joined by '+' (e.g. lora+bitfit, ia3+pfeiffer)";
   std::set<std::string> parts;
   for (auto p : split_nonempty(method, '+')) {
     if (p == "adapter") p = "houlsby";
+    if (p == "prompt") p = "prompt_tuning";
+    if (p == "prefix") p = "prefix_tuning";
     if (std::find(method_components.begin(), method_components.end(), p) == method_components.end())
       throw peft::config_error("method '" + method + "': '" + p + "' is not a method; use " + choices);
     if (!parts.insert(p).second) throw peft::config_error("method '" + method + "' names '" + p + "' twice");
@@ -45,6 +47,8 @@ std::string canonical_method(const std::string& method) {
     throw peft::config_error("method '" + method + "': full fine-tuning trains every weight and combines with nothing");
   if (parts.count("lora") && parts.count("adalora"))
     throw peft::config_error("method '" + method + "': lora and adalora would both put lora_A / lora_B on the same modules; pick one");
+  if (parts.count("prompt_tuning") && parts.count("prefix_tuning"))
+    throw peft::config_error("method '" + method + "': prompt_tuning and prefix_tuning both add virtual tokens; pick one");
   if (parts.count("houlsby") && parts.count("pfeiffer"))
     throw peft::config_error("method '" + method + "': houlsby and pfeiffer are two placements of one adapter; pick one");
   std::string canonical;
@@ -103,6 +107,19 @@ std::string run_card::describe() const {
     const auto& t = c.methods.get<peft::ln_tuning_config>().target_modules;
     os << " (norms " << (t.empty() ? std::string("all") : t) << ")";
   }
+  if (has_component(c.method, "prompt_tuning")) {
+    const auto& p = c.methods.get<peft::prompt_tuning_config>();
+    os << " (" << p.num_virtual_tokens << " virtual tokens, "
+       << (p.init == peft::prompt_init::text ? "from the text '" + p.init_text + "'"
+           : p.init == peft::prompt_init::sample_vocab ? std::string("from random vocabulary entries") : std::string("random start"))
+       << ")";
+  }
+  if (has_component(c.method, "prefix_tuning")) {
+    const auto& p = c.methods.get<peft::prefix_tuning_config>();
+    os << " (" << p.num_virtual_tokens << " virtual tokens"
+       << (p.prefix_projection ? ", reparametrised through an MLP" + (p.encoder_hidden_size ? " of " + std::to_string(p.encoder_hidden_size) : std::string()) : std::string())
+       << ")";
+  }
   if (has_component(c.method, "houlsby") || has_component(c.method, "pfeiffer"))
     os << " (bottleneck " << (c.methods.get<peft::adapter_config>().bottleneck ? std::to_string(c.methods.get<peft::adapter_config>().bottleneck)
                                                             : "hidden/" + std::to_string(int(c.methods.get<peft::adapter_config>().reduction_factor)))
@@ -115,6 +132,8 @@ nlohmann::json run_card::to_json() const {
   const auto& i = methods.get<peft::ia3_config>();
   const auto& v = methods.get<peft::vera_config>();
   const auto& ad = methods.get<peft::adalora_config>();
+  const auto& pt = methods.get<peft::prompt_tuning_config>();
+  const auto& pf = methods.get<peft::prefix_tuning_config>();
   nlohmann::json pattern = nlohmann::json::object();
   for (const auto& [module, kept] : ad.rank_pattern) pattern[module] = kept;
   return {{"format", "peft-train run card 1"},
@@ -138,6 +157,11 @@ nlohmann::json run_card::to_json() const {
                        {"target_modules", ad.target_modules}, {"rank_pattern", pattern}}},
           {"vera", {{"r", v.r}, {"d_initial", v.d_initial}, {"dropout", v.dropout}, {"projection_prng_key", v.projection_prng_key},
                     {"targets", vera_targets}, {"target_modules", v.target_modules}}},
+          {"prompt_tuning", {{"num_virtual_tokens", pt.num_virtual_tokens},
+                             {"init", pt.init == peft::prompt_init::text ? "text" : pt.init == peft::prompt_init::sample_vocab ? "sample_vocab" : "random"},
+                             {"init_text", pt.init_text}, {"init_token_ids", pt.init_token_ids}}},
+          {"prefix_tuning", {{"num_virtual_tokens", pf.num_virtual_tokens}, {"prefix_projection", pf.prefix_projection},
+                             {"encoder_hidden_size", pf.encoder_hidden_size}, {"init_zero", pf.init_zero}}},
           {"base_model", base_model}};
 }
 
@@ -201,6 +225,22 @@ run_card run_card::from_json(const nlohmann::json& j, const std::string& source)
       vc.projection_prng_key = v.at("projection_prng_key").get<std::uint64_t>();
       c.vera_targets = v.at("targets").get<std::string>();
       vc.target_modules = v.at("target_modules").get<std::string>();
+    }
+    // A card is read to rebuild a trained model: the adapter then supplies the table, so the prompt's
+    // start is not redone and a reparametrised prefix is built as the table its file holds.
+    if (j.contains("prompt_tuning")) {  // cards written before prompt tuning have no section
+      auto& pc = c.methods.get<peft::prompt_tuning_config>();
+      pc.num_virtual_tokens = j.at("prompt_tuning").at("num_virtual_tokens").get<std::size_t>();
+      pc.init_text = j.at("prompt_tuning").at("init_text").get<std::string>();
+    }
+    if (j.contains("prefix_tuning")) {
+      const auto& p = j.at("prefix_tuning");
+      auto& pc = c.methods.get<peft::prefix_tuning_config>();
+      pc.num_virtual_tokens = p.at("num_virtual_tokens").get<std::size_t>();
+      pc.prefix_projection = p.at("prefix_projection").get<bool>();
+      pc.encoder_hidden_size = p.at("encoder_hidden_size").get<std::size_t>();
+      pc.init_zero = p.at("init_zero").get<bool>();
+      pc.inference_mode = true;
     }
     c.base_model = j.value("base_model", "");
   } catch (const nlohmann::json::exception& e) {

@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Hugging Face PEFT against peft-train on the decoder: PEFT (Python) puts a LoRA adapter, then a DoRA one
-(then an LN_TUNING one on the RMS norms, PEFT's Llama defaults, then a VERA one), on
+(then an LN_TUNING one on the RMS norms, PEFT's Llama defaults, then a VERA one, then PROMPT_TUNING and
+PREFIX_TUNING ones with 6 virtual tokens, which peft-train must refuse to merge), on
 SmolLM2 (loaded by transformers from the same GGUF, dequantized) on q_proj, k_proj, v_proj, o_proj,
 gate_proj, up_proj and down_proj with random, nonzero A and B, saves it, and computes next-token
 logits; peft-train applies that adapter to the quantized GGUF model, unmerged and merged, and must
@@ -38,8 +39,12 @@ base = transformers.AutoModelForCausalLM.from_pretrained(os.path.dirname(model_p
 ids = [1, 9690, 198, 2683, 359, 253, 5356, 2, 198, 1, 4093, 198, 1780, 314, 260, 3575, 282, 4649, 47, 2, 198, 1, 520, 9531, 198]
 failures = 0
 projections = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-for kind in ("LoRA", "DoRA", "LN_TUNING", "VERA"):
-    if kind == "LN_TUNING":  # PEFT's defaults for Llama: input_layernorm, post_attention_layernorm, norm
+for kind in ("LoRA", "DoRA", "LN_TUNING", "VERA", "PROMPT_TUNING", "PREFIX_TUNING"):
+    if kind == "PROMPT_TUNING":
+        cfg = peft.PromptTuningConfig(num_virtual_tokens=6, task_type="CAUSAL_LM")
+    elif kind == "PREFIX_TUNING":  # grouped-query attention: the prefix has the key/value width (3 heads x 64)
+        cfg = peft.PrefixTuningConfig(num_virtual_tokens=6, task_type="CAUSAL_LM")
+    elif kind == "LN_TUNING":  # PEFT's defaults for Llama: input_layernorm, post_attention_layernorm, norm
         cfg = peft.LNTuningConfig(task_type="CAUSAL_LM")
     elif kind == "VERA":  # one shared pair (1536 wide for down_proj's input, 1536 tall for gate/up's output)
         cfg = peft.VeraConfig(r=16, target_modules=projections, projection_prng_key=3, task_type="CAUSAL_LM")
@@ -65,12 +70,17 @@ for kind in ("LoRA", "DoRA", "LN_TUNING", "VERA"):
         with model.disable_adapter():
             base_logits = model(torch.tensor([ids])).logits[0, -1].double().numpy()
     moved = float(np.max(np.abs(want - base_logits)) / np.max(np.abs(base_logits)))
-    base = model.unload()  # the plain model again, for the next adapter
+    base = model.unload() if hasattr(model, "unload") and not model.peft_config["default"].is_prompt_learning else model.get_base_model()
 
     for extra in ([], ["--merge"]):
         out = work / "logits.json"
         r = subprocess.run([train, "score", "--model", model_path, "--adapter", str(adapter), *extra, "--ids", " ".join(map(str, ids)),
                             "--logits-json", str(out), "--threads", "2"], capture_output=True, text=True)
+        if extra and kind in ("PROMPT_TUNING", "PREFIX_TUNING"):  # virtual tokens are no weight: refused
+            ok = r.returncode != 0 and "no weight can hold" in r.stderr
+            failures += not ok
+            print(f"{'ok  ' if ok else 'FAIL'} peft-train refuses to merge the {kind} adapter: {r.stderr.strip()[:120]}")
+            continue
         if r.returncode != 0:
             sys.exit(f"peft-train score {' '.join(extra)} with the {kind} adapter failed:\n{r.stderr}")
         got = np.array(json.loads(out.read_text())["logits"], dtype=np.float64)

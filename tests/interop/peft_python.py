@@ -15,7 +15,8 @@ import sys
 
 import peft
 import torch
-from peft import AdaLoraConfig, IA3Config, LNTuningConfig, LoraConfig, PeftModel, VeraConfig, get_peft_model
+from peft import (AdaLoraConfig, IA3Config, LNTuningConfig, LoraConfig, PeftModel, PrefixTuningConfig, PromptTuningConfig,
+                  VeraConfig, get_peft_model)
 from safetensors.torch import load_file
 from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification, AutoTokenizer
 
@@ -36,9 +37,27 @@ def read_tsv(path):
     return [line.rstrip("\n").split("\t") for line in open(path, encoding="utf-8") if line.strip()]
 
 
+def prefix_logits(model, enc):
+    """PEFT's prefix-tuning forward for a sequence classifier (PeftModelForSequenceClassification.
+    _prefix_tuning_forward): the prefix as a KV cache, the attention mask extended with ones, the
+    backbone's pooled output, the classifier. PEFT 0.21 refuses to run it on transformers 5's BERT,
+    whose forward calls the argument `cache` (it looks for `past_key_values`), so the same steps run
+    here with the new name."""
+    n = model.peft_config["default"].num_virtual_tokens
+    mask = torch.cat([torch.ones(enc["input_ids"].shape[0], n, dtype=enc["attention_mask"].dtype), enc["attention_mask"]], dim=1)
+    cache = model.get_prompt(enc["input_ids"].shape[0])
+    base = model.base_model
+    pooled = base.bert(input_ids=enc["input_ids"], attention_mask=mask, token_type_ids=enc.get("token_type_ids"), cache=cache)[1]
+    return base.classifier(base.dropout(pooled))
+
+
 def sentence_probs(model, texts):
     enc = tok(texts, padding=True, return_tensors="pt")
-    return torch.softmax(model(**enc).logits.double(), dim=-1)
+    if isinstance(model, PeftModel) and model.peft_config["default"].peft_type.value == "PREFIX_TUNING":
+        logits = prefix_logits(model, enc)
+    else:
+        logits = model(**enc).logits
+    return torch.softmax(logits.double(), dim=-1)
 
 
 def compare_sentences(model, labels, pred_file, what):
@@ -54,12 +73,13 @@ def compare_sentences(model, labels, pred_file, what):
           f"{what}: {agree}/{len(rows)} labels agree, largest probability difference {worst:.1e}")
 
 
-def word_tags(model, labels, sentences):
-    """The tag of each word: the prediction at its first word piece (as peft-train labels words)."""
+def word_tags(model, labels, sentences, virtual=0):
+    """The tag of each word: the prediction at its first word piece (as peft-train labels words).
+    `virtual`: rows of prompt-tuning virtual tokens before the tokens' own (PEFT returns logits for them)."""
     out = []
     for words in sentences:
         enc = tok(words, is_split_into_words=True, return_tensors="pt")
-        best = model(**enc).logits[0].argmax(-1).tolist()
+        best = model(**enc).logits[0, virtual:].argmax(-1).tolist()
         seen, tags = set(), []
         for i, w in enumerate(enc.word_ids()):
             if w is not None and w not in seen:
@@ -217,6 +237,42 @@ def check_mode():
     model = PeftModel.from_pretrained(base, os.path.join(W, "py_vera")).eval()
     compare_sentences(model, labels, os.path.join(W, "py_vera_pred.tsv"), "PEFT-written VERA adapter evaluated by peft-train")
 
+    # 12. Prompt tuning both ways: PEFT loads peft-train's (sequence and token classification) and
+    # predicts the same; peft-train evaluates PEFT's. Neither merges.
+    adapter = os.path.join(W, "prompt", "adapter")
+    labels = run_card(adapter)["labels"]
+    base = AutoModelForSequenceClassification.from_pretrained(MODEL, num_labels=len(labels))
+    model = PeftModel.from_pretrained(base, adapter).eval()
+    check(model.peft_config["default"].peft_type.value == "PROMPT_TUNING" and model.peft_config["default"].num_virtual_tokens == 4,
+          "PEFT reads PROMPT_TUNING with 4 virtual tokens")
+    compare_sentences(model, labels, os.path.join(W, "prompt_pred.tsv"), "PEFT-loaded PROMPT_TUNING adapter vs peft-train eval")
+    adapter = os.path.join(W, "prompt_tok", "adapter")
+    labels = run_card(adapter)["labels"]
+    base = AutoModelForTokenClassification.from_pretrained(MODEL, num_labels=len(labels))
+    model = PeftModel.from_pretrained(base, adapter).eval()
+    sentences = read_conll_predictions(os.path.join(W, "prompt_tok_pred.tsv"))
+    tags = word_tags(model, labels, [s[0] for s in sentences], virtual=model.peft_config["default"].num_virtual_tokens)
+    total = sum(len(s[1]) for s in sentences)
+    agree = sum(a == b for s, t in zip(sentences, tags) for a, b in zip(s[1], t))
+    check(agree == total, f"PEFT-loaded PROMPT_TUNING token adapter vs peft-train eval: {agree}/{total} tags agree")
+    labels = run_card(os.path.join(W, "seq", "adapter"))["labels"]
+    base = AutoModelForSequenceClassification.from_pretrained(MODEL, num_labels=len(labels))
+    model = PeftModel.from_pretrained(base, os.path.join(W, "py_prompt")).eval()
+    compare_sentences(model, labels, os.path.join(W, "py_prompt_pred.tsv"), "PEFT-written PROMPT_TUNING adapter evaluated by peft-train")
+
+    # 13. Prefix tuning both ways (peft-train's trained through the MLP reparametrisation: its file
+    # holds the prefix it computes, which PEFT loads in inference mode).
+    adapter = os.path.join(W, "prefix", "adapter")
+    labels = run_card(adapter)["labels"]
+    base = AutoModelForSequenceClassification.from_pretrained(MODEL, num_labels=len(labels))
+    model = PeftModel.from_pretrained(base, adapter).eval()
+    check(model.peft_config["default"].peft_type.value == "PREFIX_TUNING" and model.peft_config["default"].prefix_projection,
+          "PEFT reads PREFIX_TUNING with prefix_projection")
+    compare_sentences(model, labels, os.path.join(W, "prefix_pred.tsv"), "PEFT-loaded PREFIX_TUNING adapter vs peft-train eval")
+    base = AutoModelForSequenceClassification.from_pretrained(MODEL, num_labels=len(labels))
+    model = PeftModel.from_pretrained(base, os.path.join(W, "py_prefix")).eval()
+    compare_sentences(model, labels, os.path.join(W, "py_prefix_pred.tsv"), "PEFT-written PREFIX_TUNING adapter evaluated by peft-train")
+
 
 def write_mode():
     labels = run_card(os.path.join(W, "seq", "adapter"))["labels"]
@@ -292,6 +348,15 @@ def write_mode():
                 p.uniform_(-1.0, 1.0)
         model.base_model.model.classifier.modules_to_save["default"].weight.normal_(0, 0.5)
     model.save_pretrained(os.path.join(W, "py_vera"))
+    # Prompt tuning (random start, 5 virtual tokens) and prefix tuning (3 virtual tokens), heads moved.
+    for name, config in (("py_prompt", PromptTuningConfig(task_type="SEQ_CLS", num_virtual_tokens=5)),
+                         ("py_prefix", PrefixTuningConfig(task_type="SEQ_CLS", num_virtual_tokens=3))):
+        base = AutoModelForSequenceClassification.from_pretrained(MODEL, num_labels=len(labels))
+        model = get_peft_model(base, config)
+        with torch.no_grad():
+            model.base_model.classifier.modules_to_save["default"].weight.normal_(0, 0.5)
+            model.prompt_encoder["default"].embedding.weight.mul_(0.5)
+        model.save_pretrained(os.path.join(W, name))
     # Without modules_to_save the head stays the base model's (random here): peft-train must refuse it.
     # (PEFT adds the classifier to modules_to_save by itself for SEQ_CLS, so write without a task type
     # and say SEQ_CLS afterwards.)

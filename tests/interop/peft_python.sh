@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Hugging Face PEFT and transformers (Python) against peft-train, on the tiny BERT of make_tiny_model:
-# PEFT loads peft-train's LoRA, DoRA, ADALORA, VERA, IA3 and LN_TUNING adapters (sequence and token classification, rsLoRA) and predicts what
+# PEFT loads peft-train's LoRA, DoRA, ADALORA, VERA, IA3, LN_TUNING, PROMPT_TUNING and PREFIX_TUNING adapters (sequence and token classification, rsLoRA) and predicts what
 # peft-train predicts; transformers loads peft-train's merged model; PEFT's merge_and_unload equals
 # peft-train merge; peft-train evaluates an adapter written by PEFT as PEFT does. Skipped (77) where
 # torch, transformers and peft are not installed: they are large, so CI does not install them.
@@ -51,6 +51,21 @@ quiet "$TRAIN" train "${common[@]}" --train "$W/sst_train.tsv" --dev "$W/sst_dev
   --vera-rank 16 --vera-target query,value,ffn_in --vera-dropout 0.1 --epochs 6 --lr 2e-2
 quiet "$TRAIN" eval --model "$W/model" --adapter "$W/vera/adapter" --data "$W/sst_dev.tsv" --predictions "$W/vera_pred.tsv"
 quiet "$TRAIN" merge --model "$W/model" --adapter "$W/vera/adapter" -o "$W/vera_merged"
+# Prompt tuning (sequence and token classification) and prefix tuning through its MLP; neither merges.
+quiet "$TRAIN" train "${common[@]}" --train "$W/sst_train.tsv" --dev "$W/sst_dev.tsv" -o "$W/prompt" --method prompt \
+  --virtual-tokens 4 --epochs 6 --lr 3e-2
+quiet "$TRAIN" eval --model "$W/model" --adapter "$W/prompt/adapter" --data "$W/sst_dev.tsv" --predictions "$W/prompt_pred.tsv"
+if "$TRAIN" merge --model "$W/model" --adapter "$W/prompt/adapter" -o "$W/prompt_merged" >"$W/merge.log" 2>&1 ||
+  ! grep -q "cannot be merged" "$W/merge.log" || [ -e "$W/prompt_merged" ]; then
+  echo "FAIL: merging a prompt-tuning adapter was not refused cleanly"; cat "$W/merge.log"; exit 1
+fi
+echo "ok: merging prompt tuning is refused: $(grep -o "method 'prompt_tuning' cannot be merged[^;]*" "$W/merge.log")"
+quiet "$TRAIN" train "${common[@]}" --train "$W/ner_train.conll" --dev "$W/ner_dev.conll" -o "$W/prompt_tok" --method prompt \
+  --virtual-tokens 3 --epochs 4 --lr 3e-2
+quiet "$TRAIN" eval --model "$W/model" --adapter "$W/prompt_tok/adapter" --data "$W/ner_dev.conll" --predictions "$W/prompt_tok_pred.tsv"
+quiet "$TRAIN" train "${common[@]}" --train "$W/sst_train.tsv" --dev "$W/sst_dev.tsv" -o "$W/prefix" --method prefix \
+  --virtual-tokens 3 --prefix-projection --prefix-hidden 16 --epochs 6 --lr 1e-2
+quiet "$TRAIN" eval --model "$W/model" --adapter "$W/prefix/adapter" --data "$W/sst_dev.tsv" --predictions "$W/prefix_pred.tsv"
 
 # The other way: PEFT writes LoRA adapters; peft-train evaluates one as it is (no run card: the task,
 # LoRA settings and labels come from its files) and refuses the one without a trained head.
@@ -84,5 +99,12 @@ grep -q "from its PEFT files: task sequence, adalora (init_r=4" "$W/last.log" ||
 quiet "$TRAIN" eval --model "$W/model" --adapter "$W/py_vera" --data "$W/sst_dev.tsv" --predictions "$W/py_vera_pred.tsv"
 grep -q "from its PEFT files: task sequence, vera (r=8" "$W/last.log" ||
   { echo "FAIL: no note on the VERA adapter's derived run card"; cat "$W/last.log"; exit 1; }
+# PEFT's PROMPT_TUNING and PREFIX_TUNING adapters, read as they are.
+quiet "$TRAIN" eval --model "$W/model" --adapter "$W/py_prompt" --data "$W/sst_dev.tsv" --predictions "$W/py_prompt_pred.tsv"
+grep -q "from its PEFT files: task sequence, prompt_tuning (5 virtual tokens" "$W/last.log" ||
+  { echo "FAIL: no note on the PROMPT_TUNING adapter's derived run card"; cat "$W/last.log"; exit 1; }
+quiet "$TRAIN" eval --model "$W/model" --adapter "$W/py_prefix" --data "$W/sst_dev.tsv" --predictions "$W/py_prefix_pred.tsv"
+grep -q "from its PEFT files: task sequence, prefix_tuning (3 virtual tokens" "$W/last.log" ||
+  { echo "FAIL: no note on the PREFIX_TUNING adapter's derived run card"; cat "$W/last.log"; exit 1; }
 
 "$PY" "$SCRIPT" check "$W"

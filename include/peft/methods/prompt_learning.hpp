@@ -25,12 +25,13 @@ inline constexpr const char* prompt_table_name = "prompt_encoder.embedding.weigh
 inline constexpr const char* prompt_table_key = "prompt_embeddings";
 
 /// File key -> parameter name: `prompt_embeddings` is the table; a key under `base_model.` that is
-/// not under `base_model.model.` (which the loader has already taken off) is a prompt-learning
-/// file's head.
+/// not under `base_model.model.` (which the loader has already taken off) and names a module's
+/// parameter (`base_model.classifier.weight`) is a prompt-learning file's head. Model-wide tensors
+/// of other methods (VeRA's `base_model.vera_A`) name no module and stay as they are.
 inline std::string prompt_learning_parameter_name(std::string key) {
   if (key == prompt_table_key) return prompt_table_name;
   const std::string head = "base_model.";
-  if (key.rfind(head, 0) == 0) key.erase(0, head.size());
+  if (key.rfind(head, 0) == 0 && key.find('.', head.size()) != std::string::npos) key.erase(0, head.size());
   return key;
 }
 
