@@ -24,7 +24,8 @@ TRAIN="$BUILD/examples/peft-train"
 # regulariser 0.1, reallocation every 10 steps after 100 warm-up steps, the last 200 with fixed ranks;
 # lora_alpha 32 and LoRA's learning rate. Prompt and prefix tuning take 20 virtual tokens (PEFT's
 # examples' size), random starts as PEFT's defaults, and the larger learning rates their small
-# parameter sets need with AdamW (PEFT's examples: 3e-2 for prompt tuning, 1e-2 for prefix tuning).
+# parameter sets need with AdamW (PEFT's examples: 3e-2 for prompt tuning, 1e-2 for prefix tuning);
+# prefix tuning runs with and without the paper's MLP reparametrisation (hidden = the model's width).
 declare -A ARGS=(
   [full]="--method full --lr 5e-5"
   [lora]="--method lora --rank 8 --alpha 16 --target query,value --lr 1e-3"
@@ -38,9 +39,10 @@ declare -A ARGS=(
   [vera]="--method vera --vera-rank 256 --vera-target query,value --lr 4e-3"
   [prompt]="--method prompt --virtual-tokens 20 --lr 3e-2"
   [prefix]="--method prefix --virtual-tokens 20 --lr 1e-2"
+  [prefix_mlp]="--method prefix --virtual-tokens 20 --prefix-projection --lr 1e-2"
   [adalora]="--method adalora --adalora-init-r 3 --adalora-target-r 2 --adalora-alpha 32 --adalora-tinit 100 --adalora-tfinal 200 --adalora-delta-t 10 --adalora-orth-reg 0.1 --adalora-target all --lr 1e-3"
 )
-METHODS=(full lora bitfit houlsby pfeiffer lora+bitfit ia3 dora ln_tuning vera adalora prompt prefix)
+METHODS=(full lora bitfit houlsby pfeiffer lora+bitfit ia3 dora ln_tuning vera adalora prompt prefix prefix_mlp)
 declare -A DATA=(
   [sst2]="--train data/sst2/train.tsv --dev data/sst2/dev.tsv --epochs 2"
   [wnut17]="--train data/wnut17/train.conll --dev data/wnut17/dev.conll --epochs 2"
@@ -66,7 +68,8 @@ only = os.environ.get("PEFT_RESULTS_ONLY", "").split()
 names = {"full": "Full fine-tuning", "lora": "LoRA (r=8, q,v)", "bitfit": "BitFit", "houlsby": "Houlsby adapter",
          "pfeiffer": "Pfeiffer adapter", "lora+bitfit": "LoRA + BitFit", "ia3": "(IA)3 (k, v, ffn)",
          "dora": "DoRA (r=8, q,v)", "ln_tuning": "LayerNorm tuning", "vera": "VeRA (r=256, q,v)",
-         "adalora": "AdaLoRA (r 3 -> 2, all)", "prompt": "Prompt tuning (20 tokens)", "prefix": "Prefix tuning (20 tokens)"}
+         "adalora": "AdaLoRA (r 3 -> 2, all)", "prompt": "Prompt tuning (20 tokens)", "prefix": "Prefix tuning (20 tokens)",
+         "prefix_mlp": "Prefix tuning (20 tokens, MLP)"}
 tasks = (("sst2", "SST-2 (dev accuracy)", "accuracy"), ("wnut17", "WNUT-17 (dev entity F1, exact span match)", "f1"))
 kept = {}  # (title, label) -> the row's cells
 if dest.exists():

@@ -338,4 +338,12 @@ BOOST_AUTO_TEST_CASE(bad_options_configs_and_inputs_are_refused_by_name) {
   BOOST_TEST(adapter_config_error<prefix_plan>(R"({"peft_type": "PREFIX_TUNING", "num_virtual_tokens": 8, "token_dim": 16})") == "no error");
 }
 
+BOOST_AUTO_TEST_CASE(backends_agree_on_training_and_cached_steps) {
+  const auto a = test::virtual_tokens_scenario<eigen_d>();
+  const auto d = test::compare(a, test::virtual_tokens_scenario<test::xtensor_d>(), 1e-10);
+  BOOST_TEST(d.empty(), "eigen vs xtensor: " << d);
+  const auto f = test::compare(test::virtual_tokens_scenario<test::eigen_f>(), a, 2e-4);
+  BOOST_TEST(f.empty(), "float vs double: " << f);
+}
+
 BOOST_AUTO_TEST_SUITE_END()

@@ -19,6 +19,8 @@
 #include "peft/methods/ia3.hpp"
 #include "peft/methods/lora.hpp"
 #include "peft/methods/plan.hpp"
+#include "peft/methods/prefix_tuning.hpp"
+#include "peft/methods/prompt_tuning.hpp"
 #include "peft/methods/vera.hpp"
 #include "peft/models/bert/model.hpp"
 #include "peft/models/llama/model.hpp"
@@ -273,6 +275,58 @@ results llama_scenario() {
   record<B>(r, "cached:step", ctx, m.forward_cached(ctx, next, 1, cache));
   m.merge(ctx);
   record<B>(r, "merged:logits", ctx, m.forward(ctx, batch));
+  return r;
+}
+
+/// Prompt and prefix tuning: a BERT sequence classifier with a prefix trained through its MLP
+/// (dropout on), a BERT token classifier with a prompt, and Llama decoders with each, three AdamW
+/// steps apiece, then evaluation logits and, for the decoders, KV-cached steps.
+template <class B>
+results virtual_tokens_scenario() {
+  typename B::context ctx;
+  ctx.training = true;
+  ctx.seed = 13;
+  results r;
+  loss::softmax_cross_entropy<B> ce;
+  auto bert = tiny_bert_config();
+  bert.max_position_embeddings = 12;
+  const auto batch = tiny_batch();
+  auto train = [&](const std::string& tag, auto& m, const auto& input, const std::vector<std::int32_t>& labels) {
+    test::randomize_trainable(ctx, m, 21, 0.4);
+    optim::optimizer opt(m, optim::adamw{.lr = 1e-2});
+    for (int step = 0; step < 3; ++step) {
+      opt.zero_grad(ctx);
+      r[tag + ":loss"].push_back(ce.forward(ctx, m.forward(ctx, input), labels));
+      m.backward(ctx, ce.gradient());
+      if (step == 0) record_parameters(r, ctx, m, false, true);
+      opt.step(ctx);
+    }
+    ctx.training = false;
+    record<B>(r, tag + ":eval", ctx, m.forward(ctx, input));
+    ctx.training = true;
+  };
+  models::bert_for_sequence_classification<B, plan<methods::prefix_tuning>> seq(
+      ctx, bert, {.num_labels = 3, .seed = 4},
+      {prefix_tuning_config{.num_virtual_tokens = 2, .prefix_projection = true, .encoder_hidden_size = 6}});
+  train("bert prefix", seq, batch, {2, 0});
+  models::bert_for_token_classification<B, plan<methods::prompt_tuning>> tok(ctx, bert, {.num_labels = 3, .seed = 5},
+                                                                               {prompt_tuning_config{.num_virtual_tokens = 3}});
+  train("bert prompt", tok, batch, {0, 1, 2, 1, -100, 0, 2, 2, 1, 0, -100, -100});
+  models::llama_config c;
+  c.vocab_size = 13, c.hidden_size = 16, c.intermediate_size = 24, c.num_hidden_layers = 2;
+  c.num_attention_heads = 4, c.num_key_value_heads = 2, c.max_position_embeddings = 16, c.rope_theta = 10000;
+  const models::decoder_batch lm{.batch_size = 2, .seq_len = 5, .input_ids = {1, 5, 9, 2, 7, 3, 3, 8, 12, 0}, .labels = {}};
+  auto decode = [&](const std::string& tag, auto& m) {
+    train(tag, m, lm, models::next_token_targets(lm));
+    auto cache = m.make_cache(2, 8);
+    record<B>(r, tag + ":cached prompt", ctx, m.forward_cached(ctx, lm.input_ids, 5, cache));
+    const std::vector<std::int32_t> next{4, 6};
+    record<B>(r, tag + ":cached step", ctx, m.forward_cached(ctx, next, 1, cache));
+  };
+  models::llama_for_causal_lm<B, plan<methods::prompt_tuning>> prompted(ctx, c, {prompt_tuning_config{.num_virtual_tokens = 3}}, 6);
+  decode("llama prompt", prompted);
+  models::llama_for_causal_lm<B, plan<methods::prefix_tuning>> prefixed(ctx, c, {prefix_tuning_config{.num_virtual_tokens = 2}}, 7);
+  decode("llama prefix", prefixed);
   return r;
 }
 

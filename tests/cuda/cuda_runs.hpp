@@ -27,4 +27,5 @@ results bert_first_token_double();
 results bert_masked_mean_double();
 results bert_first_token_float();
 results llama_lora_double();
+results virtual_tokens_double();
 }  // namespace peft::test::cuda_runs

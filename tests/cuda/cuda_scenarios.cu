@@ -30,4 +30,5 @@ results bert_first_token_double() { return bert_scenario<cd>(models::pooling::fi
 results bert_masked_mean_double() { return bert_scenario<cd>(models::pooling::masked_mean); }
 results bert_first_token_float() { return bert_scenario<cf>(models::pooling::first_token); }
 results llama_lora_double() { return llama_scenario<cd>(); }
+results virtual_tokens_double() { return virtual_tokens_scenario<cd>(); }
 }  // namespace peft::test::cuda_runs

@@ -69,6 +69,7 @@ BOOST_AUTO_TEST_CASE(bert_encoder_training_and_merge) {
 
 BOOST_AUTO_TEST_CASE(llama_decoder_training_cache_and_merge) {
   expect_same("llama lora", test::cuda_runs::llama_lora_double(), test::llama_scenario<ed>(), 1e-9);
+  expect_same("prompt and prefix tuning", test::cuda_runs::virtual_tokens_double(), test::virtual_tokens_scenario<ed>(), 1e-9);
 }
 
 BOOST_AUTO_TEST_SUITE_END()

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# LoRA and DoRA adapters written by Hugging Face PEFT for SmolLM2, applied by peft-train (tests/interop/decoder_peft.py).
+# LoRA, DoRA, LN_TUNING, VERA, PROMPT_TUNING and PREFIX_TUNING adapters written by Hugging Face PEFT for SmolLM2,
+# applied by peft-train (tests/interop/decoder_peft.py).
 # Exit 77 (skipped) when the model or the Python packages (torch, transformers, peft) are missing.
 # usage: decoder_peft.sh PEFT_TRAIN WORK_DIR [PYTHON]
 set -euo pipefail

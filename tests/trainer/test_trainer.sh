@@ -237,6 +237,37 @@ assert a["accuracy"] == m["accuracy"] and abs(a["loss"] - m["loss"]) < 1e-4, (a,
 PY
     pass "$run: PEFT's files, the same scores without the run card and merged" || fail "$run adapter files, eval or merge"
 done
+# Prompt tuning (from a text) and prefix tuning (through its MLP): PEFT's files (the table as
+# prompt_embeddings, the head under base_model.), the same scores without the run card, no merge.
+"$TRAIN" train "${common[@]}" --train "$W/sst_train.tsv" --dev "$W/sst_dev.tsv" -o "$W/prompt" --method prompt --virtual-tokens 4 \
+  --prompt-init text --prompt-init-text "a good film" --epochs 2 --lr 3e-2 --no-plot >/dev/null 2>"$W/prompt.err" ||
+  fail "prompt run failed: $(tail -3 "$W/prompt.err")"
+"$TRAIN" train "${common[@]}" --train "$W/sst_train.tsv" --dev "$W/sst_dev.tsv" -o "$W/prefix" --method prefix --virtual-tokens 3 \
+  --prefix-projection --prefix-hidden 8 --epochs 2 --lr 1e-2 --no-plot >/dev/null 2>"$W/prefix.err" ||
+  fail "prefix run failed: $(tail -3 "$W/prefix.err")"
+for run in prompt prefix; do
+  rm -rf "$W/${run}_peft" && cp -r "$W/$run/adapter" "$W/${run}_peft" && rm "$W/${run}_peft/peft_train.json"
+  "$TRAIN" eval --model "$M" --adapter "$W/$run/adapter" --data "$W/sst_dev.tsv" >"$W/${run}_eval.json" 2>/dev/null &&
+    "$TRAIN" eval --model "$M" --adapter "$W/${run}_peft" --data "$W/sst_dev.tsv" >"$W/${run}_peft_eval.json" 2>/dev/null &&
+    ! "$TRAIN" merge --model "$M" --adapter "$W/$run/adapter" -o "$W/${run}_merged" >/dev/null 2>"$W/${run}_merge.err" &&
+    grep -q "cannot be merged into the base weights" "$W/${run}_merge.err" && [[ ! -e "$W/${run}_merged" ]] &&
+    python3 - "$W/$run/adapter" "$W/${run}_eval.json" "$W/${run}_peft_eval.json" <<'PY' &&
+import json, struct, sys
+adapter, a, b = sys.argv[1], *(json.load(open(p)) for p in sys.argv[2:])
+c = json.load(open(adapter + "/adapter_config.json"))
+raw = open(adapter + "/adapter_model.safetensors", "rb").read()
+head = {k: v for k, v in json.loads(raw[8:8 + struct.unpack("<Q", raw[:8])[0]]).items() if k != "__metadata__"}
+assert set(head) == {"prompt_embeddings", "base_model.classifier.weight", "base_model.classifier.bias"}, head.keys()
+if c["peft_type"] == "PROMPT_TUNING":  # 4 virtual tokens of the hidden width, from a text
+    assert head["prompt_embeddings"]["shape"] == [4, 32] and c["prompt_tuning_init"] == "TEXT", (head, c)
+    assert c["prompt_tuning_init_text"] == "a good film" and c["tokenizer_name_or_path"], c
+else:  # the prefix the MLP computes: 3 tokens x 2 layers x (K, V) x 32
+    assert c["peft_type"] == "PREFIX_TUNING" and c["prefix_projection"] is True and c["encoder_hidden_size"] == 8, c
+    assert head["prompt_embeddings"]["shape"] == [3, 2 * 2 * 32], head
+assert (a["accuracy"], a["loss"]) == (b["accuracy"], b["loss"]), (a, b)
+PY
+    pass "$run: PEFT's files, the same scores without the run card, merge refused" || fail "$run adapter files, eval or merge"
+done
 expect_dora_alone() {
   "$TRAIN" train "${common[@]}" --train "$W/sst_train.tsv" -o "$W/bad" --method bitfit --dora >/dev/null 2>"$W/bad.err" &&
     return 1
@@ -305,6 +336,12 @@ expect_error "unknown method" "method 'lorax': 'lorax' is not a method; use full
 expect_error "two placements of one adapter" "houlsby and pfeiffer are two placements of one adapter" "${bad_train[@]}" --method houlsby+pfeiffer
 expect_error "(IA)3 on no module" "--ia3-target: role 'keys' is not one of" "${bad_train[@]}" --method ia3 --ia3-target keys
 expect_error "early stopping without a dev file" "--early-stopping follows the dev score: pass --dev" "${bad_train[@]}" --early-stopping 2
+expect_error "prompt and prefix together" "prompt_tuning and prefix_tuning both add virtual tokens" "${bad_train[@]}" --method prompt+prefix
+expect_error "virtual tokens filling the positions" "--virtual-tokens 40 leaves no room in the model's 40 positions" "${bad_train[@]}" \
+  --method prompt --virtual-tokens 40
+expect_error "text start without a text" "--prompt-init text needs --prompt-init-text" "${bad_train[@]}" --method prompt --prompt-init text
+expect_error "text and virtual tokens beyond the positions" "--max-length 38 with 4 virtual tokens exceeds the model's 40 positions" \
+  "${bad_train[@]}" --method prefix --virtual-tokens 4 --max-length 38
 expect_error "LoRA rank too large" "rank r = 64 must be in \[1, min" "${bad_train[@]}" --rank 64
 "$TRAIN" train "${common[@]}" --train "$W/sst_train.tsv" -o "$W/houlsby" --method houlsby --epochs 1 --no-plot >/dev/null 2>&1 ||
   fail "train houlsby"

@@ -10,7 +10,6 @@
 #include <cstdint>
 #include <optional>
 #include <string>
-#include <tuple>
 #include <utility>
 
 #include "peft/core/error.hpp"
@@ -136,12 +135,8 @@ class multi_head_attention : public visits_parameters<multi_head_attention<B, Pl
       q = &q_rot_, k = &k_rot_;
     }
     if (prefix_len_) {  // the prefix's rows, then the sequence's own
-      for (auto [part, own, all] : {std::tuple{prefix_.keys, k, &k_all_}, std::tuple{prefix_.values, v, &v_all_}}) {
-        all->resize(shape{batch_, keys_, kv_width()});
-        broadcast_sequence_rows<B>(ctx, *part, *all);
-        copy_sequence_rows<B>(ctx, *own, 0, *all, prefix_len_, seq_);
-      }
-      k = &k_all_, v = &v_all_;
+      k = &after_prefix(ctx, *prefix_.keys, *k, k_all_);
+      v = &after_prefix(ctx, *prefix_.values, *v, v_all_);
     }
     q_out_ = q, k_out_ = k, v_out_ = v;
     scores_.resize(shape{batch_, opts_.heads, seq_, keys_});
@@ -191,15 +186,8 @@ class multi_head_attention : public visits_parameters<multi_head_attention<B, Pl
     tensor* dk = &dk_;
     tensor* dv = &dv_;
     if (prefix_len_) {  // the prefix's rows, summed over the batch, to the prefix; the rest to K and V
-      for (auto [all, own, grad] : {std::tuple{&dk_, &dk_own_, prefix_.key_grad}, std::tuple{&dv_, &dv_own_, prefix_.value_grad}}) {
-        if (grad) {
-          grad->resize(shape{prefix_len_, kv_width()});
-          sum_sequence_rows<B>(ctx, *all, prefix_len_, value_type(0), ones_, *grad);
-        }
-        own->resize(shape{batch_, seq_, kv_width()});
-        copy_sequence_rows<B>(ctx, *all, prefix_len_, *own, 0, seq_);
-      }
-      dk = &dk_own_, dv = &dv_own_;
+      dk = &split_prefix(ctx, dk_, prefix_.key_grad, dk_own_);
+      dv = &split_prefix(ctx, dv_, prefix_.value_grad, dv_own_);
     }
     if (opts_.rope) {  // the rotation is orthogonal: its backward turns the other way
       B::rotary(ctx, dq_, rotary(opts_.heads, true), dq_);
@@ -307,6 +295,24 @@ class multi_head_attention : public visits_parameters<multi_head_attention<B, Pl
   static linear_options projection(const attention_options& o, std::size_t which, std::size_t in, std::size_t out, bool bias) {
     return {.in_features = in, .out_features = out, .bias = bias, .name = o.name + "." + o.module_names[which],
             .seed = derive_seed(o.seed, which + 1), .init = o.init, .init_std = o.init_std};
+  }
+  // all = [prefix ; own] for every sequence.
+  const tensor& after_prefix(typename B::context& ctx, const tensor& prefix, const tensor& own, tensor& all) const {
+    all.resize(shape{batch_, keys_, kv_width()});
+    broadcast_sequence_rows<B>(ctx, prefix, all);
+    copy_sequence_rows<B>(ctx, own, 0, all, prefix_len_, seq_);
+    return all;
+  }
+  // The gradient of `after_prefix`: the prefix's rows summed over the batch into `prefix_grad` (when
+  // set), the sequence's own rows into `own`.
+  tensor& split_prefix(typename B::context& ctx, const tensor& all, tensor* prefix_grad, tensor& own) {
+    if (prefix_grad) {
+      prefix_grad->resize(shape{prefix_len_, kv_width()});
+      sum_sequence_rows<B>(ctx, all, prefix_len_, value_type(0), ones_, *prefix_grad);
+    }
+    own.resize(shape{batch_, seq_, kv_width()});
+    copy_sequence_rows<B>(ctx, all, prefix_len_, own, 0, seq_);
+    return own;
   }
   [[nodiscard]] std::size_t d() const noexcept { return opts_.head_dim; }
   [[nodiscard]] std::size_t group() const noexcept { return opts_.heads / opts_.kv_heads; }

@@ -254,8 +254,8 @@ class llama_for_causal_lm : public visits_parameters<llama_for_causal_lm<B, Plan
       for (std::size_t i = 0; i < layers_.size(); ++i) {
         auto& c = cache.layers[i];
         const auto p = prefix_.layer(i);
-        for (auto [part, all] : {std::pair{p.keys, &c.keys}, std::pair{p.values, &c.values}})
-          layers::broadcast_sequence_rows<B>(ctx, *part, *all);
+        layers::broadcast_sequence_rows<B>(ctx, *p.keys, c.keys);
+        layers::broadcast_sequence_rows<B>(ctx, *p.values, c.values);
         c.length = prefix_.tokens();
       }
     }
