@@ -1,5 +1,5 @@
 // libFuzzer target: configuration files (a model's config.json, an adapter_config.json for a plan
-// with LoRA (DoRA), AdaLoRA, VeRA, BitFit, (IA)3, LayerNorm tuning and adapters) must parse or be rejected with peft::error naming the problem,
+// with LoRA (DoRA), AdaLoRA, VeRA, BitFit, (IA)3, LayerNorm tuning, adapters, prompt and prefix tuning) must parse or be rejected with peft::error naming the problem,
 // never crash; whatever parses must describe a model that validates.
 #include <cstddef>
 #include <cstdint>
@@ -12,6 +12,8 @@
 #include "peft/methods/ia3.hpp"
 #include "peft/methods/ln_tuning.hpp"
 #include "peft/methods/lora.hpp"
+#include "peft/methods/prefix_tuning.hpp"
+#include "peft/methods/prompt_tuning.hpp"
 #include "peft/methods/vera.hpp"
 #include <tuple>
 #include "peft/models/bert/config.hpp"
@@ -22,7 +24,8 @@ struct fuzz_plan {
   using methods = std::tuple<peft::methods::lora<peft::roles::query>, peft::methods::adalora<peft::roles::query>,
                              peft::methods::vera<peft::roles::query>,
                              peft::methods::bitfit, peft::methods::ia3<peft::roles::key>,
-                             peft::methods::ln_tuning, peft::methods::houlsby_adapter>;
+                             peft::methods::ln_tuning, peft::methods::houlsby_adapter, peft::methods::prompt_tuning,
+                             peft::methods::prefix_tuning>;
 };
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
