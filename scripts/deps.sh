@@ -4,7 +4,7 @@
 set -euo pipefail
 
 PEFT_DEBIAN_PACKAGES=(cmake g++ make libeigen3-dev xtensor-dev nlohmann-json3-dev libicu-dev libboost-test-dev libbenchmark-dev ccache
-  libcli11-dev gnuplot-nox
+  libcli11-dev gnuplot-nox openmpi-bin libopenmpi-dev
   clang libclang-rt-14-dev python3 python3-pip)
 
 peft_install_deps() {

@@ -2,6 +2,7 @@
 // peft-train: the subcommands' definitions, instantiated once per plan by plans/plan_<i>.cpp.
 
 #include <cmath>
+#include <cstdlib>
 #include <fstream>
 #include <iomanip>
 #include <optional>
@@ -17,6 +18,40 @@
 namespace peft_train {
 
 namespace detail {
+/// 64-bit FNV-1a of a file's bytes ("" for no file), for comparing the data the processes read.
+inline std::string content_hash(const fs::path& p) {
+  if (p.empty()) return "";
+  std::ifstream in(p, std::ios::binary);
+  std::uint64_t h = 1469598103934665603ull;
+  char buf[1 << 16];
+  while (in.read(buf, sizeof buf) || in.gcount() > 0) {
+    for (std::streamsize i = 0; i < in.gcount(); ++i) h = (h ^ std::uint64_t(static_cast<unsigned char>(buf[i]))) * 1099511628211ull;
+    if (!in) break;
+  }
+  std::ostringstream s;
+  s << std::hex << h;
+  return s.str();
+}
+/// Data parallel: every process must run the same options on the same data. What must agree (the
+/// run's identity, with each file's content in place of its path, which may differ between hosts)
+/// is compared with process 0's; a difference is an error on every process, naming the first that
+/// differs.
+inline void require_same_run(const train_options& o) {
+  if (process_group::size() == 1) return;
+  nlohmann::json id = o.identity();
+  id["model_dir"] = content_hash(o.model_dir / "config.json") + content_hash(o.model_dir / "model.safetensors");
+  id["train_file"] = content_hash(o.train_file);
+  id["dev_file"] = content_hash(o.dev_file);
+  const std::string mine = id.dump();
+  std::string first = mine;
+  process_group::broadcast(first, 0);
+  double differs = first == mine ? 0.0 : double(process_group::rank());
+  process_group::max(std::span<double>(&differs, 1));
+  if (differs > 0)
+    throw peft::config_error(peft::detail::concat("process ", std::size_t(differs),
+                                                  " was started with other options, model or data than process 0; every "
+                                                  "process of a data-parallel run must get the same command and files"));
+}
 inline double seconds_since(std::chrono::steady_clock::time_point t) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
 }
@@ -71,6 +106,8 @@ int commands<Plan>::train(const train_options& o) {
   const dataset train_set = read_dataset(o.train_file, card.task, o.format);
   std::optional<dataset> dev_set;
   if (!o.dev_file.empty()) dev_set = read_dataset(o.dev_file, card.task, o.format);
+  detail::require_same_run(o);
+  const bool root = process_group::rank() == 0;  // data parallel: the one process that writes
   card.labels = labels_of(train_set);
   if (card.labels.size() < 2)
     throw peft::data::data_error("'" + o.train_file.string() + "' has only one label ('" + card.labels.front() + "'); need two or more");
@@ -102,22 +139,33 @@ int commands<Plan>::train(const train_options& o) {
   // The output directory: locked while this run owns it; the run works in run.partial/ and its
   // results replace the previous ones only once they are complete.
   refuse_output_over_input(o.output_dir, o.model_dir, "--model");
-  output_directory out(o.output_dir);
-  const fs::path partial = out.partial();
+  // Only process 0 owns (locks, writes) the output directory; the others read its checkpoint to resume.
+  std::optional<output_directory> out;
+  if (root) out.emplace(o.output_dir);
+  const fs::path partial = o.output_dir / "run.partial";
   const fs::path checkpoint = partial / "checkpoint.safetensors";
   const fs::path weights = detail::weights_dir(o);
-  if (o.resume && !fs::exists(checkpoint))
-    throw peft::io::io_error("--resume: '" + checkpoint.string() + "' does not exist (nothing to resume)");
-  if (!o.resume && !o.overwrite) {
-    if (fs::exists(checkpoint))
-      throw peft::io::io_error("'" + o.output_dir.string() +
-                               "' holds an unfinished run (run.partial/); pass --resume to continue it or --overwrite to start again");
-    if (fs::exists(weights) || fs::exists(o.output_dir / "metrics.jsonl") || fs::exists(o.output_dir / "checkpoint.safetensors"))
-      throw peft::io::io_error("'" + o.output_dir.string() +
-                               "' already holds a run; pass --overwrite to replace it once the new run has finished (or "
-                               "choose another directory)");
+  if (root) {
+    if (o.resume && !fs::exists(checkpoint))
+      throw peft::io::io_error("--resume: '" + checkpoint.string() + "' does not exist (nothing to resume)");
+    if (!o.resume && !o.overwrite) {
+      if (fs::exists(checkpoint))
+        throw peft::io::io_error("'" + o.output_dir.string() +
+                                 "' holds an unfinished run (run.partial/); pass --resume to continue it or --overwrite to start again");
+      if (fs::exists(weights) || fs::exists(o.output_dir / "metrics.jsonl") || fs::exists(o.output_dir / "checkpoint.safetensors"))
+        throw peft::io::io_error("'" + o.output_dir.string() +
+                                 "' already holds a run; pass --overwrite to replace it once the new run has finished (or "
+                                 "choose another directory)");
+    }
+    if (!o.resume) out->discard_partial();  // an unfinished run's state; the finished results stay until replaced
   }
-  if (!o.resume) out.discard_partial();  // an unfinished run's state; the finished results stay until replaced
+  {  // the others go on once process 0 has checked and prepared the directory (an error there ends all)
+    std::string ready = "ready";
+    process_group::broadcast(ready, 0);
+  }
+  if (!root && o.resume && !fs::exists(checkpoint))
+    throw peft::io::io_error("--resume: process " + std::to_string(process_group::rank()) + " cannot read '" + checkpoint.string() +
+                             "' (every host needs the output directory, on a shared file system)");
 
   // AdaLoRA's schedule runs over this run's optimizer steps (PEFT's total_step, which its files carry).
   if (has_component(card.method, "adalora")) card.methods.get<peft::adalora_config>().total_step = total_steps;
@@ -154,12 +202,15 @@ int commands<Plan>::train(const train_options& o) {
     // 3. The loop: the library's trainer, with the tool's progress, logs and interruption.
     peft::train::classification_task<std::remove_reference_t<decltype(m)>> task(m);
     using batch_t = peft::data::labeled_batch;
-    peft::train::trainer<decltype(task), decltype(opt), batch_t> loop(
+    peft::train::trainer<decltype(task), decltype(opt), batch_t, process_group> loop(
         ctx, task, opt,
         {.epochs = o.epochs, .max_steps = o.max_steps, .gradient_accumulation = o.gradient_accumulation,
          .clip_grad_norm = o.clip, .log_every = o.log_every, .evaluate_every_epoch = true,
          .early_stopping_patience = o.early_stopping, .checkpoint = checkpoint, .save_every_steps = o.save_every,
          .identity = o.identity()});
+    if (process_group::size() > 1)
+      std::cerr << "data parallel: " << process_group::size() << " processes, each on its rows of every batch of "
+                << o.batch_size << "; gradients of " << peft::detail::thousands(counts.trainable) << " parameters summed per step\n";
     // AdaLoRA: the orthogonal regulariser's gradient before each update, the rank allocation after it.
     using model_t = std::remove_reference_t<decltype(m)>;
     std::optional<peft::methods::adalora_allocator<model_t>> allocator;
@@ -173,7 +224,7 @@ int commands<Plan>::train(const train_options& o) {
       std::cerr << "resuming from " << checkpoint.string() << ": epoch " << loop.state().epoch + 1 << ", step "
                 << loop.state().step << "\n";
     }
-    out.create_partial();
+    if (root) out->create_partial();
     if (dev_set)
       loop.set_evaluator([&](const peft::train::train_state& st) {
         const auto r = s.evaluate(dev_batches, *dev_set, md.tokenizer);
@@ -182,9 +233,10 @@ int commands<Plan>::train(const train_options& o) {
         return peft::train::evaluation{r.score(card.task), detail::eval_record(r, card.task)};
       });
     peft::train::progress_callback progress(o.epochs);
-    metrics_log metrics(partial / "metrics.jsonl");
+    std::optional<metrics_log> metrics;  // process 0's
+    if (root) metrics.emplace(partial / "metrics.jsonl");
     std::optional<peft::train::tensorboard_callback> board;
-    if (!o.tensorboard_dir.empty()) board.emplace(o.tensorboard_dir);
+    if (!o.tensorboard_dir.empty() && root) board.emplace(o.tensorboard_dir);
     struct interrupt_at : peft::train::callback {  // testing aid: behave as if Ctrl-C came after step n
       std::size_t n;
       explicit interrupt_at(std::size_t n) : n(n) {}
@@ -192,9 +244,18 @@ int commands<Plan>::train(const train_options& o) {
         if (n && st.step == n) std::raise(SIGINT);
       }
     } interrupt_test(o.interrupt_after);
+    struct crash_at : peft::train::callback {  // testing aid: the last process dies as a crashed one would
+      std::size_t n;
+      explicit crash_at(std::size_t n) : n(n) {}
+      void on_step_end(const peft::train::train_state& st, const peft::train::step_record&, peft::train::train_control&) override {
+        if (n && st.step == n && process_group::size() > 1 && process_group::rank() + 1 == process_group::size()) std::_Exit(3);
+      }
+    } crash_test(o.crash_after);
+    loop.add_callback(crash_test);
     peft::train::interrupt_callback on_interrupt(interrupted);
-    for (peft::train::callback* c : std::initializer_list<peft::train::callback*>{&progress, &metrics, &interrupt_test, &on_interrupt})
+    for (peft::train::callback* c : std::initializer_list<peft::train::callback*>{&progress, &interrupt_test, &on_interrupt})
       loop.add_callback(*c);
+    if (metrics) loop.add_callback(*metrics);
     if (board) loop.add_callback(*board);
     install_interrupt_handlers();
     const auto finished_as = loop.fit([&](std::size_t epoch) { return epoch == 0 ? std::move(first_epoch) : epoch_batches(epoch); });
@@ -205,6 +266,7 @@ int commands<Plan>::train(const train_options& o) {
     }
     if (finished_as == peft::train::stop_reason::early_stopped)
       std::cerr << "early stopping: no improvement in " << o.early_stopping << " evaluations\n";
+    if (!root) return 0;  // the results are process 0's to write
     const std::size_t step = loop.state().step;
     const double best_score = loop.state().best_score;
     const nlohmann::json last_eval = loop.state().last_eval;
@@ -249,7 +311,7 @@ int commands<Plan>::train(const train_options& o) {
         {"threads", Eigen::nbThreads()}};
     peft::io::write_text_atomically(partial / "summary.json", summary.dump(2) + "\n");
     if (o.plot) draw_plot(partial, detail::metric_name(card.task));
-    out.commit({weights.filename().string(), "metrics.jsonl", "training.svg", "summary.json"});
+    out->commit({weights.filename().string(), "metrics.jsonl", "training.svg", "summary.json"});
     fs::remove(o.output_dir / "checkpoint.safetensors");  // where earlier versions kept an unfinished run's
 
     std::printf("\n== peft-train summary\n");

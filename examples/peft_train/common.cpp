@@ -4,6 +4,8 @@
 #include <unistd.h>
 
 #include <csignal>
+#include <cstdio>
+#include <cstdlib>
 #include <algorithm>
 #include <fstream>
 #include <optional>
@@ -13,6 +15,10 @@
 #include <peft/io/atomic_file.hpp>
 #include <peft/models/bert/config.hpp>
 #include <peft/io/safetensors.hpp>
+
+#if PEFT_TRAIN_MPI
+#include <peft/train/mpi_communicator.hpp>
+#endif
 
 namespace peft_train {
 
@@ -230,6 +236,75 @@ std::uintmax_t size_on_disk(const fs::path& p) {
     for (const auto& e : fs::recursive_directory_iterator(p))
       if (e.is_regular_file()) n += e.file_size();
   return n;
+}
+
+namespace {
+#if PEFT_TRAIN_MPI
+std::optional<peft::train::mpi_session> mpi_started;
+std::optional<peft::train::mpi_communicator> world;
+#endif
+}  // namespace
+
+bool process_group::start([[maybe_unused]] int& argc, [[maybe_unused]] char**& argv) {
+#if PEFT_TRAIN_MPI
+  // Launched by mpirun / mpiexec / srun: their environment says so. A plain run does not start MPI.
+  for (const char* v : {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK", "MPI_LOCALNRANKS"})
+    if (std::getenv(v)) {
+      mpi_started.emplace(argc, argv);
+      world.emplace();
+      return true;
+    }
+#endif
+  return false;
+}
+std::size_t process_group::rank() noexcept {
+#if PEFT_TRAIN_MPI
+  if (world) return world->rank();
+#endif
+  return 0;
+}
+std::size_t process_group::size() noexcept {
+#if PEFT_TRAIN_MPI
+  if (world) return world->size();
+#endif
+  return 1;
+}
+void process_group::sum([[maybe_unused]] std::span<double> values) {
+#if PEFT_TRAIN_MPI
+  if (world) world->sum(values);
+#endif
+}
+void process_group::max([[maybe_unused]] std::span<double> values) {
+#if PEFT_TRAIN_MPI
+  if (world) world->max(values);
+#endif
+}
+void process_group::broadcast([[maybe_unused]] std::string& text, [[maybe_unused]] std::size_t root) {
+#if PEFT_TRAIN_MPI
+  if (world) world->broadcast(text, root);
+#endif
+}
+namespace {
+int error_fd = 2;  // where `abort` writes: the original standard error, also once silenced
+}  // namespace
+
+void process_group::silence() {
+  error_fd = ::dup(2);
+  if (error_fd < 0) error_fd = 2;
+  std::fflush(stdout), std::fflush(stderr);
+  if (!std::freopen("/dev/null", "w", stdout) || !std::freopen("/dev/null", "w", stderr)) return;
+}
+
+void process_group::abort(const std::string& message) {
+  const std::string line = message + "\n";
+  if (::write(error_fd, line.data(), line.size()) < 0) {
+  }
+#if PEFT_TRAIN_MPI
+  if (world) {
+    MPI_Abort(MPI_COMM_WORLD, 1);
+  }
+#endif
+  std::exit(1);
 }
 
 }  // namespace peft_train

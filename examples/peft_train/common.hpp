@@ -1,4 +1,5 @@
 #pragma once
+#include <span>
 // peft-train: the parts that do not depend on the tuning plan: opening a checkpoint directory,
 // reading data files, interruption, peak memory.
 
@@ -108,5 +109,25 @@ class output_directory {
 };
 /// Size of a file or the sum over a directory's files, in bytes.
 std::uintmax_t size_on_disk(const fs::path& p);
+
+/// The processes this run trains with: under `mpirun -np N` (a build with MPI), N processes over
+/// MPI_COMM_WORLD; otherwise this one. A `peft::train::Communicator` chosen at run time, so that one
+/// instantiation of the training loop serves both.
+class process_group {
+ public:
+  /// Starts MPI when this process was launched by an MPI launcher (and the build has MPI); call once,
+  /// first thing in `main`. Returns whether it did.
+  static bool start(int& argc, char**& argv);
+  [[nodiscard]] static std::size_t rank() noexcept;
+  [[nodiscard]] static std::size_t size() noexcept;
+  static void sum(std::span<double> values);
+  static void max(std::span<double> values);
+  static void broadcast(std::string& text, std::size_t root);
+  /// Ends every process with `message` (printed by this one, also when silenced) and exit code 1.
+  [[noreturn]] static void abort(const std::string& message);
+  /// Sends this process's standard output and error to /dev/null (all processes but the first):
+  /// only `abort`'s message still reaches the terminal.
+  static void silence();
+};
 
 }  // namespace peft_train

@@ -5,7 +5,9 @@
 
 #include <omp.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <cstdlib>
 #include <cstdio>
 #include <cstring>
 #include <CLI/CLI.hpp>
@@ -81,6 +83,9 @@ int main(int argc, char** argv) {
     std::cerr << "peft-train: error: " << ex.what() << "\n";
     return 1;
   }
+  // Under mpirun: one of N processes training together; only the first one speaks.
+  process_group::start(argc, argv);
+  if (process_group::rank() != 0) process_group::silence();
   CLI::App app{"peft-train: parameter-efficient fine-tuning of BERT-family encoders (LoRA, BitFit, adapters); Llama-family generation from GGUF"};
   app.require_subcommand(1);
   app.set_version_flag("--version", "peft-train 0.1, kernels: " + peft::backend::cpu_kernels() + "; " + peft::backend::bf16_kernels());
@@ -203,6 +208,8 @@ int main(int argc, char** argv) {
   train->add_flag("!--no-plot", t.plot, "do not draw training.svg");
   train->add_option("--interrupt-after", t.interrupt_after, "testing aid: behave as if Ctrl-C came after this many steps")
       ->group("");
+  train->add_option("--crash-after", t.crash_after, "testing aid: the last of several processes dies after this many steps")
+      ->group("");
 
   // ---- eval ----------------------------------------------------------------------------------------
   eval_options e;
@@ -248,6 +255,8 @@ int main(int argc, char** argv) {
 
   CLI11_PARSE(app, argc, argv);
   auto run_command = [&]() -> int {
+    if (process_group::size() > 1 && !train->parsed())
+      throw peft::config_error("only 'train' runs as several processes (mpirun); run the other commands as one process");
     if (decoder.parsed()) return run_decoder_command(decoder);
     if (train->parsed()) {
       t.card.task = task.empty() ? task_from_extension(t.train_file) : task;
@@ -265,6 +274,12 @@ int main(int argc, char** argv) {
       if (activation.empty()) activation = t.card.method.find("houlsby") != std::string::npos ? "gelu" : "relu";
       t.card.methods.get<peft::adapter_config>().nonlinearity = activation_named(activation);
       t.format.delimiter = delimiter_of(delimiter);
+      if (process_group::size() > 1 && t.threads == 0) {  // processes sharing a host share its cores
+        std::size_t local = process_group::size();
+        for (const char* v : {"OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS"})
+          if (const char* s = std::getenv(v)) local = std::max<std::size_t>(1, std::strtoul(s, nullptr, 10));
+        t.threads = int(std::max<std::size_t>(1, std::size_t(omp_get_num_procs()) / local));
+      }
       set_threads(t.threads);
       return commands_of(t.card.method).train(t);
     }
@@ -292,10 +307,10 @@ int main(int argc, char** argv) {
     if (std::fflush(stdout) != 0 || std::ferror(stdout) || !std::cout)
       throw peft::io::io_error(std::string("writing to standard output failed: ") + std::strerror(errno));
     return status;
-  } catch (const peft::error& ex) {
-    std::cerr << "peft-train: error: " << ex.what() << "\n";
-    return 1;
   } catch (const std::exception& ex) {
+    // Data parallel: the others may be waiting for this process in a collective; stop them all.
+    if (process_group::size() > 1)
+      process_group::abort("peft-train: error (process " + std::to_string(process_group::rank()) + "): " + ex.what());
     std::cerr << "peft-train: error: " << ex.what() << "\n";
     return 1;
   }

@@ -93,6 +93,7 @@ struct train_options {
   std::size_t early_stopping = 0;   ///< stop after this many evaluations without improvement; 0 = off
   fs::path tensorboard_dir;         ///< TensorBoard event files (empty: none)
   std::size_t interrupt_after = 0;  ///< testing aid: raise SIGINT after this many steps
+  std::size_t crash_after = 0;      ///< testing aid: the last of several processes dies after this many steps
   bool resume = false, overwrite = false, plot = true;
   std::string frozen_weights = "f32";  ///< storage of the frozen base weights: f32 or bf16
   data_format format;

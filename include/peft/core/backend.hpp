@@ -17,16 +17,32 @@
 
 namespace peft {
 
+/// Rows [first, first + rows) of a batch of `total` rows: the part of each batch one process of a
+/// data-parallel run holds (`total` 0: the whole batch).
+struct batch_shard {
+  std::size_t first = 0, rows = 0, total = 0;
+};
+
 /// State shared by the kernels of a backend call sequence. Backends derive their context from it.
 /// `training` switches dropout on; `seed` and `random_offset` drive the counter-based dropout stream,
-/// so a run with the same seed draws the same masks on every backend.
+/// so a run with the same seed draws the same masks on every backend. `shard`, set by a data-parallel
+/// trainer, makes a process that holds some rows of each batch draw the indices the whole batch
+/// would give those rows, so that N processes draw the masks one process would.
 struct context_base {
   bool training = false;
   std::uint64_t seed = 0;
   std::uint64_t random_offset = 0;
+  batch_shard shard{};
 
-  /// Reserves `n` consecutive random indices and returns the first.
-  std::uint64_t take_random(std::uint64_t n) noexcept {
+  /// Reserves the random indices of a tensor of `n` values whose leading extent is `rows`, and
+  /// returns the first: `n` consecutive ones, or, under a shard whose rows it has, its rows' part of
+  /// the whole batch's (the offset then moves past the whole batch's).
+  std::uint64_t take_random(std::uint64_t n, std::size_t rows = 0) noexcept {
+    if (shard.total && rows && rows == shard.rows && n % rows == 0) {
+      const std::uint64_t per_row = n / rows, first = random_offset + shard.first * per_row;
+      random_offset += shard.total * per_row;
+      return first;
+    }
     const std::uint64_t first = random_offset;
     random_offset += n;
     return first;

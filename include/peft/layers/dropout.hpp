@@ -26,7 +26,7 @@ class dropout {
     active_ = ctx.training && p_ > 0;
     if (!active_) return x;
     mask_.resize(x.shape());
-    B::dropout_mask(ctx, typename B::value_type(p_), ctx.seed, ctx.take_random(x.size()), mask_);
+    B::dropout_mask(ctx, typename B::value_type(p_), ctx.seed, ctx.take_random(x.size(), x.shape().rank() ? x.shape()[0] : 0), mask_);
     B::multiply(ctx, x, mask_, y_);
     return y_;
   }

@@ -20,6 +20,7 @@
 #include "peft/core/error.hpp"
 #include "peft/core/layer.hpp"
 #include "peft/loss/cross_entropy.hpp"
+#include "peft/train/communicator.hpp"
 #include "peft/train/training_state.hpp"
 
 namespace peft::train {
@@ -35,6 +36,19 @@ concept TaskModel = requires(T& t, typename T::backend::context& ctx, const Batc
   { t.loss(ctx, b) } -> std::convertible_to<double>;
   t.backward(ctx);
   requires Module<std::remove_cvref_t<decltype(t.model())>>;
+};
+
+/// A `TaskModel` that data-parallel training can split: `rows(batch)` (the batch's rows),
+/// `slice(batch, first, count)` (rows [first, first + count) as a batch of their own, padded as the
+/// whole batch is), `weight(batch)` (what its loss averages over: labels not ignored), and
+/// `set_loss_weight(w)` (the next `backward` scales the loss's gradient by w, so that each process's
+/// share of a batch counts as in the whole batch's mean).
+template <class T, class Batch>
+concept ShardableTask = TaskModel<T, Batch> && requires(T& t, const Batch& b, std::size_t n, double w) {
+  { t.rows(b) } -> std::convertible_to<std::size_t>;
+  { t.slice(b, n, n) } -> std::same_as<Batch>;
+  { t.weight(b) } -> std::convertible_to<double>;
+  t.set_loss_weight(w);
 };
 
 /// The usual task model: a classifier (`forward(ctx, inputs)` -> logits, `backward(ctx, dlogits)`)
@@ -53,7 +67,50 @@ class classification_task {
     logits_ = &model_.forward(ctx, b.inputs);
     return ce_.forward(ctx, *logits_, b.labels);
   }
-  void backward(typename B::context& ctx) { model_.backward(ctx, ce_.gradient()); }
+  void backward(typename B::context& ctx) {
+    if (loss_weight_ == 1.0) {
+      model_.backward(ctx, ce_.gradient());
+      return;
+    }
+    B::copy(ctx, ce_.gradient(), weighted_);
+    B::scale(ctx, typename B::value_type(loss_weight_), weighted_);
+    model_.backward(ctx, weighted_);
+  }
+  /// Data parallelism (`ShardableTask`), for batches of token sequences (`inputs` an
+  /// `encoder_batch`): rows are sequences; a slice keeps the whole batch's padded length; the weight
+  /// is the number of labels not ignored (-100).
+  template <class Batch>
+    requires requires(const Batch& x) { x.inputs.batch_size; x.inputs.seq_len; x.inputs.attention_mask; }
+  static std::size_t rows(const Batch& b) {
+    return b.inputs.batch_size;
+  }
+  template <class Batch>
+    requires requires(const Batch& x) { x.inputs.batch_size; x.inputs.seq_len; x.inputs.attention_mask; }
+  static Batch slice(const Batch& b, std::size_t first, std::size_t count) {
+    Batch out;
+    const std::size_t seq = b.inputs.seq_len, label_width = b.labels.size() / std::max<std::size_t>(b.inputs.batch_size, 1);
+    out.inputs.batch_size = count, out.inputs.seq_len = seq;
+    auto cut = [&](const std::vector<std::int32_t>& v, std::size_t width) {
+      if (v.empty()) return std::vector<std::int32_t>{};
+      return std::vector<std::int32_t>(v.begin() + std::ptrdiff_t(first * width), v.begin() + std::ptrdiff_t((first + count) * width));
+    };
+    out.inputs.input_ids = cut(b.inputs.input_ids, seq);
+    out.inputs.token_type_ids = cut(b.inputs.token_type_ids, seq);
+    out.inputs.attention_mask = cut(b.inputs.attention_mask, seq);
+    out.labels = cut(b.labels, label_width);
+    if constexpr (requires { b.example_indices; })
+      if (b.example_indices.size() == b.inputs.batch_size)
+        out.example_indices.assign(b.example_indices.begin() + std::ptrdiff_t(first),
+                                   b.example_indices.begin() + std::ptrdiff_t(first + count));
+    return out;
+  }
+  template <class Batch>
+  static double weight(const Batch& b) {
+    double n = 0;
+    for (auto y : b.labels) n += y != -100;
+    return n;
+  }
+  void set_loss_weight(double w) noexcept { loss_weight_ = w; }
   /// Non-padding tokens of a batch whose inputs carry an attention mask; else its rows.
   template <class Batch>
   static std::size_t tokens(const Batch& b) {
@@ -73,6 +130,8 @@ class classification_task {
   Model& model_;
   loss::softmax_cross_entropy<B> ce_;
   const typename B::tensor* logits_ = nullptr;
+  double loss_weight_ = 1.0;
+  typename B::tensor weighted_;
 };
 
 /// Where the loop stands; all of it goes into a checkpoint, so a resumed run continues exactly.
@@ -162,11 +221,23 @@ struct trainer_options {
 };
 
 /// The loop. `Task` is a `TaskModel` for `Batch`; `Optimizer` is a `peft::optim::optimizer` over
-/// `task.model()`. Guarantees: no non-finite loss, gradient or trainable weight survives a step
-/// unnoticed (a `numeric_error` names the step and the parameter, and neither a checkpoint nor a
-/// result is written after it); a checkpoint saved at any step and resumed gives bit-identical
-/// weights, optimizer state and logs to an uninterrupted run with the same batches.
-template <class Task, class Optimizer, class Batch>
+/// `task.model()`; `Comm` a `Communicator` (one process by default). Guarantees: no non-finite loss,
+/// gradient or trainable weight survives a step unnoticed (a `numeric_error` names the step and the
+/// parameter, and neither a checkpoint nor a result is written after it); a checkpoint saved at any
+/// step and resumed gives bit-identical weights, optimizer state and logs to an uninterrupted run
+/// with the same batches.
+///
+/// With several processes (a `ShardableTask`): every process gets the same global batches from its
+/// batch source and trains on its block of rows of each (`rows_of`); the loss of its rows is weighted
+/// by their share of the batch's weight, so the sum of the processes' gradients, taken once per
+/// optimizer step (`Comm::sum`, with the step's loss, tokens, failures and random offset), is the
+/// whole batch's gradient, and dropout draws the masks the whole batch would (`context_base::shard`).
+/// N processes then train the parameters one process would, up to the order of floating-point sums.
+/// Every process keeps the whole optimizer state and evaluates the whole dev set (the results are the
+/// same everywhere, so are the decisions); stops (interruption, early stopping) are agreed, an error
+/// on one process stops all of them with its message at the step's end, and only rank 0 writes
+/// checkpoints. At the end the replicas' weights are compared and a difference is an error.
+template <class Task, class Optimizer, class Batch, Communicator Comm = single_process>
   requires TaskModel<Task, Batch>
 class trainer {
  public:
@@ -175,12 +246,17 @@ class trainer {
   using batch_source = std::function<std::vector<Batch>(std::size_t epoch)>;
   using evaluator = std::function<evaluation(const train_state&)>;
 
-  trainer(typename B::context& ctx, Task& task, Optimizer& opt, trainer_options o)
-      : ctx_(ctx), task_(task), opt_(opt), o_(std::move(o)) {
+  trainer(typename B::context& ctx, Task& task, Optimizer& opt, trainer_options o, Comm comm = {})
+      : ctx_(ctx), task_(task), opt_(opt), o_(std::move(o)), comm_(std::move(comm)) {
     if (o_.epochs == 0 || o_.gradient_accumulation == 0 || o_.log_every == 0)
       throw config_error("trainer: epochs, gradient_accumulation and log_every must be positive");
     if (!(o_.clip_grad_norm >= 0)) throw config_error("trainer: clip_grad_norm must be 0 (off) or positive");
+    if constexpr (!ShardableTask<Task, Batch>)
+      if (comm_.size() > 1)
+        throw config_error("trainer: data-parallel training needs a task that can split its batches (ShardableTask)");
   }
+  /// The processes training together (rank 0 writes).
+  [[nodiscard]] const Comm& communicator() const noexcept { return comm_; }
 
   /// Adds an observer; it must outlive `fit`.
   void add_callback(callback& c) { callbacks_.push_back(&c); }
@@ -239,29 +315,38 @@ class trainer {
       for (auto* c : callbacks_) c->on_epoch_begin(state_, epoch_batches.size());
       std::size_t micro = 0, step_tokens = 0;
       double step_loss = 0;
+      std::string failure;  // data parallel: this process's error, told to all at the step's end
       for (std::size_t b = state_.next_batch; b < epoch_batches.size() && !done; ++b) {
         const Batch& batch = epoch_batches[b];
         ctx_.training = true;
         if (micro == 0) opt_.zero_grad(ctx_);
         double l = 0;
-        try {
-          l = task_.loss(ctx_, batch);
-        } catch (const numeric_error& e) {  // a loss that checks itself: add where and what to do
-          throw numeric_error(peft::detail::concat("training stopped at step ", state_.step + 1, ": ", e.what(),
-                                                   "; lower the learning rate", checkpoint_note()));
+        std::size_t tokens = 0;
+        if (parallel()) {
+          l = parallel_micro_batch(batch, tokens, failure);
+        } else {
+          try {
+            l = task_.loss(ctx_, batch);
+          } catch (const numeric_error& e) {  // a loss that checks itself: add where and what to do
+            throw numeric_error(peft::detail::concat("training stopped at step ", state_.step + 1, ": ", e.what(),
+                                                     "; lower the learning rate", checkpoint_note()));
+          }
+          if (!std::isfinite(l))
+            throw numeric_error(peft::detail::concat("training stopped at step ", state_.step + 1, ": the loss is ", l,
+                                                     "; lower the learning rate", checkpoint_note()));
+          task_.backward(ctx_);
+          if constexpr (requires { task_.tokens(batch); }) tokens = task_.tokens(batch);
+          state_.window_loss += l, ++state_.window_rows, state_.window_tokens += tokens;
         }
-        if (!std::isfinite(l))
-          throw numeric_error(peft::detail::concat("training stopped at step ", state_.step + 1, ": the loss is ", l,
-                                                   "; lower the learning rate", checkpoint_note()));
-        task_.backward(ctx_);
         ++micro;
         step_loss += l;
-        std::size_t tokens = 0;
-        if constexpr (requires { task_.tokens(batch); }) tokens = task_.tokens(batch);
         step_tokens += tokens;
-        state_.window_loss += l, ++state_.window_rows, state_.window_tokens += tokens;
         const bool last_of_epoch = b + 1 == epoch_batches.size();
         if (micro < o_.gradient_accumulation && !last_of_epoch) continue;
+        if (parallel()) {  // the processes' gradients, loss and tokens summed: the step's
+          gather_step(step_loss, step_tokens, failure);
+          state_.window_loss += step_loss, state_.window_rows += micro, state_.window_tokens += step_tokens;
+        }
         if (micro > 1) opt_.scale_grads(ctx_, 1.0 / double(micro));
         if (before_step_) before_step_(ctx_, state_.step);
         const double norm = opt_.grad_norm(ctx_);
@@ -279,6 +364,7 @@ class trainer {
         train_control control;
         const step_record rec{step_loss / double(micro), lr, norm, step_tokens};
         for (auto* c : callbacks_) c->on_step_end(state_, rec, control);
+        agree(control);
         micro = 0, step_loss = 0, step_tokens = 0;
         if (state_.step % o_.log_every == 0 || done) log_train(lr);
         if (o_.evaluate_every_steps && state_.step % o_.evaluate_every_steps == 0 && !last_of_epoch)
@@ -293,6 +379,7 @@ class trainer {
       train_control control;
       if (o_.evaluate_every_epoch) run_evaluation(control);
       for (auto* c : callbacks_) c->on_epoch_end(state_);
+      agree(control);
       if (control.stop) {
         why = stop_reason::early_stopped;
         break;
@@ -305,6 +392,7 @@ class trainer {
       }
     }
     require_finite_weights("after the last step");
+    if (parallel()) require_identical_replicas();
     if (why == stop_reason::finished && o_.max_steps && state_.step >= o_.max_steps && state_.epoch < o_.epochs)
       why = stop_reason::max_steps;
     return finish(why);
@@ -329,6 +417,100 @@ class trainer {
 
  private:
   using clock = std::chrono::steady_clock;
+
+  [[nodiscard]] bool parallel() const noexcept { return comm_.size() > 1; }
+
+  /// This process's rows of `batch`: forward and backward with the loss weighted by their share of
+  /// the batch's, dropout drawing the whole batch's masks for them. Returns its weighted loss (its
+  /// part of the batch's mean); an error is kept in `failure` for the step's end, not thrown, so that
+  /// the other processes are not left waiting.
+  double parallel_micro_batch(const Batch& batch, std::size_t& tokens, std::string& failure) {
+    if constexpr (ShardableTask<Task, Batch>) {
+      const std::size_t rows = task_.rows(batch);
+      const row_block mine = rows_of(rows, comm_.rank(), comm_.size());
+      if (mine.count == 0 || !failure.empty()) return 0;
+      double l = 0;
+      try {
+        const Batch local = task_.slice(batch, mine.first, mine.count);
+        const double whole = task_.weight(batch), share = whole > 0 ? task_.weight(local) / whole : 0.0;
+        ctx_.shard = {mine.first, mine.count, rows};
+        task_.set_loss_weight(share);
+        l = task_.loss(ctx_, local);
+        if (!std::isfinite(l)) throw numeric_error(peft::detail::concat("the loss is ", l));
+        task_.backward(ctx_);
+        if constexpr (requires { task_.tokens(local); }) tokens = task_.tokens(local);
+        l *= share;
+      } catch (const std::exception& e) {
+        failure = e.what();
+      }
+      ctx_.shard = {};
+      task_.set_loss_weight(1.0);
+      return l;
+    } else {
+      (void)batch, (void)tokens, (void)failure;
+      return 0;
+    }
+  }
+
+  /// One sum over the processes per optimizer step: every trainable gradient, the step's loss and
+  /// tokens, and the count of processes that failed; the random offset agreed (a process with no row
+  /// of a small last batch drew nothing). A failure anywhere stops every process here.
+  void gather_step(double& step_loss, std::size_t& step_tokens, std::string& failure) {
+    std::vector<double> all;
+    task_.model().visit_parameters("", [&](const std::string&, const auto& p) {
+      if constexpr (std::remove_cvref_t<decltype(p)>::trainable) {
+        const auto g = B::copy_to_host(ctx_, p.grad);
+        all.insert(all.end(), g.begin(), g.end());
+      }
+    });
+    all.push_back(step_loss);
+    all.push_back(double(step_tokens));
+    all.push_back(failure.empty() ? 0.0 : 1.0);
+    comm_.sum(all);
+    double offset = double(ctx_.random_offset);
+    comm_.max(std::span<double>(&offset, 1));
+    ctx_.random_offset = std::uint64_t(offset);
+    const double failed = all.back();
+    if (failed > 0) {
+      const std::string what = failure.empty()
+                                   ? peft::detail::concat(failed, " other process(es) failed (their message is above)")
+                                   : peft::detail::concat("process ", comm_.rank(), ": ", failure);
+      failure.clear();
+      throw numeric_error(peft::detail::concat("training stopped at step ", state_.step + 1, ": ", what, checkpoint_note()));
+    }
+    step_tokens = std::size_t(all[all.size() - 2]);
+    step_loss = all[all.size() - 3];
+    std::size_t at = 0;
+    task_.model().visit_parameters("", [&](const std::string&, auto& p) {
+      if constexpr (std::remove_cvref_t<decltype(p)>::trainable) {
+        const std::vector<typename B::value_type> g(all.begin() + std::ptrdiff_t(at), all.begin() + std::ptrdiff_t(at + p.grad.size()));
+        B::copy_from_host(ctx_, g, p.grad.shape(), p.grad);
+        at += p.grad.size();
+      }
+    });
+  }
+
+  /// Stops agreed between the processes: one that was asked to stop (a signal arrives at each
+  /// separately) stops all at the same step.
+  void agree(train_control& control) {
+    if (!parallel()) return;
+    double flags[2] = {control.stop ? 1.0 : 0.0, control.save ? 1.0 : 0.0};
+    comm_.max(flags);
+    control.stop = flags[0] > 0, control.save = flags[1] > 0;
+  }
+
+  /// The replicas' weights, compared through their sum of squares (equal bits give equal sums).
+  void require_identical_replicas() {
+    double mine = 0;
+    task_.model().visit_parameters("", [&](const std::string&, const auto& p) {
+      if constexpr (std::remove_cvref_t<decltype(p)>::trainable) mine += B::sum_squares(ctx_, p.value);
+    });
+    double range[2] = {mine, -mine};
+    comm_.max(range);
+    if (range[0] != -range[1])
+      throw error(peft::detail::concat("data-parallel training: the processes' weights differ at step ", state_.step,
+                                       " (sum of squares ", -range[1], " to ", range[0], "); the replicas went out of step"));
+  }
 
   std::string checkpoint_note() const {
     if (o_.checkpoint.empty()) return " (nothing was saved)";
@@ -362,7 +544,7 @@ class trainer {
     if (o_.early_stopping_patience && state_.evaluations_without_improvement >= o_.early_stopping_patience) control.stop = true;
   }
   void save_checkpoint(const char* why) {
-    if (o_.checkpoint.empty()) return;
+    if (o_.checkpoint.empty() || comm_.rank() != 0) return;
     require_finite_weights("before a checkpoint");
     state_.random_offset = ctx_.random_offset;
     train_state saved = state_;
@@ -375,6 +557,7 @@ class trainer {
   Task& task_;
   Optimizer& opt_;
   trainer_options o_;
+  Comm comm_;
   std::vector<callback*> callbacks_;
   step_hook before_step_, after_step_;
   evaluator evaluate_;
