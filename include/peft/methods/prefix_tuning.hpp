@@ -86,10 +86,7 @@ class prefix_encoder : public visits_parameters<prefix_encoder<B>> {
       : act_(activation::tanh) {
     const prefix_tuning_config& c = cfg.get<prefix_tuning_config>();
     if (!c.enabled) return;
-    if (c.num_virtual_tokens == 0 || c.num_virtual_tokens > max_virtual_tokens)
-      throw config_error(peft::detail::concat("prefix_tuning: num_virtual_tokens ", c.num_virtual_tokens, " must be in 1..",
-                                              max_virtual_tokens));
-    tokens_ = c.num_virtual_tokens;
+    tokens_ = detail::checked_virtual_tokens(c.num_virtual_tokens, "prefix_tuning");
     kv_width_ = kv_heads * head_dim;
     layers_ = num_layers;
     const std::size_t width = layers_ * 2 * kv_width_;
@@ -109,9 +106,6 @@ class prefix_encoder : public visits_parameters<prefix_encoder<B>> {
     }
     keys_.resize(layers_), values_.resize(layers_), key_grads_.resize(layers_), value_grads_.resize(layers_);
   }
-
-  /// The largest prefix accepted (a sanity bound).
-  static constexpr std::size_t max_virtual_tokens = 4096;
 
   [[nodiscard]] std::size_t tokens() const noexcept { return tokens_; }
   [[nodiscard]] bool reparametrised() const noexcept { return first_.has_value(); }

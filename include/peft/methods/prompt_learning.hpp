@@ -24,6 +24,16 @@ namespace peft::methods::detail {
 inline constexpr const char* prompt_table_name = "prompt_encoder.embedding.weight";
 inline constexpr const char* prompt_table_key = "prompt_embeddings";
 
+/// The largest number of virtual tokens accepted (a sanity bound: PEFT's examples use 8 to 100).
+inline constexpr std::size_t max_virtual_tokens = 4096;
+
+/// `n` virtual tokens for `method`, or a `config_error` saying the range.
+inline std::size_t checked_virtual_tokens(std::size_t n, const char* method) {
+  if (n == 0 || n > max_virtual_tokens)
+    throw config_error(peft::detail::concat(method, ": num_virtual_tokens ", n, " must be in 1..", max_virtual_tokens));
+  return n;
+}
+
 /// File key -> parameter name: `prompt_embeddings` is the table; a key under `base_model.` that is
 /// not under `base_model.model.` (which the loader has already taken off) and names a module's
 /// parameter (`base_model.classifier.weight`) is a prompt-learning file's head. Model-wide tensors

@@ -79,10 +79,7 @@ class prompt_embedding : public visits_parameters<prompt_embedding<B>> {
   prompt_embedding(typename B::context& ctx, std::size_t vocab, std::size_t hidden, const method_config& cfg, std::uint64_t seed) {
     const prompt_tuning_config& c = cfg.get<prompt_tuning_config>();
     if (!c.enabled) return;
-    if (c.num_virtual_tokens == 0 || c.num_virtual_tokens > max_virtual_tokens)
-      throw config_error(peft::detail::concat("prompt_tuning: num_virtual_tokens ", c.num_virtual_tokens, " must be in 1..",
-                                              max_virtual_tokens));
-    tokens_ = c.num_virtual_tokens;
+    tokens_ = detail::checked_virtual_tokens(c.num_virtual_tokens, "prompt_tuning");
     hidden_ = hidden;
     weight_.declared = shape{tokens_, hidden};
     init_rng rng(derive_seed(seed, 0x9707));
@@ -107,9 +104,6 @@ class prompt_embedding : public visits_parameters<prompt_embedding<B>> {
     }
     weight_.allocate_grad(ctx);
   }
-
-  /// The largest table accepted (a sanity bound: PEFT's examples use 8 to 100).
-  static constexpr std::size_t max_virtual_tokens = 4096;
 
   [[nodiscard]] std::size_t tokens() const noexcept { return tokens_; }
 

@@ -5,7 +5,8 @@
 /// Weights and gradients are counted exactly from the model's parameters (frozen parameters have no
 /// gradient). Activations are the buffers the layers keep between forward and backward and reuse
 /// across steps: each layer type the plan produces reports its own (`activation_elements`), so a new
-/// method brings its contribution with it. They follow the implementation and are checked against measured peak resident memory by
+/// method brings its contribution with it. Prompt and prefix tuning's virtual tokens lengthen the
+/// sequences the layers see; they are not counted here. They follow the implementation and are checked against measured peak resident memory by
 /// `benchmarks/bench_bert_step.cpp`.
 
 #include <cstdint>
