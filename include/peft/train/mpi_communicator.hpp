@@ -5,15 +5,13 @@
 ///
 /// Sums are a reduction to rank 0 followed by a broadcast, so every process gets the same bits
 /// (MPI_Allreduce promises the same value, not the same rounding). A process that dies makes
-/// `mpirun` stop the others; a process that fails with an error calls `abort`, which ends them all
-/// with its message rather than leaving them waiting in a collective.
+/// `mpirun` stop the others; a program whose process fails outside the trainer's collectives should
+/// end them all with `MPI_Abort` (as `peft-train` does) rather than leave them waiting in one.
 
 #include <mpi.h>
 
 #include <algorithm>
 #include <cstddef>
-#include <cstdio>
-#include <cstdlib>
 #include <limits>
 #include <span>
 #include <string>
@@ -70,15 +68,6 @@ class mpi_communicator {
       mpi_session::check(MPI_Bcast(text.data() + done, int(part), MPI_CHAR, int(root), comm_), "MPI_Bcast");
       done += part;
     }
-  }
-
-  /// Ends every process of the communicator with exit code `code` after printing `message` (the
-  /// way out of an error that the other processes cannot know about).
-  [[noreturn]] void abort(const std::string& message, int code = 1) const {
-    std::fprintf(stderr, "%s\n", message.c_str());
-    std::fflush(stderr);
-    MPI_Abort(comm_, code);
-    std::abort();
   }
 
  private:

@@ -255,8 +255,6 @@ class trainer {
       if (comm_.size() > 1)
         throw config_error("trainer: data-parallel training needs a task that can split its batches (ShardableTask)");
   }
-  /// The processes training together (rank 0 writes).
-  [[nodiscard]] const Comm& communicator() const noexcept { return comm_; }
 
   /// Adds an observer; it must outlive `fit`.
   void add_callback(callback& c) { callbacks_.push_back(&c); }
