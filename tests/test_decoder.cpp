@@ -4,9 +4,12 @@
 // a time), the byte-level BPE tokenizer against Hugging Face's ids, and the real SmolLM2 checkpoint
 // when it is installed.
 #include <boost/test/unit_test.hpp>
+#include <bit>
+#include <cmath>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <nlohmann/json.hpp>
 #include <unistd.h>
 
@@ -242,9 +245,102 @@ BOOST_AUTO_TEST_CASE(dequantizes_bit_exactly_as_the_gguf_package) {
   BOOST_TEST(seen.size() == std::size(all_storage_formats));
 }
 
+BOOST_AUTO_TEST_CASE(non_finite_tensors_are_refused_before_loading) {
+  using B = eigen_f;
+  B::context ctx;
+  models::llama_for_causal_lm<B, plan<methods::frozen>> m(ctx, tiny_llama());
+  auto norm_of = [&] {
+    std::vector<float> v;
+    m.visit_parameters("", [&](const std::string& name, const auto& p) {
+      if (name == "model.norm.weight") v = B::copy_to_host(ctx, p.value);
+    });
+    return v;
+  };
+  const auto before = norm_of();
+  // An F16 norm of ones and an F32 norm of halves (16 values each), with a NaN or infinity at
+  // element `f16_bad` of the first or `f32_bad` of the second (none when out of range).
+  auto file = [](std::size_t f16_bad, std::uint16_t bad_half, std::size_t f32_bad, float bad) {
+    gguf_builder g;
+    g.b = {std::byte('G'), std::byte('G'), std::byte('U'), std::byte('F')};
+    g.put<std::uint32_t>(3).put<std::uint64_t>(2).put<std::uint64_t>(0);
+    g.tensor("blk.0.attn_norm.weight", {16}, 1, 0).tensor("output_norm.weight", {16}, 0, 32).pad();
+    for (std::size_t i = 0; i < 16; ++i) g.put<std::uint16_t>(i == f16_bad ? bad_half : std::uint16_t(0x3C00));
+    for (std::size_t i = 0; i < 16; ++i) g.put<float>(i == f32_bad ? bad : 0.5f);
+    return g;
+  };
+  auto expect_refused = [&](const gguf_builder& g, const std::string& tensor, const std::string& element) {
+    try {
+      (void)io::load_gguf(ctx, m, parse(g));
+      BOOST_ERROR("loaded a non-finite '" << tensor << "'");
+    } catch (const numeric_error& e) {
+      const std::string msg = e.what();
+      BOOST_TEST((msg.find("test.gguf") != std::string::npos && msg.find("'" + tensor + "'") != std::string::npos &&
+                  msg.find("the first at element " + element) != std::string::npos),
+                 msg);
+    }
+    BOOST_TEST(norm_of() == before);  // nothing was loaded
+  };
+  const float nan = std::numeric_limits<float>::quiet_NaN(), inf = std::numeric_limits<float>::infinity();
+  expect_refused(file(99, 0, 3, nan), "output_norm.weight", "3");
+  expect_refused(file(99, 0, 15, -inf), "output_norm.weight", "15");
+  expect_refused(file(7, 0x7C00, 99, 0), "blk.0.attn_norm.weight", "7");  // fp16 infinity
+  expect_refused(file(0, 0xFE01, 99, 0), "blk.0.attn_norm.weight", "0");  // fp16 NaN
+  const auto r = io::load_gguf(ctx, m, parse(file(99, 0, 99, 0)));
+  BOOST_TEST(r.loaded == 2u);
+  BOOST_TEST(norm_of() == std::vector<float>(16, 0.5f));
+}
+
 BOOST_AUTO_TEST_SUITE_END()
 
 BOOST_AUTO_TEST_SUITE(storage)
+
+BOOST_AUTO_TEST_CASE(non_finite_scan_agrees_with_dequantization) {
+  for (storage_format f : all_storage_formats) {
+    const auto t = format_traits(f);
+    const std::size_t blocks = t.quantized ? 5 : 5 * 32;
+    auto bytes = random_blocks(f, blocks, 11);
+    // Reference: dequantize and look at every value.
+    auto reference = [&] {
+      std::vector<float> v(blocks * t.block_elements);
+      dequantize_blocks(f, bytes.data(), blocks, v.data());
+      non_finite_count r;
+      for (std::size_t i = 0; i < v.size(); ++i)
+        if (!std::isfinite(v[i]) && r.count++ == 0) r.first = i;
+      return r;
+    };
+    auto agree = [&](const char* what) {
+      const auto scan = count_non_finite(f, bytes.data(), blocks), want = reference();
+      BOOST_TEST((scan.count == want.count && scan.first == want.first),
+                 t.name << " " << what << ": scan " << scan.count << " from " << scan.first << ", dequantized "
+                        << want.count << " from " << want.first);
+      return scan;
+    };
+    BOOST_TEST(!agree("finite"));
+    // Every fp16 field (and, for the plain formats, every element) poisoned in turn, with NaN and
+    // both infinities, in block 3 (a later block is poisoned too, so `first` must pick block 3).
+    const std::vector<std::size_t> fields = f == storage_format::q6_k                                   ? std::vector<std::size_t>{208}
+                                            : (f == storage_format::q4_1 || f == storage_format::q4_k) ? std::vector<std::size_t>{0, 2}
+                                                                                                        : std::vector<std::size_t>{0};
+    for (std::size_t field : fields)
+      for (std::uint32_t special : {0x7F800001u, 0x7F800000u, 0xFF800000u}) {
+        auto poisoned = random_blocks(f, blocks, 11);
+        for (std::size_t blk : {std::size_t(3), std::size_t(4)}) {
+          std::byte* at = poisoned.data() + blk * t.block_bytes + field;
+          if (f == storage_format::f32) std::memcpy(at, &special, 4);
+          else {
+            const float v = std::bit_cast<float>(special);
+            const std::uint16_t h = f == storage_format::bf16 ? float_to_bf16(v) : float_to_half(v);
+            std::memcpy(at, &h, 2);
+          }
+        }
+        bytes.swap(poisoned);
+        const auto scan = agree("poisoned");
+        BOOST_TEST(scan.count == 2 * t.block_elements, t.name);
+        BOOST_TEST(scan.first == 3 * t.block_elements, t.name);
+        bytes.swap(poisoned);
+      }
+  }
+}
 
 BOOST_AUTO_TEST_CASE(formats_round_trip_within_their_precision) {
   BOOST_TEST((parse_storage_format("q4_1") == storage_format::q4_1));

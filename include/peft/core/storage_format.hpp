@@ -243,6 +243,53 @@ void dequantize_blocks(storage_format f, const std::byte* src, std::size_t block
 PEFT_NO_CONTRACT_END
 #endif
 
+/// Elements found non-finite (NaN or infinite) in stored data: how many, and the index of the first.
+struct non_finite_count {
+  std::size_t count = 0;
+  std::size_t first = 0;
+  explicit operator bool() const noexcept { return count != 0; }
+};
+
+/// The elements of `blocks` consecutive blocks of format `f` at `src` that are, or dequantize to,
+/// NaN or infinity, found without dequantizing. A plain element is non-finite when its exponent
+/// field is all ones. A quantized block's integers are bounded, so its values are non-finite exactly
+/// when one of its fp16 scales is: then every element of the block is (a non-finite scale times a
+/// zero quant is NaN, times anything else infinite; a non-finite offset or minimum is added to all).
+inline non_finite_count count_non_finite(storage_format f, const std::byte* src, std::size_t blocks) noexcept {
+  non_finite_count r;
+  const auto t = format_traits(f);
+  auto found = [&](std::size_t block) {
+    if (r.count == 0) r.first = block * t.block_elements;
+    r.count += t.block_elements;
+  };
+  auto half_bad = [](const std::byte* p) { return (detail::load_u16(p) & 0x7C00u) == 0x7C00u; };
+  // The byte offsets of a block's fp16 fields (at most two), for the quantized formats.
+  std::size_t fields[2] = {0, 0}, field_count = 1;
+  switch (f) {
+    case storage_format::f32:
+      for (std::size_t i = 0; i < blocks; ++i) {
+        std::uint32_t v;
+        std::memcpy(&v, src + 4 * i, 4);
+        if ((v & 0x7F800000u) == 0x7F800000u) found(i);
+      }
+      return r;
+    case storage_format::f16:
+      for (std::size_t i = 0; i < blocks; ++i)
+        if (half_bad(src + 2 * i)) found(i);
+      return r;
+    case storage_format::bf16:
+      for (std::size_t i = 0; i < blocks; ++i)
+        if ((detail::load_u16(src + 2 * i) & 0x7F80u) == 0x7F80u) found(i);
+      return r;
+    case storage_format::q4_0: case storage_format::q8_0: break;                       // d
+    case storage_format::q4_1: case storage_format::q4_k: fields[1] = 2, field_count = 2; break;  // d, m / dmin
+    case storage_format::q6_k: fields[0] = 208; break;                                 // d after the quants
+  }
+  for (std::size_t b = 0; b < blocks; ++b, src += t.block_bytes)
+    if (half_bad(src + fields[0]) || (field_count == 2 && half_bad(src + fields[1]))) found(b);
+  return r;
+}
+
 /// Encodes `blocks * block_elements` floats into format `f`: the plain formats and Q8_0 (GGML's
 /// reference rounding). The other quantized formats are read-only here: returns false for them and
 /// writes nothing.

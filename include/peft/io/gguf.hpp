@@ -201,6 +201,12 @@ class gguf_file {
     return out;
   }
 
+  /// The tensor's elements that are, or dequantize to, NaN or infinity (a scan of its scales for the
+  /// quantized formats; nothing is dequantized).
+  [[nodiscard]] non_finite_count count_non_finite(const gguf_tensor_info& t) const {
+    return peft::count_non_finite(t.format, bytes(t).data(), t.numel() / format_traits(t.format).block_elements);
+  }
+
   [[noreturn]] void fail(const std::string& what) const { throw io_error("GGUF '" + source_ + "': " + what); }
 
  private:

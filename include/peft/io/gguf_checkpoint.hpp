@@ -44,6 +44,8 @@ enum class gguf_storage {
 /// Loads every base parameter of `model` from `file`. Validates all shapes first: a tensor whose
 /// shape differs from the parameter's throws `shape_error` naming both, and nothing has changed.
 /// Base parameters absent from the file are reported in `missing` (and keep their initial values).
+/// A tensor that is or dequantizes to NaN or infinity throws `numeric_error` naming it, likewise
+/// before anything has changed.
 template <Module M>
   requires HasGgufNames<M>
 load_report load_gguf(typename M::backend::context& ctx, M& model, const gguf_file& file,
@@ -69,6 +71,10 @@ load_report load_gguf(typename M::backend::context& ctx, M& model, const gguf_fi
     if (!detail::same_shape(want, t->shape))
       throw shape_error(peft::detail::concat("GGUF '", file.source(), "': tensor '", *gguf, "' has shape ",
                                              detail::shape_str(t->shape), " but the model's '", name, "' has shape ", want));
+    if (const auto bad = file.count_non_finite(*t))
+      throw numeric_error(peft::detail::concat("GGUF '", file.source(), "': tensor '", *gguf, "' holds ", bad.count,
+                                               " NaN or infinite value(s) (the first at element ", bad.first,
+                                               "): the file is damaged or came from a diverged run"));
     used.insert(*gguf);
     std::optional<std::vector<std::size_t>> order;
     if constexpr (HasGgufRowOrder<M>) order = model.gguf_row_order(name);

@@ -39,33 +39,26 @@ static_assert(std::endian::native == std::endian::little, "safetensors I/O assum
 /// Element types of safetensors files.
 enum class dtype { F64, F32, F16, BF16, I64, I32, I16, I8, U8, BOOL };
 
-/// NaN / infinite elements found in a tensor's data: how many, and the index of the first.
-struct non_finite_count {
-  std::size_t count = 0;
-  std::size_t first = 0;
-  explicit operator bool() const noexcept { return count != 0; }
-};
+using peft::non_finite_count;
 
 /// NaN / infinite elements of little-endian data of dtype `t` (an all-ones exponent field is what
 /// makes a float non-finite, in every one of the four widths); integer types have none.
 inline non_finite_count count_non_finite(dtype t, std::span<const std::byte> data) {
-  non_finite_count r;
-  auto scan = [&]<class U>(std::type_identity<U>, U exponent_mask) {
-    const std::size_t n = data.size() / sizeof(U);
-    for (std::size_t i = 0; i < n; ++i) {
-      U v;
-      std::memcpy(&v, data.data() + i * sizeof(U), sizeof(U));
-      if ((v & exponent_mask) == exponent_mask && r.count++ == 0) r.first = i;
-    }
-  };
   switch (t) {
-    case dtype::F64: scan(std::type_identity<std::uint64_t>{}, std::uint64_t(0x7ff0000000000000ull)); break;
-    case dtype::F32: scan(std::type_identity<std::uint32_t>{}, std::uint32_t(0x7f800000u)); break;
-    case dtype::F16: scan(std::type_identity<std::uint16_t>{}, std::uint16_t(0x7c00u)); break;
-    case dtype::BF16: scan(std::type_identity<std::uint16_t>{}, std::uint16_t(0x7f80u)); break;
-    default: break;
+    case dtype::F64: {
+      non_finite_count r;
+      for (std::size_t i = 0; i < data.size() / 8; ++i) {
+        std::uint64_t v;
+        std::memcpy(&v, data.data() + i * 8, 8);
+        if ((v & 0x7FF0000000000000ull) == 0x7FF0000000000000ull && r.count++ == 0) r.first = i;
+      }
+      return r;
+    }
+    case dtype::F32: return peft::count_non_finite(storage_format::f32, data.data(), data.size() / 4);
+    case dtype::F16: return peft::count_non_finite(storage_format::f16, data.data(), data.size() / 2);
+    case dtype::BF16: return peft::count_non_finite(storage_format::bf16, data.data(), data.size() / 2);
+    default: return {};
   }
-  return r;
 }
 
 /// Bytes per element of `t`.
