@@ -3,7 +3,7 @@
 # make_tiny_model with -fsanitize=address,undefined (PEFT_SANITIZE) in their own build directory and
 # runs the unit suite, the trainer's end-to-end test and the hostile-use catalogue. Any report fails
 # the run. It takes about an hour on 2 cores (the instrumented build of peft_tests is most of it), so it
-# runs apart from ./scripts/test.sh and CI.
+# runs apart from ./scripts/test.sh, as the second CI script .ci/sanitize.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/deps.sh

@@ -30,6 +30,14 @@ if [ -n "$model" ] && [ -f "$model" ]; then
   head -c 3000000 "$model" >"$W/cut.gguf"
   expect_error "file cut inside the tensors" "GGUF '$W/cut.gguf': tensor '.*' .* runs past the end of the data region" \
     generate --model "$W/cut.gguf" -p hi
+  python3 "$here/poison_gguf.py" "$model" "$W/inf-scale.gguf" token_embd.weight
+  expect_error "infinite scale in a quantized tensor" \
+    "GGUF '$W/inf-scale.gguf': tensor 'token_embd.weight' holds 32 NaN or infinite value\(s\) \(the first at element 0\)" \
+    generate --model "$W/inf-scale.gguf" -p hi
+  python3 "$here/poison_gguf.py" "$model" "$W/nan-norm.gguf" output_norm.weight
+  expect_error "NaN in an F32 tensor" "GGUF '$W/nan-norm.gguf': tensor 'output_norm.weight' holds 1 NaN or infinite value" \
+    score --model "$W/nan-norm.gguf" --ids "1 2"
+  rm -f "$W/inf-scale.gguf" "$W/nan-norm.gguf"
   expect_error "token id out of range" "--ids: '99999999' is not a token id in \[0, 49152\)" generate --model "$model" --ids "1 99999999"
   expect_error "token id not a number" "--ids: 'x1' is not a token id" score --model "$model" --ids "1,x1" --logits-json "$W/l.json"
   expect_error "top-p out of range" "top_p 0 must be in \(0, 1\]" generate --model "$model" -p hi --top-p 0

@@ -1,7 +1,7 @@
 #pragma once
 /// \file Communicator policies for data-parallel training: what the trainer needs from the processes
 /// that train one model together, and the single-process policy (the default), which needs nothing.
-/// `train/mpi_communicator.hpp` implements it over MPI.
+/// `train/mpi_communicator.hpp` implements it over MPI, `peft/cuda/nccl_communicator.cuh` over NCCL.
 ///
 /// Data parallelism as the trainer runs it: every process builds the same global batches (same data,
 /// same seed), trains on its rows of each, and the trainable gradients are summed once per optimizer
@@ -29,6 +29,17 @@ concept Communicator = requires(C& c, std::span<double> values, std::string& tex
   c.max(values);
   c.broadcast(text, std::size_t{});
 };
+
+/// A communicator that also sums a backend's tensors where they live, with no trip through the host
+/// (NCCL on GPUs: `peft/cuda/nccl_communicator.cuh`). Requirement: `sum_tensors(ctx, tensors)` replaces
+/// every tensor of the span by its sum over the processes, with the same bits on every process, as
+/// one collective (all processes pass tensors of the same shapes in the same order). The trainer sums
+/// the trainable gradients this way when it can.
+template <class C, class B>
+concept TensorSumCommunicator =
+    Communicator<C> && requires(C& c, typename B::context& ctx, std::span<typename B::tensor* const> tensors) {
+      c.sum_tensors(ctx, tensors);
+    };
 
 /// One process: every collective is the identity.
 struct single_process {

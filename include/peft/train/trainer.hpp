@@ -452,23 +452,33 @@ class trainer {
 
   /// One sum over the processes per optimizer step: every trainable gradient, the step's loss and
   /// tokens, and the count of processes that failed; the random offset agreed (a process with no row
-  /// of a small last batch drew nothing). A failure anywhere stops every process here.
+  /// of a small last batch drew nothing). A failure anywhere stops every process here. Gradients are
+  /// summed where they live when the communicator can (`TensorSumCommunicator`: NCCL on GPUs), else
+  /// through one host buffer with the step's numbers.
   void gather_step(double& step_loss, std::size_t& step_tokens, std::string& failure) {
-    std::vector<double> all;
-    task_.model().visit_parameters("", [&](const std::string&, const auto& p) {
-      if constexpr (std::remove_cvref_t<decltype(p)>::trainable) {
-        const auto g = B::copy_to_host(ctx_, p.grad);
-        all.insert(all.end(), g.begin(), g.end());
-      }
-    });
-    all.push_back(step_loss);
-    all.push_back(double(step_tokens));
-    all.push_back(failure.empty() ? 0.0 : 1.0);
-    comm_.sum(all);
+    gathered_.clear();
+    if constexpr (TensorSumCommunicator<Comm, B>) {
+      std::vector<typename B::tensor*> grads;
+      task_.model().visit_parameters("", [&](const std::string&, auto& p) {
+        if constexpr (std::remove_cvref_t<decltype(p)>::trainable) grads.push_back(&p.grad);
+      });
+      comm_.sum_tensors(ctx_, std::span<typename B::tensor* const>(grads));
+    } else {
+      task_.model().visit_parameters("", [&](const std::string&, const auto& p) {
+        if constexpr (std::remove_cvref_t<decltype(p)>::trainable) {
+          const auto g = B::copy_to_host(ctx_, p.grad);
+          gathered_.insert(gathered_.end(), g.begin(), g.end());
+        }
+      });
+    }
+    gathered_.push_back(step_loss);
+    gathered_.push_back(double(step_tokens));
+    gathered_.push_back(failure.empty() ? 0.0 : 1.0);
+    comm_.sum(gathered_);
     double offset = double(ctx_.random_offset);
     comm_.max(std::span<double>(&offset, 1));
     ctx_.random_offset = std::uint64_t(offset);
-    const double failed = all.back();
+    const double failed = gathered_.back();
     if (failed > 0) {
       const std::string what = failure.empty()
                                    ? peft::detail::concat(failed, " other process(es) failed (their message is above)")
@@ -476,16 +486,19 @@ class trainer {
       failure.clear();
       throw numeric_error(peft::detail::concat("training stopped at step ", state_.step + 1, ": ", what, checkpoint_note()));
     }
-    step_tokens = std::size_t(all[all.size() - 2]);
-    step_loss = all[all.size() - 3];
-    std::size_t at = 0;
-    task_.model().visit_parameters("", [&](const std::string&, auto& p) {
-      if constexpr (std::remove_cvref_t<decltype(p)>::trainable) {
-        const std::vector<typename B::value_type> g(all.begin() + std::ptrdiff_t(at), all.begin() + std::ptrdiff_t(at + p.grad.size()));
-        B::copy_from_host(ctx_, g, p.grad.shape(), p.grad);
-        at += p.grad.size();
-      }
-    });
+    step_tokens = std::size_t(gathered_[gathered_.size() - 2]);
+    step_loss = gathered_[gathered_.size() - 3];
+    if constexpr (!TensorSumCommunicator<Comm, B>) {
+      std::size_t at = 0;
+      task_.model().visit_parameters("", [&](const std::string&, auto& p) {
+        if constexpr (std::remove_cvref_t<decltype(p)>::trainable) {
+          const std::vector<typename B::value_type> g(gathered_.begin() + std::ptrdiff_t(at),
+                                                      gathered_.begin() + std::ptrdiff_t(at + p.grad.size()));
+          B::copy_from_host(ctx_, g, p.grad.shape(), p.grad);
+          at += p.grad.size();
+        }
+      });
+    }
   }
 
   /// Stops agreed between the processes: one that was asked to stop (a signal arrives at each
@@ -556,6 +569,7 @@ class trainer {
   Optimizer& opt_;
   trainer_options o_;
   Comm comm_;
+  std::vector<double> gathered_;  // the step's host-side sum: gradients (without device sums) and numbers
   std::vector<callback*> callbacks_;
   step_hook before_step_, after_step_;
   evaluator evaluate_;
