@@ -16,6 +16,8 @@
 
 #include <nccl.h>
 
+#include <algorithm>
+#include <concepts>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -88,9 +90,11 @@ class nccl_communicator {
   /// ranks, on this process's `local_device`: process 0 draws the group's id and `bootstrap`
   /// carries it to the others. Collective over `bootstrap`.
   template <train::Communicator Bootstrap>
+    requires(!std::same_as<Bootstrap, nccl_communicator>)  // a copy shares the group instead
   explicit nccl_communicator(Bootstrap& bootstrap)
       : nccl_communicator(bootstrap, local_device(bootstrap.rank())) {}
   template <train::Communicator Bootstrap>
+    requires(!std::same_as<Bootstrap, nccl_communicator>)
   nccl_communicator(Bootstrap& bootstrap, int device)
       : nccl_communicator(shared_id(bootstrap), bootstrap.rank(), bootstrap.size(), device) {}
 
