@@ -337,7 +337,7 @@ inline std::vector<std::byte> serialize_safetensors(const std::vector<tensor_to_
   std::memcpy(out.data() + 8, text.data(), text.size());
   std::size_t pos = 8 + text.size();
   for (const auto& [name, t] : sorted) {
-    std::memcpy(out.data() + pos, t->data.data(), t->data.size());
+    if (!t->data.empty()) std::memcpy(out.data() + pos, t->data.data(), t->data.size());  // an empty tensor's data may be null
     pos += t->data.size();
   }
   return out;
