@@ -2,6 +2,7 @@
 // crash, hang or read out of bounds (run under AddressSanitizer and UBSan); whatever it accepts must
 // answer every metadata getter (a value or an io_error), dequantize every tensor and view every tensor
 // as a packed matrix; a tokenizer built from the metadata must build or fail with a peft::error.
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <span>
@@ -50,6 +51,12 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
       if (t.numel() > (std::size_t(1) << 20)) continue;  // keep each input cheap
       const auto values = f.dequantize<float>(t);
       if (values.size() != t.numel()) __builtin_trap();
+      // The scale scan that load_gguf refuses non-finite tensors by must agree with the values.
+      std::size_t bad = 0, first = 0;
+      for (std::size_t i = 0; i < values.size(); ++i)
+        if (!std::isfinite(values[i]) && bad++ == 0) first = i;
+      const auto scan = f.count_non_finite(t);
+      if (scan.count != bad || (bad && scan.first != first)) __builtin_trap();
       const auto m = f.matrix(t);
       if (m.rows() != t.rows() || m.cols() != t.cols()) __builtin_trap();
       std::vector<float> row(m.cols());
