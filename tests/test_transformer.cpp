@@ -5,6 +5,7 @@
 #include <xtensor/xnpy.hpp>
 
 #include "bodies/scenarios.hpp"
+#include "peft/models/bert/memory.hpp"
 #include "peft/train/report.hpp"
 #include "support/backends.hpp"
 #include "support/gradcheck.hpp"
@@ -262,6 +263,124 @@ BOOST_AUTO_TEST_CASE(bad_input_is_reported_clearly) {
   } catch (const config_error& e) {
     BOOST_TEST(std::string(e.what()).find("not a multiple of num_attention_heads 3") != std::string::npos, e.what());
   }
+}
+
+BOOST_AUTO_TEST_SUITE_END()
+
+BOOST_AUTO_TEST_SUITE(shared_backward_buffers)
+
+BOOST_AUTO_TEST_CASE(scopes_hand_out_distinct_buffers_in_two_alternating_sets) {
+  using tensor = host_tensor<double>;
+  backward_buffers<tensor> buffers;
+  tensor own;
+  BOOST_TEST(&buffers.take(own) == &own);  // outside a block: the layer's own
+  std::vector<tensor*> even, odd;
+  {
+    const auto block = buffers.block(4);
+    even = {&buffers.take(own), &buffers.take(own)};
+    BOOST_CHECK_THROW((void)buffers.block(3), error);  // blocks do not nest
+  }
+  BOOST_TEST(&buffers.take(own) == &own);
+  {
+    const auto block = buffers.block(3);
+    odd = {&buffers.take(own), &buffers.take(own), &buffers.take(own)};
+  }
+  std::vector<tensor*> all = even;
+  all.insert(all.end(), odd.begin(), odd.end());
+  for (std::size_t i = 0; i < all.size(); ++i) {
+    BOOST_TEST(all[i] != &own);
+    for (std::size_t j = i + 1; j < all.size(); ++j) BOOST_TEST(all[i] != all[j]);
+  }
+  {
+    const auto block = buffers.block(2);  // block 4's set again, in the same order
+    BOOST_TEST(&buffers.take(own) == even[0]);
+    BOOST_TEST(&buffers.take(own) == even[1]);
+    BOOST_TEST(&buffers.take(own) != odd[0]);  // a third buffer of the even set, new
+  }
+  buffers.shared = false;
+  const auto block = buffers.block(0);
+  BOOST_TEST(&buffers.take(own) == &own);
+}
+
+namespace {
+/// One training step's gradients (every trainable parameter) of a 4-block BERT classifier with
+/// dropout, with or without buffers shared between blocks; and the elements the shared sets hold.
+template <class B, class Plan>
+std::pair<test::results, std::size_t> bert_step(bool shared, const method_config& cfg) {
+  typename B::context ctx;
+  ctx.training = true;
+  ctx.seed = 5;
+  ctx.backward_scratch.shared = shared;
+  auto c = test::tiny_bert_config();
+  c.num_hidden_layers = 4;
+  models::bert_for_sequence_classification<B, Plan> m(ctx, c, {.num_labels = 3, .seed = 2}, cfg);
+  test::randomize_parameters(ctx, m, 3, 0.3);
+  loss::softmax_cross_entropy<B> ce;
+  test::results r;
+  optim::optimizer opt(m, optim::sgd{.lr = 0.1});
+  for (int step = 0; step < 2; ++step) {  // the second step reuses the grown buffers
+    opt.zero_grad(ctx);
+    r["loss"].push_back(ce.forward(ctx, m.forward(ctx, test::tiny_batch()), std::vector<std::int32_t>{2, 0}));
+    m.backward(ctx, ce.gradient());
+  }
+  test::record_parameters(r, ctx, m, false, true);
+  return {r, ctx.backward_scratch.elements()};
+}
+
+template <class Plan>
+void check_sharing(const method_config& cfg, const std::string& what) {
+  using B = backend::eigen<double>;
+  const auto [shared, shared_elements] = bert_step<B, Plan>(true, cfg);
+  const auto [own, own_elements] = bert_step<B, Plan>(false, cfg);
+  const auto diff = test::compare(shared, own, 0.0);
+  BOOST_TEST(diff.empty(), what << ": " << diff);
+  BOOST_TEST(own_elements == 0u, what);
+  BOOST_TEST(shared_elements > 0u, what);
+  // The memory report counts the taken buffers twice for the encoder instead of once per block: with
+  // four alike blocks the difference is exactly one block pair's worth, the two sets the blocks took.
+  typename B::context ctx;
+  auto c = test::tiny_bert_config();
+  c.num_hidden_layers = 4;
+  models::bert_for_sequence_classification<B, Plan> m(ctx, c, {.num_labels = 3, .seed = 2}, cfg);
+  const auto batch = test::tiny_batch();
+  const auto with = models::estimate_memory(m, cfg, batch.batch_size, batch.seq_len, 2, true, true);
+  const auto without = models::estimate_memory(m, cfg, batch.batch_size, batch.seq_len, 2, true, false);
+  BOOST_TEST(without.activations - with.activations == shared_elements * sizeof(double), what);
+}
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(sharing_between_blocks_changes_no_bit_and_the_report_counts_it) {
+  check_sharing<full_p>({}, "full");
+  check_sharing<lora_p>({lora_config{.r = 3, .alpha = 6, .dropout = 0.1}}, "lora");
+  check_sharing<bitfit_p>({}, "bitfit");
+}
+
+BOOST_AUTO_TEST_CASE(a_decoder_shares_them_too) {
+  using B = backend::eigen<double>;
+  using lora_all = methods::lora<roles::query, roles::key, roles::value, roles::attention_output, roles::ffn_in,
+                                 roles::ffn_out, roles::ffn_gate>;
+  auto step = [](bool shared) {
+    B::context ctx;
+    ctx.backward_scratch.shared = shared;
+    models::llama_config c;
+    c.vocab_size = 13, c.hidden_size = 16, c.intermediate_size = 24, c.num_hidden_layers = 3;
+    c.num_attention_heads = 4, c.num_key_value_heads = 2, c.max_position_embeddings = 16, c.rope_theta = 10000;
+    models::llama_for_causal_lm<B, plan<lora_all>> m(ctx, c, {lora_config{.r = 2, .alpha = 4}}, 3);
+    test::randomize_parameters(ctx, m, 6, 0.3);
+    const models::decoder_batch batch{.batch_size = 2, .seq_len = 5, .input_ids = {1, 5, 9, 2, 7, 3, 3, 8, 12, 0}, .labels = {}};
+    loss::softmax_cross_entropy<B> ce;
+    test::results r;
+    r["loss"].push_back(ce.forward(ctx, m.forward(ctx, batch), models::next_token_targets(batch)));
+    m.backward(ctx, ce.gradient());
+    test::record_parameters(r, ctx, m, false, true);
+    return std::pair{r, ctx.backward_scratch.elements()};
+  };
+  const auto [shared, shared_elements] = step(true);
+  const auto [own, own_elements] = step(false);
+  const auto diff = test::compare(shared, own, 0.0);
+  BOOST_TEST(diff.empty(), diff);
+  BOOST_TEST(shared_elements > 0u);
+  BOOST_TEST(own_elements == 0u);
 }
 
 BOOST_AUTO_TEST_SUITE_END()

@@ -19,6 +19,7 @@
 #include <xtensor/xsort.hpp>
 
 #include "peft/core/backend.hpp"
+#include "peft/core/backward_buffers.hpp"
 #include "peft/core/host_tensor.hpp"
 #include "peft/backend/host_memory.hpp"
 #include "peft/core/random.hpp"
@@ -33,7 +34,10 @@ struct xtensor : detail::host_memory<T> {
   using index_tensor = host_tensor<std::int32_t>;
   static constexpr const char* name = "xtensor";
 
-  struct context : context_base {};
+  struct context : context_base {
+    /// Backward buffers shared between the blocks of a stack (core/backward_buffers.hpp).
+    backward_buffers<tensor> backward_scratch;
+  };
 
   /// Matrix view (rows x cols) of a tensor's memory.
   template <class Tn>

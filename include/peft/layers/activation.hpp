@@ -23,8 +23,9 @@ class activation_layer {
   }
   const tensor& backward(typename B::context& ctx, const tensor& dy) {
     if (!input_) throw error("activation: backward called before forward");
-    B::activation_backward(ctx, kind_, *input_, y_, dy, dx_);
-    return dx_;
+    tensor& dx = backward_buffer<B>(ctx, dx_);
+    B::activation_backward(ctx, kind_, *input_, y_, dy, dx);
+    return dx;
   }
   template <class F>
   void visit_parameters(const std::string&, F&&) const {}

@@ -163,40 +163,43 @@ class multi_head_attention : public visits_parameters<multi_head_attention<B, Pl
     // batch x heads x seq x seq tensors per layer. dS gets a buffer of its own only when the dropout
     // is off and so hands dP back unchanged (no kernel is asked to work in place).
     tensor& dprobs = scores_;
-    dv_.resize(v_out_->shape());
+    tensor& dv_all = backward_buffer<B>(ctx, dv_);
+    dv_all.resize(v_out_->shape());
     for (std::size_t g = 0; g < group(); ++g) {
       // dP = dContext V^T ; dV = sum over the group of P^T dContext
       B::gemm_batched(ctx, op::n, op::t, seq_, keys_, d(), value_type(1), query_view(dcontext, g), kv_view(*v_out_),
                       value_type(0), scores_view(dprobs, g), batch_, opts_.kv_heads);
       B::gemm_batched(ctx, op::t, op::n, keys_, d(), seq_, value_type(1), scores_view(*dropped_probs_, g),
-                      query_view(dcontext, g), value_type(g ? 1 : 0), kv_view(dv_), batch_, opts_.kv_heads);
+                      query_view(dcontext, g), value_type(g ? 1 : 0), kv_view(dv_all), batch_, opts_.kv_heads);
     }
     const tensor& dprobs_kept = drop_.backward(ctx, dprobs);
-    tensor& dscores = &dprobs_kept == &dprobs ? dscores_ : scores_;
+    tensor& dscores = &dprobs_kept == &dprobs ? backward_buffer<B>(ctx, dscores_) : scores_;
     B::softmax_backward(ctx, probs_, dprobs_kept, scale(), dscores);
-    dq_.resize(q_out_->shape());
-    dk_.resize(k_out_->shape());
+    tensor &dq = backward_buffer<B>(ctx, dq_), &dk_all = backward_buffer<B>(ctx, dk_);
+    dq.resize(q_out_->shape());
+    dk_all.resize(k_out_->shape());
     for (std::size_t g = 0; g < group(); ++g) {
       // dQ = dS K ; dK = sum over the group of dS^T Q
       B::gemm_batched(ctx, op::n, op::n, seq_, d(), keys_, value_type(1), scores_view(dscores, g), kv_view(*k_out_),
-                      value_type(0), query_view(dq_, g), batch_, opts_.kv_heads);
+                      value_type(0), query_view(dq, g), batch_, opts_.kv_heads);
       B::gemm_batched(ctx, op::t, op::n, keys_, d(), seq_, value_type(1), scores_view(dscores, g), query_view(*q_out_, g),
-                      value_type(g ? 1 : 0), kv_view(dk_), batch_, opts_.kv_heads);
+                      value_type(g ? 1 : 0), kv_view(dk_all), batch_, opts_.kv_heads);
     }
-    tensor* dk = &dk_;
-    tensor* dv = &dv_;
+    tensor* dk = &dk_all;
+    tensor* dv = &dv_all;
     if (prefix_len_) {  // the prefix's rows, summed over the batch, to the prefix; the rest to K and V
-      dk = &split_prefix(ctx, dk_, prefix_.key_grad, dk_own_);
-      dv = &split_prefix(ctx, dv_, prefix_.value_grad, dv_own_);
+      dk = &split_prefix(ctx, dk_all, prefix_.key_grad, backward_buffer<B>(ctx, dk_own_));
+      dv = &split_prefix(ctx, dv_all, prefix_.value_grad, backward_buffer<B>(ctx, dv_own_));
     }
     if (opts_.rope) {  // the rotation is orthogonal: its backward turns the other way
-      B::rotary(ctx, dq_, rotary(opts_.heads, true), dq_);
+      B::rotary(ctx, dq, rotary(opts_.heads, true), dq);
       B::rotary(ctx, *dk, rotary(opts_.kv_heads, true), *dk);
     }
-    B::copy(ctx, q_.backward(ctx, dq_), dx_);
-    B::axpy(ctx, value_type(1), k_.backward(ctx, *dk), dx_);
-    B::axpy(ctx, value_type(1), v_.backward(ctx, *dv), dx_);
-    return dx_;
+    tensor& dx = backward_buffer<B>(ctx, dx_);
+    B::copy(ctx, q_.backward(ctx, dq), dx);
+    B::axpy(ctx, value_type(1), k_.backward(ctx, *dk), dx);
+    B::axpy(ctx, value_type(1), v_.backward(ctx, *dv), dx);
+    return dx;
   }
 
   /// Inference with a KV cache: x (batch, new, hidden) are the next `new` tokens of each sequence,

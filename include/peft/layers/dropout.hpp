@@ -32,8 +32,9 @@ class dropout {
   }
   const tensor& backward(typename B::context& ctx, const tensor& dy) {
     if (!active_) return dy;
-    B::multiply(ctx, dy, mask_, dx_);
-    return dx_;
+    tensor& dx = backward_buffer<B>(ctx, dx_);
+    B::multiply(ctx, dy, mask_, dx);
+    return dx;
   }
   template <class F>
   void visit_parameters(const std::string&, F&&) const {}

@@ -67,11 +67,12 @@ class feed_forward : public visits_parameters<feed_forward<B, Plan>> {
   const tensor& backward(typename B::context& ctx, const tensor& dy) {
     const tensor& dh = out_.backward(ctx, dy);
     if (!gate_) return in_.backward(ctx, act_.backward(ctx, dh));
-    B::multiply(ctx, dh, *activated_, dup_);  // d up = dh * act(gate)
-    B::multiply(ctx, dh, *up_, dact_);        // d act(gate) = dh * up
-    B::copy(ctx, gate_->backward(ctx, act_.backward(ctx, dact_)), dx_);
-    B::axpy(ctx, value_type(1), in_.backward(ctx, dup_), dx_);
-    return dx_;
+    tensor &dup = backward_buffer<B>(ctx, dup_), &dact = backward_buffer<B>(ctx, dact_), &dx = backward_buffer<B>(ctx, dx_);
+    B::multiply(ctx, dh, *activated_, dup);  // d up = dh * act(gate)
+    B::multiply(ctx, dh, *up_, dact);        // d act(gate) = dh * up
+    B::copy(ctx, gate_->backward(ctx, act_.backward(ctx, dact)), dx);
+    B::axpy(ctx, value_type(1), in_.backward(ctx, dup), dx);
+    return dx;
   }
 
   void merge(typename B::context& ctx) {

@@ -54,14 +54,19 @@ class layer_norm : public visits_parameters<layer_norm<B, Trainable>> {
       dgamma = &gamma_.grad;
       dbeta = &beta_.grad;
     }
-    B::layer_norm_backward(ctx, *input_, gamma_.value, mean_, rstd_, dy, dx_, dgamma, dbeta);
-    return dx_;
+    tensor& dx = backward_buffer<B>(ctx, dx_);
+    B::layer_norm_backward(ctx, *input_, gamma_.value, mean_, rstd_, dy, dx, dgamma, dbeta);
+    return dx;
   }
 
 
   /// Activation elements kept for a step of `rows` rows: output, input gradient, mean and rstd.
   static std::uint64_t activation_elements(std::uint64_t rows, std::uint64_t width, const std::string&, const method_config&) {
     return 2 * rows * width + 2 * rows;
+  }
+  /// The input gradient, taken from the shared backward buffers.
+  static std::uint64_t backward_elements(std::uint64_t rows, std::uint64_t width, const std::string&, const method_config&) {
+    return rows * width;
   }
 
   [[nodiscard]] std::size_t width() const noexcept { return gamma_.value.size(); }

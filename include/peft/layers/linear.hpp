@@ -46,6 +46,25 @@ struct linear_site {
   bool training;
 };
 
+/// Elements of the buffers a layer's backward takes from `backward_buffers` (core/backward_buffers.hpp),
+/// which the blocks of a stack share: the layer's `static backward_elements(site)`, or 0 for a layer
+/// that reports none (its buffers then count as its own, inside `activation_elements`). Part of
+/// `activation_elements`, not in addition to it.
+template <class L>
+std::uint64_t backward_elements_of(const linear_site& s) {
+  if constexpr (requires { { L::backward_elements(s) } -> std::convertible_to<std::uint64_t>; }) return L::backward_elements(s);
+  else return 0;
+}
+
+/// The same for a norm layer (`static backward_elements(rows, width, name, cfg)`).
+template <class N>
+std::uint64_t norm_backward_elements_of(std::uint64_t rows, std::uint64_t width, const std::string& name,
+                                        const method_config& cfg) {
+  if constexpr (requires { { N::backward_elements(rows, width, name, cfg) } -> std::convertible_to<std::uint64_t>; })
+    return N::backward_elements(rows, width, name, cfg);
+  else return 0;
+}
+
 namespace detail {
 /// Uploads `n` values drawn by `draw()` as a tensor of shape `s`.
 template <class B, class Draw>
@@ -124,13 +143,14 @@ class linear : public visits_parameters<linear<B, Trainable, WG, BG>> {
       B::gemm(ctx, op::t, op::n, value_type(1), dy, *input_, value_type(1), weight_.grad);
     if constexpr (bias_parameter::trainable)
       if (has_bias()) B::sum_rows(ctx, dy, value_type(1), bias_.grad);
-    dx_.resize(input_shape_);
+    tensor& dx = backward_buffer<B>(ctx, dx_);
+    dx.resize(input_shape_);
     if (const packed_matrix* w = packed_weight()) {
-      if constexpr (PackedProducts<B>) B::gemm_packed(ctx, op::n, value_type(1), dy, *w, value_type(0), dx_);
+      if constexpr (PackedProducts<B>) B::gemm_packed(ctx, op::n, value_type(1), dy, *w, value_type(0), dx);
     } else {
-      B::gemm(ctx, op::n, op::n, value_type(1), dy, weight_.value, value_type(0), dx_);
+      B::gemm(ctx, op::n, op::n, value_type(1), dy, weight_.value, value_type(0), dx);
     }
-    return dx_;
+    return dx;
   }
 
   /// Sets the weight from its storage form (a checkpoint's fp16, bf16 or quantized matrix). A frozen
@@ -167,6 +187,8 @@ class linear : public visits_parameters<linear<B, Trainable, WG, BG>> {
   const bias_parameter& bias() const noexcept { return bias_; }
   /// Output and input gradient.
   static std::uint64_t activation_elements(const linear_site& s) { return std::uint64_t(s.rows) * (s.in + s.out); }
+  /// The input gradient, taken from the shared backward buffers.
+  static std::uint64_t backward_elements(const linear_site& s) { return std::uint64_t(s.rows) * s.in; }
   /// The innermost plain linear layer (this one); wrappers forward to it.
   linear& base_linear() noexcept { return *this; }
   const linear& base_linear() const noexcept { return *this; }

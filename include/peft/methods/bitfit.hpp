@@ -192,6 +192,10 @@ class bitfit_norm : public visits_parameters<bitfit_norm<Inner>> {
     return Inner::activation_elements(rows, width, name, cfg) +
            (detail::bitfit_selects(cfg.get<bitfit_config>(), name) ? rows * width : 0);
   }
+  static std::uint64_t backward_elements(std::uint64_t rows, std::uint64_t width, const std::string& name,
+                                         const method_config& cfg) {
+    return layers::norm_backward_elements_of<Inner>(rows, width, name, cfg);
+  }
   auto& bias() noexcept { return inner_.bias(); }
   auto& weight() noexcept { return inner_.weight(); }
   [[nodiscard]] std::size_t width() const noexcept { return inner_.width(); }

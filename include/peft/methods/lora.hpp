@@ -176,12 +176,14 @@ class lora_linear : public linear_wrapper<Inner>, public visits_parameters<lora_
     if (merged_)
       throw error(peft::detail::concat("lora on '", name(), "': backward through a merged layer; unmerge before training"));
     if (dora_) return dora_backward(ctx, dy);
-    B::copy(ctx, b_->backward(ctx, dy), dh_);  // d(s A x): B's weight gradient already has the s
-    B::scale(ctx, value_type(scaling_), dh_);
-    const tensor& dx_lora = dropout_.backward(ctx, a_->backward(ctx, dh_));
-    B::copy(ctx, inner_.backward(ctx, dy), dx_);
-    B::axpy(ctx, value_type(1), dx_lora, dx_);
-    return dx_;
+    tensor& dh = backward_buffer<B>(ctx, dh_);
+    B::copy(ctx, b_->backward(ctx, dy), dh);  // d(s A x): B's weight gradient already has the s
+    B::scale(ctx, value_type(scaling_), dh);
+    const tensor& dx_lora = dropout_.backward(ctx, a_->backward(ctx, dh));
+    tensor& dx = backward_buffer<B>(ctx, dx_);
+    B::copy(ctx, inner_.backward(ctx, dy), dx);
+    B::axpy(ctx, value_type(1), dx_lora, dx);
+    return dx;
   }
 
 
@@ -221,6 +223,17 @@ class lora_linear : public linear_wrapper<Inner>, public visits_parameters<lora_
     const std::uint64_t dora =
         selected->use_dora ? dora_magnitude<B>::activation_elements(rows, s.in, s.out, r, !dropout_active && !base_trains) : 0;
     return inner + dropout + rows * (s.in + r) + rows * (r + s.out) + rows * (s.out + 2 * r + s.in) + dora;
+  }
+
+  /// Of those, the shared backward buffers: the inner layer's; A's, B's and the dropout's input
+  /// gradients; without DoRA also the rank-r gradient and the input gradient.
+  static std::uint64_t backward_elements(const layers::linear_site& s) {
+    const std::uint64_t inner = layers::backward_elements_of<Inner>(s);
+    const auto selected = lora_config_for(s.cfg.get<lora_config>(), s.name);
+    if (!selected) return inner;
+    const std::uint64_t rows = s.rows, r = selected->r;
+    const bool dropout_active = s.training && selected->dropout > 0;
+    return inner + rows * (s.in + r) + (dropout_active ? rows * s.in : 0) + (selected->use_dora ? 0 : rows * (r + s.in));
   }
 
   [[nodiscard]] double scaling() const noexcept { return scaling_; }

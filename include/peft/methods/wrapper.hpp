@@ -43,6 +43,8 @@ class linear_wrapper {
   const auto& base_linear() const noexcept { return inner_.base_linear(); }
   Inner& inner() noexcept { return inner_; }
   const Inner& inner() const noexcept { return inner_; }
+  /// The inner layer's shared backward buffers; a wrapper that takes some of its own says so.
+  static std::uint64_t backward_elements(const layers::linear_site& s) { return layers::backward_elements_of<Inner>(s); }
 
  protected:
   linear_wrapper(typename backend::context& ctx, const layers::linear_options& o, const method_config& cfg)

@@ -5,11 +5,16 @@
 /// Weights and gradients are counted exactly from the model's parameters (frozen parameters have no
 /// gradient). Activations are the buffers the layers keep between forward and backward and reuse
 /// across steps: each layer type the plan produces reports its own (`activation_elements`), so a new
-/// method brings its contribution with it. Prompt and prefix tuning's virtual tokens lengthen the
-/// sequences the layers see; they are not counted here. They follow the implementation and are checked against measured peak resident memory by
-/// `benchmarks/bench_bert_step.cpp`.
+/// method brings its contribution with it. Of those, the buffers a layer's backward takes from
+/// `backward_buffers` (`backward_elements`) exist twice for the whole encoder, not once per block; a
+/// method layer that does not report its own (adapters, (IA)3, VeRA, AdaLoRA) has them counted per
+/// block, a slight overestimate. Prompt and prefix tuning's virtual tokens lengthen the sequences the
+/// layers see; they are not counted here. The figures follow the implementation and are checked
+/// against measured peak resident memory by `benchmarks/bench_bert_step.cpp`.
 
+#include <algorithm>
 #include <cstdint>
+#include <type_traits>
 #include <string>
 
 #include "peft/models/bert/model.hpp"
@@ -46,11 +51,12 @@ std::uint64_t norm_elements(std::uint64_t rows, std::uint64_t width, const std::
 
 /// Memory of training `bert_for_sequence_classification<B, Plan>` on batches of `batch x seq` with an
 /// update rule keeping `state_tensors_per_parameter` tensors per trainable parameter (AdamW: 2,
-/// SGD with momentum: 1).
+/// SGD with momentum: 1). `shared_backward_buffers`: whether the blocks share their backward
+/// buffers (`ctx.backward_scratch.shared`, the default).
 template <class B, class Plan>
 memory_report estimate_memory(const bert_for_sequence_classification<B, Plan>& model, const method_config& cfg,
                               std::size_t batch, std::size_t seq, unsigned state_tensors_per_parameter = 2,
-                              bool training = true) {
+                              bool training = true, bool shared_backward_buffers = true) {
   using T = typename B::value_type;
   const bert_config& c = model.encoder().config();
   const auto counts = count_parameters(model);
@@ -63,30 +69,55 @@ memory_report estimate_memory(const bert_for_sequence_classification<B, Plan>& m
   const std::uint64_t attn = std::uint64_t(batch) * c.num_attention_heads * seq * seq;
   std::uint64_t e = 0;
   // Embeddings: three lookups (+ ids), their sum, layer norm, dropout; the key mask.
-  using norm = typename Plan::template norm<B>;
-  e += 3 * rows * H + 3 * rows + rows * H + detail::norm_elements<norm>(rows, H, "bert.embeddings.LayerNorm", cfg) +
+  using norm_t = typename Plan::template norm<B>;
+  e += 3 * rows * H + 3 * rows + rows * H + detail::norm_elements<norm_t>(rows, H, "bert.embeddings.LayerNorm", cfg) +
        detail::dropout_elements(c.hidden_dropout_prob, rows * H, training) + rows;
+  // Each block keeps its forward buffers; the buffers its backward takes (`backward_buffers`) are
+  // shared: blocks of one parity reuse one set, so two sets in all (exact when the blocks are alike).
+  std::uint64_t backward_sets[2] = {0, 0};
   for (std::size_t i = 0; i < c.num_hidden_layers; ++i) {
     const std::string pre = "bert.encoder.layer." + std::to_string(i);
     using att = typename bert_attention<B, Plan>::attention_layer;
     using ffn = bert_ffn<B, Plan>;
-    e += detail::layer_elements<typename att::query_layer>(rows, H, H, pre + ".attention.self.query", cfg, training);
-    e += detail::layer_elements<typename att::key_layer>(rows, H, H, pre + ".attention.self.key", cfg, training);
-    e += detail::layer_elements<typename att::value_layer>(rows, H, H, pre + ".attention.self.value", cfg, training);
-    e += detail::layer_elements<typename att::output_layer>(rows, H, H, pre + ".attention.output.dense", cfg, training);
-    // scores (which backward reuses for dP and, behind an active dropout, dS), probs, and dS's own
-    // buffer when the dropout is off; the dropout's mask, output and gradient
+    std::uint64_t all = 0, bw = 0;
+    auto linear = [&]<class L>(std::type_identity<L>, std::size_t in, std::size_t out, const std::string& name) {
+      all += detail::layer_elements<L>(rows, in, out, name, cfg, training);
+      bw += layers::backward_elements_of<L>(layers::linear_site{rows, in, out, true, name, cfg, training});
+    };
+    auto norm = [&](const std::string& name) {
+      all += detail::norm_elements<norm_t>(rows, H, name, cfg);
+      bw += layers::norm_backward_elements_of<norm_t>(rows, H, name, cfg);
+    };
+    auto dropout = [&](double p, std::uint64_t n) {  // mask and output kept, input gradient taken
+      all += detail::dropout_elements(p, n, training);
+      if (training && p > 0) bw += n;
+    };
+    linear(std::type_identity<typename att::query_layer>{}, H, H, pre + ".attention.self.query");
+    linear(std::type_identity<typename att::key_layer>{}, H, H, pre + ".attention.self.key");
+    linear(std::type_identity<typename att::value_layer>{}, H, H, pre + ".attention.self.value");
+    linear(std::type_identity<typename att::output_layer>{}, H, H, pre + ".attention.output.dense");
+    // scores (which backward reuses for dP and, behind an active dropout, dS) and probs, kept; dS's
+    // own buffer when the dropout is off, taken; the dropout's mask, output and gradient
     const bool ds_in_scores = training && c.attention_probs_dropout_prob > 0;
-    e += (ds_in_scores ? 2 : 3) * attn + detail::dropout_elements(c.attention_probs_dropout_prob, attn, training);
-    // context, dq, dk, dv and dx of the attention; residual and dx of the sublayer
-    e += 7 * rows * H + detail::dropout_elements(c.hidden_dropout_prob, rows * H, training);
-    e += detail::norm_elements<norm>(rows, H, pre + ".attention.output.LayerNorm", cfg);
-    e += detail::layer_elements<typename ffn::in_layer>(rows, H, I, pre + ".intermediate.dense", cfg, training);
-    e += 2 * rows * I;  // activation output and gradient
-    e += detail::layer_elements<typename ffn::out_layer>(rows, I, H, pre + ".output.dense", cfg, training);
-    e += 2 * rows * H + detail::dropout_elements(c.hidden_dropout_prob, rows * H, training) +
-         detail::norm_elements<norm>(rows, H, pre + ".output.LayerNorm", cfg);
+    all += 2 * attn;
+    if (!ds_in_scores) all += attn, bw += attn;
+    dropout(c.attention_probs_dropout_prob, attn);
+    // context and the sublayer's residual, kept; dq, dk, dv and dx of the attention and dx of the
+    // sublayer, taken
+    all += 7 * rows * H, bw += 5 * rows * H;
+    dropout(c.hidden_dropout_prob, rows * H);
+    norm(pre + ".attention.output.LayerNorm");
+    linear(std::type_identity<typename ffn::in_layer>{}, H, I, pre + ".intermediate.dense");
+    all += 2 * rows * I, bw += rows * I;  // activation output, kept, and gradient, taken
+    linear(std::type_identity<typename ffn::out_layer>{}, I, H, pre + ".output.dense");
+    all += 2 * rows * H, bw += rows * H;  // residual, kept; dx, taken
+    dropout(c.hidden_dropout_prob, rows * H);
+    norm(pre + ".output.LayerNorm");
+    if (!shared_backward_buffers) bw = 0;  // every layer keeps its own
+    e += all - bw;
+    backward_sets[i % 2] = std::max(backward_sets[i % 2], bw);
   }
+  e += backward_sets[0] + backward_sets[1];
   // Head: pooling (first token or weights), pooler, dropout, classifier, loss gradient, dhidden.
   const std::uint64_t L = model.options().num_labels;
   e += batch * H + rows + rows * H + detail::dropout_elements(c.hidden_dropout_prob, batch * H, training) +

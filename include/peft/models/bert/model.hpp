@@ -174,9 +174,10 @@ class bert_residual_norm : public visits_parameters<bert_residual_norm<B, Plan>>
   }
   /// d x = (gradient through the sublayer) + (residual path).
   const tensor& input_gradient(typename B::context& ctx, const tensor& through_sublayer) {
-    B::copy(ctx, through_sublayer, dx_);
-    B::axpy(ctx, typename B::value_type(1), *dres_, dx_);
-    return dx_;
+    tensor& dx = backward_buffer<B>(ctx, dx_);
+    B::copy(ctx, through_sublayer, dx);
+    B::axpy(ctx, typename B::value_type(1), *dres_, dx);
+    return dx;
   }
   void merge(typename B::context& ctx) { merge_if_possible(norm_, ctx); }
   void unmerge(typename B::context& ctx) { unmerge_if_possible(norm_, ctx); }
@@ -380,7 +381,10 @@ class bert_encoder : public visits_parameters<bert_encoder<B, Plan>> {
   }
   void backward(typename B::context& ctx, const tensor& dy) {
     const tensor* d = &dy;
-    for (auto it = layers_.rbegin(); it != layers_.rend(); ++it) d = &it->backward(ctx, *d);
+    for (std::size_t i = layers_.size(); i-- > 0;) {
+      const auto block = backward_block<B>(ctx, i);
+      d = &layers_[i].backward(ctx, *d);
+    }
     const tensor& dembeddings = embeddings_.backward(ctx, *d);
     if (prompt_.tokens()) prompt_.accumulate(ctx, dembeddings);
     prefix_.backward(ctx);

@@ -93,11 +93,12 @@ class llama_block : public visits_parameters<llama_block<B, Plan>> {
     return y_;
   }
   const tensor& backward(typename B::context& ctx, const tensor& dy) {
-    B::copy(ctx, dy, dh_);
-    B::axpy(ctx, value_type(1), norm2_.backward(ctx, mlp_.backward(ctx, dy)), dh_);
-    B::copy(ctx, dh_, dx_);
-    B::axpy(ctx, value_type(1), norm1_.backward(ctx, attn_.backward(ctx, dh_)), dx_);
-    return dx_;
+    tensor &dh = backward_buffer<B>(ctx, dh_), &dx = backward_buffer<B>(ctx, dx_);
+    B::copy(ctx, dy, dh);
+    B::axpy(ctx, value_type(1), norm2_.backward(ctx, mlp_.backward(ctx, dy)), dh);
+    B::copy(ctx, dh, dx);
+    B::axpy(ctx, value_type(1), norm1_.backward(ctx, attn_.backward(ctx, dh)), dx);
+    return dx;
   }
   /// The next tokens of each sequence against this block's KV cache (no backward).
   const tensor& forward_cached(typename B::context& ctx, const tensor& x, layers::kv_cache<B>& cache, const tensor* key_mask) {
@@ -202,7 +203,10 @@ class llama_for_causal_lm : public visits_parameters<llama_for_causal_lm<B, Plan
       layers::copy_sequence_rows<B>(ctx, *d, 0, dall_, virt, d->shape()[1]);
       d = &dall_;
     }
-    for (std::size_t i = layers_.size(); i-- > 0;) d = &layers_[i].backward(ctx, *d);
+    for (std::size_t i = layers_.size(); i-- > 0;) {
+      const auto block = backward_block<B>(ctx, i);
+      d = &layers_[i].backward(ctx, *d);
+    }
     prefix_.backward(ctx);
     if (virt) {
       prompt_.accumulate(ctx, *d);
