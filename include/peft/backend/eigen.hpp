@@ -145,6 +145,18 @@ struct eigen : detail::host_memory<T> {
       });
     });
   }
+  /// y = x * the mask `dropout_mask` writes for (p, seed, offset), drawn on the fly: nothing is
+  /// stored, so a dropout keeps its output and the offset, and its backward draws the mask again.
+  static void dropout_apply(context&, T p, std::uint64_t seed, std::uint64_t offset, const tensor& x, tensor& y) {
+    y.resize(x.shape());
+    const auto value = element_math::dropout_value<T>::from(p, seed, offset);
+    const T* const in = x.data();
+    T* const out = y.data();
+    sweep(x.size(), [value, in, out](std::size_t b, std::size_t e) {
+      const auto v = value;
+      for (std::size_t i = b; i < e; ++i) out[i] = in[i] * v(i);
+    });
+  }
   static void dropout_mask(context&, T p, std::uint64_t seed, std::uint64_t offset, tensor& mask) {
     const auto value = element_math::dropout_value<T>::from(p, seed, offset);
     T* const m = mask.data();

@@ -130,6 +130,12 @@ struct xtensor : detail::host_memory<T> {
       }
     }
   }
+  /// y = x * the mask `dropout_mask` writes, drawn on the fly.
+  static void dropout_apply(context&, T p, std::uint64_t seed, std::uint64_t offset, const tensor& x, tensor& y) {
+    y.resize(x.shape());
+    for (std::size_t i = 0; i < x.size(); ++i)
+      y[i] = x[i] * (counter_uniform(seed, offset + i) >= double(p) ? T(1) / (T(1) - p) : T(0));
+  }
   static void dropout_mask(context&, T p, std::uint64_t seed, std::uint64_t offset, tensor& mask) {
     for (std::size_t i = 0; i < mask.size(); ++i)
       mask[i] = counter_uniform(seed, offset + i) >= double(p) ? T(1) / (T(1) - p) : T(0);

@@ -133,6 +133,15 @@ concept Backend =
       B::adafactor_update(ctx, t, c, t, t, t, t, ada);
     };
 
+/// A backend that applies a dropout mask without storing it: `dropout_apply(ctx, p, seed, offset, x,
+/// y)` writes y = x * (the mask `dropout_mask(ctx, p, seed, offset, ...)` writes). The dropout layer
+/// then keeps no mask and draws it again in backward; other backends store it.
+template <class B>
+concept FusedDropout = Backend<B> && requires(typename B::context& ctx, typename B::value_type p, std::uint64_t n,
+                                              const typename B::tensor& x, typename B::tensor& y) {
+  B::dropout_apply(ctx, p, n, n, x, y);
+};
+
 /// A backend that multiplies with frozen weights kept in their storage format (`packed_matrix`:
 /// fp16, bf16, block-quantized) without expanding them: `gemm_packed(ctx, op, alpha, a, w, beta, c)`
 /// computes c = alpha a op(W) + beta c (op::t: a W^T, op::n: a W). Layers use it when the backend

@@ -1,6 +1,7 @@
 #pragma once
 /// \file `peft::layers::dropout`: inverted dropout, active only when `ctx.training` is set.
 
+#include <cstdint>
 #include <string>
 
 #include "peft/core/error.hpp"
@@ -16,6 +17,7 @@ class dropout {
  public:
   using backend = B;
   using tensor = typename B::tensor;
+  using value_type = typename B::value_type;
 
   explicit dropout(double p = 0.0, std::string name = "dropout") : p_(p), name_(std::move(name)) {
     if (!(p >= 0.0 && p < 1.0))
@@ -25,17 +27,39 @@ class dropout {
   const tensor& forward(typename B::context& ctx, const tensor& x) {
     active_ = ctx.training && p_ > 0;
     if (!active_) return x;
-    mask_.resize(x.shape());
-    B::dropout_mask(ctx, typename B::value_type(p_), ctx.seed, ctx.take_random(x.size(), x.shape().rank() ? x.shape()[0] : 0), mask_);
-    B::multiply(ctx, x, mask_, y_);
+    seed_ = ctx.seed;
+    offset_ = ctx.take_random(x.size(), x.shape().rank() ? x.shape()[0] : 0);
+    if constexpr (FusedDropout<B>) {
+      B::dropout_apply(ctx, value_type(p_), seed_, offset_, x, y_);
+    } else {
+      mask_.resize(x.shape());
+      B::dropout_mask(ctx, value_type(p_), seed_, offset_, mask_);
+      B::multiply(ctx, x, mask_, y_);
+    }
     return y_;
   }
+  /// The same mask applied to dy: drawn again from the forward's seed and offset where the backend
+  /// can (`FusedDropout`), read from the stored mask otherwise.
   const tensor& backward(typename B::context& ctx, const tensor& dy) {
     if (!active_) return dy;
     tensor& dx = backward_buffer<B>(ctx, dx_);
-    B::multiply(ctx, dy, mask_, dx);
+    if constexpr (FusedDropout<B>) {
+      if (!(dy.shape() == y_.shape()))
+        throw shape_error(peft::detail::concat("dropout '", name_, "': output gradient shape ", dy.shape(),
+                                               " differs from output shape ", y_.shape()));
+      B::dropout_apply(ctx, value_type(p_), seed_, offset_, dy, dx);
+    } else {
+      B::multiply(ctx, dy, mask_, dx);
+    }
     return dx;
   }
+
+  /// Elements kept for a step over `n` values while active: the output, the input gradient and, on a
+  /// backend without `FusedDropout`, the mask.
+  static std::uint64_t activation_elements(std::uint64_t n, bool active) {
+    return active ? (FusedDropout<B> ? 2 : 3) * n : 0;
+  }
+
   template <class F>
   void visit_parameters(const std::string&, F&&) const {}
 
@@ -47,7 +71,8 @@ class dropout {
   double p_;
   std::string name_;
   bool active_ = false;
-  tensor mask_, y_, dx_;
+  std::uint64_t seed_ = 0, offset_ = 0;
+  tensor mask_, y_, dx_;  // mask_: only on a backend without FusedDropout
 };
 
 }  // namespace peft::layers

@@ -209,7 +209,7 @@ class adalora_linear : public linear_wrapper<Inner>, public visits_parameters<ad
     if (!detail::adalora_selects(c, s.name)) return inner;
     const std::uint64_t rows = s.rows, r = detail::adalora_rank(c, s.name);
     if (r == 0) return inner;
-    const std::uint64_t dropout = s.training && c.dropout > 0 ? 3 * rows * s.in : 0;
+    const std::uint64_t dropout = layers::dropout<B>::activation_elements(rows * s.in, s.training && c.dropout > 0);
     return inner + dropout + rows * (s.in + r) + rows * (r + s.out) + rows * (s.out + 3 * r + s.in);
   }
 

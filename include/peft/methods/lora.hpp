@@ -219,7 +219,7 @@ class lora_linear : public linear_wrapper<Inner>, public visits_parameters<lora_
     if (!selected) return inner;
     const std::uint64_t rows = s.rows, r = selected->r;
     const bool dropout_active = s.training && selected->dropout > 0;
-    const std::uint64_t dropout = dropout_active ? 3 * rows * s.in : 0;
+    const std::uint64_t dropout = layers::dropout<B>::activation_elements(rows * s.in, dropout_active);
     const std::uint64_t dora =
         selected->use_dora ? dora_magnitude<B>::activation_elements(rows, s.in, s.out, r, !dropout_active && !base_trains) : 0;
     return inner + dropout + rows * (s.in + r) + rows * (r + s.out) + rows * (s.out + 2 * r + s.in) + dora;

@@ -183,7 +183,7 @@ class vera_linear : public linear_wrapper<Inner>, public visits_parameters<vera_
     const vera_config& c = s.cfg.get<vera_config>();
     if (!detail::vera_selects(c, s.name)) return inner;
     const std::uint64_t rows = s.rows, r = c.r;
-    const std::uint64_t dropout = s.training && c.dropout > 0 ? 3 * rows * s.in : 0;
+    const std::uint64_t dropout = layers::dropout<B>::activation_elements(rows * s.in, s.training && c.dropout > 0);
     return inner + dropout + projection_layer::activation_elements({rows, s.in, r, false, s.name, s.cfg, s.training}) +
            projection_layer::activation_elements({rows, r, s.out, false, s.name, s.cfg, s.training}) +
            rows * (2 * r + 3 * s.out);

@@ -32,7 +32,10 @@ struct memory_report {
 };
 
 namespace detail {
-inline std::uint64_t dropout_elements(double p, std::uint64_t n, bool training) { return training && p > 0 ? 3 * n : 0; }
+template <class B>
+std::uint64_t dropout_elements(double p, std::uint64_t n, bool training) {
+  return layers::dropout<B>::activation_elements(n, training && p > 0);
+}
 
 /// A linear layer's buffers, as its type reports them (every method layer declares its own).
 template <class L>
@@ -71,7 +74,7 @@ memory_report estimate_memory(const bert_for_sequence_classification<B, Plan>& m
   // Embeddings: three lookups (+ ids), their sum, layer norm, dropout; the key mask.
   using norm_t = typename Plan::template norm<B>;
   e += 3 * rows * H + 3 * rows + rows * H + detail::norm_elements<norm_t>(rows, H, "bert.embeddings.LayerNorm", cfg) +
-       detail::dropout_elements(c.hidden_dropout_prob, rows * H, training) + rows;
+       detail::dropout_elements<B>(c.hidden_dropout_prob, rows * H, training) + rows;
   // Each block keeps its forward buffers; the buffers its backward takes (`backward_buffers`) are
   // shared: blocks of one parity reuse one set, so two sets in all (exact when the blocks are alike).
   std::uint64_t backward_sets[2] = {0, 0};
@@ -88,8 +91,8 @@ memory_report estimate_memory(const bert_for_sequence_classification<B, Plan>& m
       all += detail::norm_elements<norm_t>(rows, H, name, cfg);
       bw += layers::norm_backward_elements_of<norm_t>(rows, H, name, cfg);
     };
-    auto dropout = [&](double p, std::uint64_t n) {  // mask and output kept, input gradient taken
-      all += detail::dropout_elements(p, n, training);
+    auto dropout = [&](double p, std::uint64_t n) {  // output (and mask) kept, input gradient taken
+      all += detail::dropout_elements<B>(p, n, training);
       if (training && p > 0) bw += n;
     };
     linear(std::type_identity<typename att::query_layer>{}, H, H, pre + ".attention.self.query");
@@ -120,7 +123,7 @@ memory_report estimate_memory(const bert_for_sequence_classification<B, Plan>& m
   e += backward_sets[0] + backward_sets[1];
   // Head: pooling (first token or weights), pooler, dropout, classifier, loss gradient, dhidden.
   const std::uint64_t L = model.options().num_labels;
-  e += batch * H + rows + rows * H + detail::dropout_elements(c.hidden_dropout_prob, batch * H, training) +
+  e += batch * H + rows + rows * H + detail::dropout_elements<B>(c.hidden_dropout_prob, batch * H, training) +
        detail::layer_elements<typename bert_for_sequence_classification<B, Plan>::classifier_layer>(batch, H, L, "classifier",
                                                                                                  cfg, training) +
        batch * L;
