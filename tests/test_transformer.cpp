@@ -336,8 +336,8 @@ void check_sharing(const method_config& cfg, const std::string& what) {
   BOOST_TEST(diff.empty(), what << ": " << diff);
   BOOST_TEST(own_elements == 0u, what);
   BOOST_TEST(shared_elements > 0u, what);
-  // The memory report counts the taken buffers twice for the encoder instead of once per block: with
-  // four alike blocks the difference is exactly one block pair's worth, the two sets the blocks took.
+  // The memory report counts the taken buffers twice for the encoder instead of once per block: its
+  // two sets are exactly what the blocks took (the last block, pruned, takes less than the others).
   typename B::context ctx;
   auto c = test::tiny_bert_config();
   c.num_hidden_layers = 4;
@@ -345,7 +345,9 @@ void check_sharing(const method_config& cfg, const std::string& what) {
   const auto batch = test::tiny_batch();
   const auto with = models::estimate_memory(m, cfg, batch.batch_size, batch.seq_len, 2, true, true);
   const auto without = models::estimate_memory(m, cfg, batch.batch_size, batch.seq_len, 2, true, false);
-  BOOST_TEST(without.activations - with.activations == shared_elements * sizeof(double), what);
+  BOOST_TEST(with.shared_backward == shared_elements * sizeof(double), what);
+  BOOST_TEST(without.shared_backward == 0u, what);
+  BOOST_TEST(without.activations > with.activations, what);
 }
 }  // namespace
 
@@ -381,6 +383,84 @@ BOOST_AUTO_TEST_CASE(a_decoder_shares_them_too) {
   BOOST_TEST(diff.empty(), diff);
   BOOST_TEST(shared_elements > 0u);
   BOOST_TEST(own_elements == 0u);
+}
+
+BOOST_AUTO_TEST_SUITE_END()
+
+BOOST_AUTO_TEST_SUITE(first_token_pruning)
+
+namespace {
+/// Logits, loss and every trainable gradient of one training step of a 3-block classifier with
+/// first-token pooling, the last block pruned or not; dropout off so that both draw nothing.
+template <class Plan>
+test::results first_token_step(bool prune, const method_config& cfg) {
+  using B = backend::eigen<double>;
+  B::context ctx;
+  ctx.training = true;
+  auto c = test::tiny_bert_config();
+  c.num_hidden_layers = 3;
+  c.max_position_embeddings = 12;
+  c.hidden_dropout_prob = c.attention_probs_dropout_prob = 0;
+  models::bert_for_sequence_classification<B, Plan> m(ctx, c, {.num_labels = 3, .seed = 6, .prune_last_block = prune}, cfg);
+  test::randomize_parameters(ctx, m, 8, 0.3);
+  loss::softmax_cross_entropy<B> ce;
+  test::results r;
+  const auto& logits = m.forward(ctx, test::tiny_batch());
+  test::record<B>(r, "logits", ctx, logits);
+  r["loss"].push_back(ce.forward(ctx, logits, std::vector<std::int32_t>{1, 2}));
+  m.backward(ctx, ce.gradient());
+  test::record_parameters(r, ctx, m, false, true);
+  return r;
+}
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(the_pruned_last_block_gives_the_full_logits_and_gradients) {
+  using prompt_p = plan<methods::prompt_tuning>;
+  using prefix_p = plan<methods::prefix_tuning>;
+  const auto check = [](const test::results& pruned, const test::results& full, const std::string& what) {
+    const auto diff = test::compare(pruned, full, 1e-12);
+    BOOST_TEST(diff.empty(), what << ": " << diff);
+  };
+  check(first_token_step<full_p>(true, {}), first_token_step<full_p>(false, {}), "full");
+  const method_config no_dropout{lora_config{.r = 3, .alpha = 6}, tiny_cfg.get<adapter_config>()};
+  check(first_token_step<lora_adapter_p>(true, no_dropout), first_token_step<lora_adapter_p>(false, no_dropout),
+        "lora on every role + houlsby");
+  const method_config prompt{prompt_tuning_config{.num_virtual_tokens = 3}};
+  check(first_token_step<prompt_p>(true, prompt), first_token_step<prompt_p>(false, prompt), "prompt tuning");
+  const method_config prefix{prefix_tuning_config{.num_virtual_tokens = 2}};
+  check(first_token_step<prefix_p>(true, prefix), first_token_step<prefix_p>(false, prefix), "prefix tuning");
+}
+
+BOOST_AUTO_TEST_CASE(the_encoder_returns_the_first_rows_only_when_asked) {
+  using B = backend::eigen<double>;
+  B::context ctx;
+  models::bert_encoder<B, full_p> enc(ctx, test::tiny_bert_config(), {}, 3);
+  test::randomize_parameters(ctx, enc, 4, 0.3);
+  const auto full = B::copy_to_host(ctx, enc.forward(ctx, test::tiny_batch()));
+  const auto& first = enc.forward(ctx, test::tiny_batch(), true);
+  BOOST_TEST((first.shape() == shape{2, 1, 16}));
+  const auto firsts = B::copy_to_host(ctx, first);
+  for (std::size_t b = 0; b < 2; ++b)
+    for (std::size_t j = 0; j < 16; ++j) BOOST_TEST(firsts[b * 16 + j] == full[b * 6 * 16 + j], boost::test_tools::tolerance(1e-12));
+}
+
+BOOST_AUTO_TEST_CASE(separate_query_rows_are_refused_where_positions_matter) {
+  using B = backend::eigen<double>;
+  B::context ctx;
+  layers::multi_head_attention<B, full_p> causal(ctx, {.hidden = 8, .heads = 2, .causal = true, .name = "dec"}, {});
+  auto x = test::random_tensor<B>(ctx, {1, 4, 8}, 1);
+  auto q = test::random_tensor<B>(ctx, {1, 1, 8}, 2);
+  try {
+    causal.forward(ctx, x, {.queries = &q});
+    BOOST_ERROR("no error for separate queries in a causal attention");
+  } catch (const config_error& e) {
+    BOOST_TEST(std::string(e.what()).find("'dec': separate query rows need a bidirectional") != std::string::npos, e.what());
+  }
+  layers::multi_head_attention<B, full_p> bidir(ctx, {.hidden = 8, .heads = 2, .name = "enc"}, {});
+  auto bad = test::random_tensor<B>(ctx, {2, 1, 8}, 3);
+  BOOST_CHECK_THROW(bidir.forward(ctx, x, {.queries = &bad}), shape_error);
+  bidir.forward(ctx, x);
+  BOOST_CHECK_THROW((void)bidir.query_input_gradient(), error);
 }
 
 BOOST_AUTO_TEST_SUITE_END()

@@ -59,6 +59,10 @@ struct attention_inputs {
   const Tensor* key_mask = nullptr;
   std::size_t position_offset = 0;
   attention_prefix<Tensor> prefix{};
+  /// The input of the query rows, (batch, rows, hidden), when only some rows' outputs are wanted
+  /// (BERT's last block under first-token pooling); null: every row of x. Bidirectional attention
+  /// without rotary embedding only (the rows' positions are not known).
+  const Tensor* queries = nullptr;
 };
 
 /// The keys and values an attention layer has seen, for incremental decoding: (batch, capacity,
@@ -113,10 +117,21 @@ class multi_head_attention : public visits_parameters<multi_head_attention<B, Pl
       throw shape_error(peft::detail::concat("attention '", opts_.name, "': input shape ", x.shape(), " is not (batch, seq, ",
                                              opts_.hidden, ")"));
     batch_ = x.shape()[0];
-    seq_ = x.shape()[1];
+    kv_seq_ = x.shape()[1];
+    separate_queries_ = in.queries != nullptr;
+    const tensor& qx = separate_queries_ ? *in.queries : x;
+    if (separate_queries_) {
+      if (qx.shape().rank() != 3 || qx.shape()[0] != batch_ || qx.cols() != opts_.hidden)
+        throw shape_error(peft::detail::concat("attention '", opts_.name, "': query rows ", qx.shape(), " are not (", batch_,
+                                               ", rows, ", opts_.hidden, ")"));
+      if (opts_.causal || opts_.rope)
+        throw config_error(peft::detail::concat("attention '", opts_.name, "': separate query rows need a bidirectional "
+                                                "attention without rotary embedding"));
+    }
+    seq_ = qx.shape()[1];
     prefix_ = in.prefix;
     prefix_len_ = prefix_.tokens();
-    keys_ = prefix_len_ + seq_;
+    keys_ = prefix_len_ + kv_seq_;
     if (prefix_len_ && (!prefix_.values || !(prefix_.keys->shape() == shape{prefix_len_, kv_width()}) ||
                         !(prefix_.values->shape() == shape{prefix_len_, kv_width()})))
       throw shape_error(peft::detail::concat("attention '", opts_.name, "': prefix keys ", prefix_.keys->shape(), " and values ",
@@ -126,7 +141,7 @@ class multi_head_attention : public visits_parameters<multi_head_attention<B, Pl
       throw shape_error(peft::detail::concat("attention '", opts_.name, "': mask shape ", in.key_mask->shape(),
                                              " differs from (batch, prefix + seq) = [", batch_, ", ", keys_, "]"));
     offset_ = in.position_offset;
-    const tensor* q = &q_.forward(ctx, x);
+    const tensor* q = &q_.forward(ctx, qx);
     const tensor* k = &k_.forward(ctx, x);
     const tensor* v = &v_.forward(ctx, x);
     if (opts_.rope) {
@@ -196,10 +211,24 @@ class multi_head_attention : public visits_parameters<multi_head_attention<B, Pl
       B::rotary(ctx, *dk, rotary(opts_.kv_heads, true), *dk);
     }
     tensor& dx = backward_buffer<B>(ctx, dx_);
-    B::copy(ctx, q_.backward(ctx, dq), dx);
-    B::axpy(ctx, value_type(1), k_.backward(ctx, *dk), dx);
+    if (separate_queries_) {
+      dqueries_ = &q_.backward(ctx, dq);
+      B::copy(ctx, k_.backward(ctx, *dk), dx);
+    } else {
+      B::copy(ctx, q_.backward(ctx, dq), dx);
+      B::axpy(ctx, value_type(1), k_.backward(ctx, *dk), dx);
+    }
     B::axpy(ctx, value_type(1), v_.backward(ctx, *dv), dx);
     return dx;
+  }
+  /// After a backward of a forward with separate query rows (`attention_inputs::queries`), which
+  /// then returned the gradient through the keys and values only: the gradient with respect to the
+  /// query rows. Valid as long as that return value.
+  const tensor& query_input_gradient() const {
+    if (!separate_queries_ || !dqueries_)
+      throw error(peft::detail::concat("attention '", opts_.name, "': no query-row gradient (the last forward had no "
+                                       "separate query rows, or no backward followed it)"));
+    return *dqueries_;
   }
 
   /// Inference with a KV cache: x (batch, new, hidden) are the next `new` tokens of each sequence,
@@ -211,7 +240,8 @@ class multi_head_attention : public visits_parameters<multi_head_attention<B, Pl
       throw shape_error(peft::detail::concat("attention '", opts_.name, "': input shape ", x.shape(), " is not (batch, new, ",
                                              opts_.hidden, ")"));
     batch_ = x.shape()[0];
-    seq_ = x.shape()[1];
+    seq_ = kv_seq_ = x.shape()[1];
+    separate_queries_ = false;
     const std::size_t past = cache.length, total = past + seq_, width = opts_.kv_heads * d();
     if (cache.batch != batch_ || total > cache.capacity || !(cache.keys.shape() == shape{cache.batch, cache.capacity, width}))
       throw shape_error(peft::detail::concat("attention '", opts_.name, "': KV cache for ", cache.batch, " sequences of ",
@@ -303,7 +333,7 @@ class multi_head_attention : public visits_parameters<multi_head_attention<B, Pl
   const tensor& after_prefix(typename B::context& ctx, const tensor& prefix, const tensor& own, tensor& all) const {
     all.resize(shape{batch_, keys_, kv_width()});
     broadcast_sequence_rows<B>(ctx, prefix, all);
-    copy_sequence_rows<B>(ctx, own, 0, all, prefix_len_, seq_);
+    copy_sequence_rows<B>(ctx, own, 0, all, prefix_len_, kv_seq_);
     return all;
   }
   // The gradient of `after_prefix`: the prefix's rows summed over the batch into `prefix_grad` (when
@@ -313,8 +343,8 @@ class multi_head_attention : public visits_parameters<multi_head_attention<B, Pl
       prefix_grad->resize(shape{prefix_len_, kv_width()});
       sum_sequence_rows<B>(ctx, all, prefix_len_, value_type(0), ones_, *prefix_grad);
     }
-    own.resize(shape{batch_, seq_, kv_width()});
-    copy_sequence_rows<B>(ctx, all, prefix_len_, own, 0, seq_);
+    own.resize(shape{batch_, kv_seq_, kv_width()});
+    copy_sequence_rows<B>(ctx, all, prefix_len_, own, 0, kv_seq_);
     return own;
   }
   [[nodiscard]] std::size_t d() const noexcept { return opts_.head_dim; }
@@ -353,14 +383,15 @@ class multi_head_attention : public visits_parameters<multi_head_attention<B, Pl
   }
 
   attention_options opts_;
-  std::size_t batch_ = 0, seq_ = 0, offset_ = 0, prefix_len_ = 0, keys_ = 0;
+  std::size_t batch_ = 0, seq_ = 0, kv_seq_ = 0, offset_ = 0, prefix_len_ = 0, keys_ = 0;  // seq_: query rows
+  bool separate_queries_ = false;
   attention_prefix<tensor> prefix_{};
   query_layer q_;
   key_layer k_;
   value_layer v_;
   dropout<B> drop_;
   output_layer o_;
-  const tensor *q_out_ = nullptr, *k_out_ = nullptr, *v_out_ = nullptr, *dropped_probs_ = nullptr;
+  const tensor *q_out_ = nullptr, *k_out_ = nullptr, *v_out_ = nullptr, *dropped_probs_ = nullptr, *dqueries_ = nullptr;
   tensor q_rot_, k_rot_, scores_, probs_, context_, dscores_, dq_, dk_, dv_, dx_;  // scores_ also holds dP, dS
   tensor k_all_, v_all_, dk_own_, dv_own_, ones_;  // with a prefix only
 };

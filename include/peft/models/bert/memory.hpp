@@ -28,6 +28,7 @@ struct memory_report {
   std::uint64_t gradients = 0;
   std::uint64_t optimizer_state = 0;
   std::uint64_t activations = 0;
+  std::uint64_t shared_backward = 0;  ///< part of `activations`: the two sets of backward buffers the blocks share
   [[nodiscard]] std::uint64_t total() const noexcept { return weights + gradients + optimizer_state + activations; }
 };
 
@@ -78,52 +79,59 @@ memory_report estimate_memory(const bert_for_sequence_classification<B, Plan>& m
   // Each block keeps its forward buffers; the buffers its backward takes (`backward_buffers`) are
   // shared: blocks of one parity reuse one set, so two sets in all (exact when the blocks are alike).
   std::uint64_t backward_sets[2] = {0, 0};
+  const bool pruned = model.options().pool == pooling::first_token && model.options().prune_last_block;
   for (std::size_t i = 0; i < c.num_hidden_layers; ++i) {
     const std::string pre = "bert.encoder.layer." + std::to_string(i);
     using att = typename bert_attention<B, Plan>::attention_layer;
     using ffn = bert_ffn<B, Plan>;
+    // Rows whose outputs the block computes: all, or the first of each sequence (a pruned last block,
+    // whose keys and values still cover every row).
+    const std::uint64_t q = pruned && i + 1 == c.num_hidden_layers ? batch : rows;
     std::uint64_t all = 0, bw = 0;
-    auto linear = [&]<class L>(std::type_identity<L>, std::size_t in, std::size_t out, const std::string& name) {
-      all += detail::layer_elements<L>(rows, in, out, name, cfg, training);
-      bw += layers::backward_elements_of<L>(layers::linear_site{rows, in, out, true, name, cfg, training});
+    auto linear = [&]<class L>(std::type_identity<L>, std::uint64_t n, std::size_t in, std::size_t out, const std::string& name) {
+      all += detail::layer_elements<L>(n, in, out, name, cfg, training);
+      bw += layers::backward_elements_of<L>(layers::linear_site{n, in, out, true, name, cfg, training});
     };
-    auto norm = [&](const std::string& name) {
-      all += detail::norm_elements<norm_t>(rows, H, name, cfg);
-      bw += layers::norm_backward_elements_of<norm_t>(rows, H, name, cfg);
+    auto norm = [&](std::uint64_t n, const std::string& name) {
+      all += detail::norm_elements<norm_t>(n, H, name, cfg);
+      bw += layers::norm_backward_elements_of<norm_t>(n, H, name, cfg);
     };
     auto dropout = [&](double p, std::uint64_t n) {  // output (and mask) kept, input gradient taken
       all += detail::dropout_elements<B>(p, n, training);
       if (training && p > 0) bw += n;
     };
-    linear(std::type_identity<typename att::query_layer>{}, H, H, pre + ".attention.self.query");
-    linear(std::type_identity<typename att::key_layer>{}, H, H, pre + ".attention.self.key");
-    linear(std::type_identity<typename att::value_layer>{}, H, H, pre + ".attention.self.value");
-    linear(std::type_identity<typename att::output_layer>{}, H, H, pre + ".attention.output.dense");
+    linear(std::type_identity<typename att::query_layer>{}, q, H, H, pre + ".attention.self.query");
+    linear(std::type_identity<typename att::key_layer>{}, rows, H, H, pre + ".attention.self.key");
+    linear(std::type_identity<typename att::value_layer>{}, rows, H, H, pre + ".attention.self.value");
+    linear(std::type_identity<typename att::output_layer>{}, q, H, H, pre + ".attention.output.dense");
     // scores (which backward reuses for dP and, behind an active dropout, dS) and probs, kept; dS's
-    // own buffer when the dropout is off, taken; the dropout's mask, output and gradient
+    // own buffer when the dropout is off, taken; the dropout's buffers
+    const std::uint64_t scores = attn / rows * q;
     const bool ds_in_scores = training && c.attention_probs_dropout_prob > 0;
-    all += 2 * attn;
-    if (!ds_in_scores) all += attn, bw += attn;
-    dropout(c.attention_probs_dropout_prob, attn);
+    all += 2 * scores;
+    if (!ds_in_scores) all += scores, bw += scores;
+    dropout(c.attention_probs_dropout_prob, scores);
     // context and the sublayer's residual, kept; dq, dk, dv and dx of the attention and dx of the
-    // sublayer, taken
-    all += 7 * rows * H, bw += 5 * rows * H;
-    dropout(c.hidden_dropout_prob, rows * H);
-    norm(pre + ".attention.output.LayerNorm");
-    linear(std::type_identity<typename ffn::in_layer>{}, H, I, pre + ".intermediate.dense");
-    all += 2 * rows * I, bw += rows * I;  // activation output, kept, and gradient, taken
-    linear(std::type_identity<typename ffn::out_layer>{}, I, H, pre + ".output.dense");
-    all += 2 * rows * H, bw += rows * H;  // residual, kept; dx, taken
-    dropout(c.hidden_dropout_prob, rows * H);
-    norm(pre + ".output.LayerNorm");
+    // sublayer, taken; a pruned block also keeps its first rows
+    all += 3 * q * H + 4 * rows * H, bw += q * H + 4 * rows * H;
+    if (q != rows) all += q * H;
+    dropout(c.hidden_dropout_prob, q * H);
+    norm(q, pre + ".attention.output.LayerNorm");
+    linear(std::type_identity<typename ffn::in_layer>{}, q, H, I, pre + ".intermediate.dense");
+    all += 2 * q * I, bw += q * I;  // activation output, kept, and gradient, taken
+    linear(std::type_identity<typename ffn::out_layer>{}, q, I, H, pre + ".output.dense");
+    all += 2 * q * H, bw += q * H;  // residual, kept; dx, taken
+    dropout(c.hidden_dropout_prob, q * H);
+    norm(q, pre + ".output.LayerNorm");
     if (!shared_backward_buffers) bw = 0;  // every layer keeps its own
     e += all - bw;
     backward_sets[i % 2] = std::max(backward_sets[i % 2], bw);
   }
   e += backward_sets[0] + backward_sets[1];
+  r.shared_backward = (backward_sets[0] + backward_sets[1]) * sizeof(T);
   // Head: pooling (first token or weights), pooler, dropout, classifier, loss gradient, dhidden.
   const std::uint64_t L = model.options().num_labels;
-  e += batch * H + rows + rows * H + detail::dropout_elements<B>(c.hidden_dropout_prob, batch * H, training) +
+  e += batch * H + rows + (pruned ? batch : rows) * H + detail::dropout_elements<B>(c.hidden_dropout_prob, batch * H, training) +
        detail::layer_elements<typename bert_for_sequence_classification<B, Plan>::classifier_layer>(batch, H, L, "classifier",
                                                                                                  cfg, training) +
        batch * L;

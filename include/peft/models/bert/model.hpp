@@ -172,6 +172,8 @@ class bert_residual_norm : public visits_parameters<bert_residual_norm<B, Plan>>
     dres_ = &norm_.backward(ctx, dy);
     return drop_.backward(ctx, *dres_);
   }
+  /// The gradient reaching x through the residual path (after `backward`).
+  const tensor& residual_gradient() const noexcept { return *dres_; }
   /// d x = (gradient through the sublayer) + (residual path).
   const tensor& input_gradient(typename B::context& ctx, const tensor& through_sublayer) {
     tensor& dx = backward_buffer<B>(ctx, dx_);
@@ -215,13 +217,30 @@ class bert_attention : public visits_parameters<bert_attention<B, Plan>> {
       : attention_(ctx, options(c, name, seed), cfg), post_(ctx, c, cfg, name) {}
 
   /// x: (batch, seq, hidden); key_mask: (batch, prefix + seq) of 1 (token) / 0 (padding); `prefix`:
-  /// prefix tuning's keys and values for this layer, or none.
+  /// prefix tuning's keys and values for this layer, or none. `first_row_only`: compute the output
+  /// of row 0 of every sequence only, (batch, 1, hidden), attending to every row as before.
   const tensor& forward(typename B::context& ctx, const tensor& x, const tensor& key_mask,
-                        layers::attention_prefix<tensor> prefix = {}) {
-    return post_.forward(ctx, x, attention_.forward(ctx, x, {.key_mask = &key_mask, .prefix = prefix}));
+                        layers::attention_prefix<tensor> prefix = {}, bool first_row_only = false) {
+    first_row_only_ = first_row_only;
+    if (!first_row_only) return post_.forward(ctx, x, attention_.forward(ctx, x, {.key_mask = &key_mask, .prefix = prefix}));
+    const std::size_t batch = x.shape()[0], seq = x.shape()[1];
+    first_host_.resize(batch);
+    for (std::size_t b = 0; b < batch; ++b) first_host_[b] = std::int32_t(b * seq);
+    B::copy_labels(ctx, first_host_, first_ids_);
+    x_first_.resize(shape{batch, 1, x.cols()});
+    B::gather_rows(ctx, x, first_ids_, x_first_);
+    return post_.forward(ctx, x_first_, attention_.forward(ctx, x, {.key_mask = &key_mask, .prefix = prefix, .queries = &x_first_}));
   }
   const tensor& backward(typename B::context& ctx, const tensor& dy) {
-    return post_.input_gradient(ctx, attention_.backward(ctx, post_.backward(ctx, dy)));
+    if (!first_row_only_) return post_.input_gradient(ctx, attention_.backward(ctx, post_.backward(ctx, dy)));
+    // Every row reaches the output through the keys and values; row 0 also through its query and
+    // the residual.
+    const tensor& through_keys_values = attention_.backward(ctx, post_.backward(ctx, dy));
+    tensor& dx = backward_buffer<B>(ctx, dx_);
+    B::copy(ctx, through_keys_values, dx);
+    B::scatter_add_rows(ctx, attention_.query_input_gradient(), first_ids_, dx);
+    B::scatter_add_rows(ctx, post_.residual_gradient(), first_ids_, dx);
+    return dx;
   }
   void merge(typename B::context& ctx) { attention_.merge(ctx), post_.merge(ctx); }
   void unmerge(typename B::context& ctx) { attention_.unmerge(ctx), post_.unmerge(ctx); }
@@ -249,6 +268,10 @@ class bert_attention : public visits_parameters<bert_attention<B, Plan>> {
 
   attention_layer attention_;
   bert_residual_norm<B, Plan> post_;
+  bool first_row_only_ = false;
+  std::vector<std::int32_t> first_host_;
+  typename B::index_tensor first_ids_;
+  tensor x_first_, dx_;
 };
 
 /// Feed-forward sublayer: LayerNorm(x + dropout(Out(act(In(x))))) (HF `BertIntermediate` +
@@ -311,9 +334,10 @@ class bert_layer : public visits_parameters<bert_layer<B, Plan>> {
       : attention_(ctx, c, cfg, prefix + "encoder.layer." + std::to_string(index) + ".attention", derive_seed(seed, 1)),
         ffn_(ctx, c, cfg, prefix + "encoder.layer." + std::to_string(index), derive_seed(seed, 2)) {}
 
+  /// `first_row_only`: the output of row 0 of every sequence only, (batch, 1, hidden).
   const tensor& forward(typename B::context& ctx, const tensor& x, const tensor& key_mask,
-                        layers::attention_prefix<tensor> prefix = {}) {
-    return ffn_.forward(ctx, attention_.forward(ctx, x, key_mask, prefix));
+                        layers::attention_prefix<tensor> prefix = {}, bool first_row_only = false) {
+    return ffn_.forward(ctx, attention_.forward(ctx, x, key_mask, prefix, first_row_only));
   }
   const tensor& backward(typename B::context& ctx, const tensor& dy) {
     return attention_.backward(ctx, ffn_.backward(ctx, dy));
@@ -365,7 +389,10 @@ class bert_encoder : public visits_parameters<bert_encoder<B, Plan>> {
     prepare_methods<Plan>(ctx, *this, cfg);
   }
 
-  const tensor& forward(typename B::context& ctx, const encoder_batch& batch) {
+  /// The last hidden state, (batch, virtual + seq, hidden); with `first_row_only`, (batch, 1,
+  /// hidden): the last block computes row 0 of every sequence only (what first-token pooling reads;
+  /// the other rows' outputs would never be read), the same values as row 0 of the full output.
+  const tensor& forward(typename B::context& ctx, const encoder_batch& batch, bool first_row_only = false) {
     batch.validate();
     // Keys: the prefix, the virtual tokens, then the sequence; all but the sequence's padding are seen.
     const std::size_t virt = prompt_.tokens(), pre = prefix_.tokens(), len = virt + batch.seq_len;
@@ -376,7 +403,8 @@ class bert_encoder : public visits_parameters<bert_encoder<B, Plan>> {
     B::copy_from_host(ctx, mask_host_, shape{batch.batch_size, pre + len}, mask_);
     prefix_.forward(ctx);
     const tensor* h = &embeddings_.forward(ctx, batch, virt ? &prompt_.table(ctx, embeddings_.word_embeddings()) : nullptr, pre);
-    for (std::size_t i = 0; i < layers_.size(); ++i) h = &layers_[i].forward(ctx, *h, mask_, prefix_.layer(i));
+    for (std::size_t i = 0; i < layers_.size(); ++i)
+      h = &layers_[i].forward(ctx, *h, mask_, prefix_.layer(i), first_row_only && i + 1 == layers_.size());
     return *h;
   }
   void backward(typename B::context& ctx, const tensor& dy) {
@@ -439,6 +467,10 @@ struct head_options {
   std::size_t num_labels = 2;
   pooling pool = pooling::first_token;
   std::uint64_t seed = 0;
+  /// With first-token pooling, let the last block compute the first row of every sequence only: the
+  /// pooler reads nothing else, so the logits and every gradient are those of the full computation
+  /// (up to summation order, and dropout draws fewer masks). Off: every row, as Hugging Face does.
+  bool prune_last_block = true;
 };
 
 /// `BertForSequenceClassification`: encoder, pooling, dropout, classifier. Names: `bert.*` for the
@@ -468,12 +500,13 @@ class bert_for_sequence_classification : public visits_parameters<bert_for_seque
   }
 
   const tensor& forward(typename B::context& ctx, const encoder_batch& batch) {
-    const tensor& hs = encoder_.forward(ctx, batch);
+    const bool first = options_.pool == pooling::first_token;
+    const tensor& hs = encoder_.forward(ctx, batch, first && options_.prune_last_block);
     batch_ = batch.batch_size;
-    seq_ = hs.shape()[1];  // with prompt tuning, its virtual tokens first (the pooler reads the first)
+    seq_ = hs.shape()[1];  // with prompt tuning, its virtual tokens first (the pooler reads the first); 1 when pruned
     const std::size_t hidden = hs.cols();
     pooled_.resize(shape{batch_, hidden});
-    if (options_.pool == pooling::first_token) {
+    if (first) {
       first_.resize(batch_);
       for (std::size_t b = 0; b < batch_; ++b) first_[b] = std::int32_t(b * seq_);
       B::copy_labels(ctx, first_, first_ids_);
