@@ -147,11 +147,18 @@ struct eigen : detail::host_memory<T> {
   }
   /// y = x * the mask `dropout_mask` writes for (p, seed, offset), drawn on the fly: nothing is
   /// stored, so a dropout keeps its output and the offset, and its backward draws the mask again.
-  static void dropout_apply(context&, T p, std::uint64_t seed, std::uint64_t offset, const tensor& x, tensor& y) {
+  /// With `row_spacing` s > 1, row r of x takes the mask of row r * s of a tensor s times as tall.
+  static void dropout_apply(context&, T p, std::uint64_t seed, std::uint64_t offset, const tensor& x, tensor& y,
+                            std::size_t row_spacing = 1) {
     y.resize(x.shape());
     const auto value = element_math::dropout_value<T>::from(p, seed, offset);
     const T* const in = x.data();
     T* const out = y.data();
+    if (row_spacing > 1) {  // the rows a computation keeps of a taller tensor: few, so no vector loop
+      const std::size_t cols = x.cols(), stride = row_spacing * cols;
+      detail::host_parallel_for(x.size(), [&](std::size_t i) { out[i] = in[i] * value(i / cols * stride + i % cols); });
+      return;
+    }
     sweep(x.size(), [value, in, out](std::size_t b, std::size_t e) {
       const auto v = value;
       for (std::size_t i = b; i < e; ++i) out[i] = in[i] * v(i);

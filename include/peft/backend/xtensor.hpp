@@ -130,11 +130,16 @@ struct xtensor : detail::host_memory<T> {
       }
     }
   }
-  /// y = x * the mask `dropout_mask` writes, drawn on the fly.
-  static void dropout_apply(context&, T p, std::uint64_t seed, std::uint64_t offset, const tensor& x, tensor& y) {
+  /// y = x * the mask `dropout_mask` writes, drawn on the fly; with `row_spacing` s, row r of x takes
+  /// the mask of row r * s of a tensor s times as tall.
+  static void dropout_apply(context&, T p, std::uint64_t seed, std::uint64_t offset, const tensor& x, tensor& y,
+                            std::size_t row_spacing = 1) {
     y.resize(x.shape());
-    for (std::size_t i = 0; i < x.size(); ++i)
-      y[i] = x[i] * (counter_uniform(seed, offset + i) >= double(p) ? T(1) / (T(1) - p) : T(0));
+    const std::size_t cols = x.cols();
+    for (std::size_t i = 0; i < x.size(); ++i) {
+      const std::uint64_t index = offset + i / cols * row_spacing * cols + i % cols;
+      y[i] = x[i] * (counter_uniform(seed, index) >= double(p) ? T(1) / (T(1) - p) : T(0));
+    }
   }
   static void dropout_mask(context&, T p, std::uint64_t seed, std::uint64_t offset, tensor& mask) {
     for (std::size_t i = 0; i < mask.size(); ++i)

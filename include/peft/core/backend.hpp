@@ -33,6 +33,11 @@ struct context_base {
   std::uint64_t seed = 0;
   std::uint64_t random_offset = 0;
   batch_shard shard{};
+  /// s > 1 while a computation keeps only rows 0, s, 2s, ... of what it would compute (BERT's pruned
+  /// last block): a dropout then draws the masks of those rows of the whole, and reserves the whole's
+  /// indices, so the run draws what the full computation would (`FusedDropout` backends; others draw
+  /// their own). Set it with `dropout_row_spacing_scope`.
+  std::size_t dropout_row_spacing = 1;
 
   /// Reserves the random indices of a tensor of `n` values whose leading extent is `rows`, and
   /// returns the first: `n` consecutive ones, or, under a shard whose rows it has, its rows' part of
@@ -47,6 +52,21 @@ struct context_base {
     random_offset += n;
     return first;
   }
+};
+
+/// Sets `ctx.dropout_row_spacing` for the lifetime of this object.
+class dropout_row_spacing_scope {
+ public:
+  dropout_row_spacing_scope(context_base& ctx, std::size_t spacing) noexcept : ctx_(ctx), saved_(ctx.dropout_row_spacing) {
+    ctx.dropout_row_spacing = spacing;
+  }
+  dropout_row_spacing_scope(const dropout_row_spacing_scope&) = delete;
+  dropout_row_spacing_scope& operator=(const dropout_row_spacing_scope&) = delete;
+  ~dropout_row_spacing_scope() { ctx_.dropout_row_spacing = saved_; }
+
+ private:
+  context_base& ctx_;
+  std::size_t saved_;
 };
 
 /// A dense row-major tensor of a backend: shape queries, raw data and a capacity-keeping `resize`.
@@ -134,12 +154,13 @@ concept Backend =
     };
 
 /// A backend that applies a dropout mask without storing it: `dropout_apply(ctx, p, seed, offset, x,
-/// y)` writes y = x * (the mask `dropout_mask(ctx, p, seed, offset, ...)` writes). The dropout layer
-/// then keeps no mask and draws it again in backward; other backends store it.
+/// y, row_spacing)` writes y = x * (the mask `dropout_mask(ctx, p, seed, offset, ...)` writes), row r
+/// of x taking the mask of row r * row_spacing. The dropout layer then keeps no mask and draws it
+/// again in backward; other backends store it.
 template <class B>
 concept FusedDropout = Backend<B> && requires(typename B::context& ctx, typename B::value_type p, std::uint64_t n,
                                               const typename B::tensor& x, typename B::tensor& y) {
-  B::dropout_apply(ctx, p, n, n, x, y);
+  B::dropout_apply(ctx, p, n, n, x, y, std::size_t{1});
 };
 
 /// A backend that multiplies with frozen weights kept in their storage format (`packed_matrix`:

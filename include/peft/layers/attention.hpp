@@ -61,7 +61,8 @@ struct attention_inputs {
   attention_prefix<Tensor> prefix{};
   /// The input of the query rows, (batch, rows, hidden), when only some rows' outputs are wanted
   /// (BERT's last block under first-token pooling); null: every row of x. Bidirectional attention
-  /// without rotary embedding only (the rows' positions are not known).
+  /// without rotary embedding only (the rows' positions are not known). The key and value
+  /// projections run with `ctx.dropout_row_spacing` 1; the rest with the caller's.
   const Tensor* queries = nullptr;
 };
 
@@ -142,8 +143,12 @@ class multi_head_attention : public visits_parameters<multi_head_attention<B, Pl
                                              " differs from (batch, prefix + seq) = [", batch_, ", ", keys_, "]"));
     offset_ = in.position_offset;
     const tensor* q = &q_.forward(ctx, qx);
-    const tensor* k = &k_.forward(ctx, x);
-    const tensor* v = &v_.forward(ctx, x);
+    const tensor *k, *v;
+    {  // every row of x: its dropouts draw every row's masks even while the caller keeps a few rows
+      const dropout_row_spacing_scope all_rows(ctx, separate_queries_ ? 1 : ctx.dropout_row_spacing);
+      k = &k_.forward(ctx, x);
+      v = &v_.forward(ctx, x);
+    }
     if (opts_.rope) {
       B::rotary(ctx, *q, rotary(opts_.heads, false), q_rot_);
       B::rotary(ctx, *k, rotary(opts_.kv_heads, false), k_rot_);

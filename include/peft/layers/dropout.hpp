@@ -1,6 +1,7 @@
 #pragma once
 /// \file `peft::layers::dropout`: inverted dropout, active only when `ctx.training` is set.
 
+#include <algorithm>
 #include <cstdint>
 #include <string>
 
@@ -28,9 +29,10 @@ class dropout {
     active_ = ctx.training && p_ > 0;
     if (!active_) return x;
     seed_ = ctx.seed;
-    offset_ = ctx.take_random(x.size(), x.shape().rank() ? x.shape()[0] : 0);
+    spacing_ = std::max<std::size_t>(ctx.dropout_row_spacing, 1);
+    offset_ = ctx.take_random(x.size() * spacing_, x.shape().rank() ? x.shape()[0] : 0);
     if constexpr (FusedDropout<B>) {
-      B::dropout_apply(ctx, value_type(p_), seed_, offset_, x, y_);
+      B::dropout_apply(ctx, value_type(p_), seed_, offset_, x, y_, spacing_);
     } else {
       mask_.resize(x.shape());
       B::dropout_mask(ctx, value_type(p_), seed_, offset_, mask_);
@@ -47,7 +49,7 @@ class dropout {
       if (!(dy.shape() == y_.shape()))
         throw shape_error(peft::detail::concat("dropout '", name_, "': output gradient shape ", dy.shape(),
                                                " differs from output shape ", y_.shape()));
-      B::dropout_apply(ctx, value_type(p_), seed_, offset_, dy, dx);
+      B::dropout_apply(ctx, value_type(p_), seed_, offset_, dy, dx, spacing_);
     } else {
       B::multiply(ctx, dy, mask_, dx);
     }
@@ -72,6 +74,7 @@ class dropout {
   std::string name_;
   bool active_ = false;
   std::uint64_t seed_ = 0, offset_ = 0;
+  std::size_t spacing_ = 1;
   tensor mask_, y_, dx_;  // mask_: only on a backend without FusedDropout
 };
 

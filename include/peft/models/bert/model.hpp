@@ -337,7 +337,10 @@ class bert_layer : public visits_parameters<bert_layer<B, Plan>> {
   /// `first_row_only`: the output of row 0 of every sequence only, (batch, 1, hidden).
   const tensor& forward(typename B::context& ctx, const tensor& x, const tensor& key_mask,
                         layers::attention_prefix<tensor> prefix = {}, bool first_row_only = false) {
-    return ffn_.forward(ctx, attention_.forward(ctx, x, key_mask, prefix, first_row_only));
+    if (!first_row_only) return ffn_.forward(ctx, attention_.forward(ctx, x, key_mask, prefix));
+    // Dropout draws the masks the full block would give row 0, and reserves the rest.
+    const dropout_row_spacing_scope rows(ctx, x.shape()[1]);
+    return ffn_.forward(ctx, attention_.forward(ctx, x, key_mask, prefix, true));
   }
   const tensor& backward(typename B::context& ctx, const tensor& dy) {
     return attention_.backward(ctx, ffn_.backward(ctx, dy));
