@@ -271,7 +271,7 @@ BOOST_AUTO_TEST_SUITE(shared_backward_buffers)
 
 BOOST_AUTO_TEST_CASE(scopes_hand_out_distinct_buffers_in_two_alternating_sets) {
   using tensor = host_tensor<double>;
-  backward_buffers<tensor> buffers;
+  block_buffers<tensor> buffers;
   tensor own;
   BOOST_TEST(&buffers.take(own) == &own);  // outside a block: the layer's own
   std::vector<tensor*> even, odd;
@@ -310,7 +310,7 @@ std::pair<test::results, std::size_t> bert_step(bool shared, const method_config
   typename B::context ctx;
   ctx.training = true;
   ctx.seed = 5;
-  ctx.backward_scratch.shared = shared;
+  ctx.block_scratch.shared = shared;
   auto c = test::tiny_bert_config();
   c.num_hidden_layers = 4;
   models::bert_for_sequence_classification<B, Plan> m(ctx, c, {.num_labels = 3, .seed = 2}, cfg);
@@ -324,7 +324,7 @@ std::pair<test::results, std::size_t> bert_step(bool shared, const method_config
     m.backward(ctx, ce.gradient());
   }
   test::record_parameters(r, ctx, m, false, true);
-  return {r, ctx.backward_scratch.elements()};
+  return {r, ctx.block_scratch.elements()};
 }
 
 template <class Plan>
@@ -357,13 +357,42 @@ BOOST_AUTO_TEST_CASE(sharing_between_blocks_changes_no_bit_and_the_report_counts
   check_sharing<bitfit_p>({}, "bitfit");
 }
 
+BOOST_AUTO_TEST_CASE(inference_shares_the_forward_buffers_too) {
+  using B = backend::eigen<double>;
+  // Logits of an evaluation forward (LoRA, first-token and masked-mean pooling) and the elements the
+  // shared sets hold, for a stack of `blocks`.
+  auto eval = [](bool shared, std::size_t blocks, models::pooling pool) {
+    B::context ctx;
+    ctx.forward_only = true;
+    ctx.block_scratch.shared = shared;
+    auto c = test::tiny_bert_config();
+    c.num_hidden_layers = blocks;
+    models::bert_for_sequence_classification<B, lora_p> m(ctx, c, {.num_labels = 3, .pool = pool, .seed = 2}, tiny_cfg);
+    test::randomize_parameters(ctx, m, 3, 0.3);
+    test::results r;
+    test::record<B>(r, "logits", ctx, m.forward(ctx, test::tiny_batch()));
+    test::record<B>(r, "again", ctx, m.forward(ctx, test::tiny_batch()));
+    return std::pair{r, ctx.block_scratch.elements()};
+  };
+  for (auto pool : {models::pooling::first_token, models::pooling::masked_mean}) {
+    const auto [shared, shared_elements] = eval(true, 4, pool);
+    const auto [own, own_elements] = eval(false, 4, pool);
+    const auto diff = test::compare(shared, own, 0.0);
+    BOOST_TEST(diff.empty(), diff);
+    BOOST_TEST(own_elements == 0u);
+    BOOST_TEST(shared_elements > 0u);
+    if (pool == models::pooling::masked_mean)  // alike blocks: two sets, whatever the depth
+      BOOST_TEST(eval(true, 6, pool).second == shared_elements);
+  }
+}
+
 BOOST_AUTO_TEST_CASE(a_decoder_shares_them_too) {
   using B = backend::eigen<double>;
   using lora_all = methods::lora<roles::query, roles::key, roles::value, roles::attention_output, roles::ffn_in,
                                  roles::ffn_out, roles::ffn_gate>;
   auto step = [](bool shared) {
     B::context ctx;
-    ctx.backward_scratch.shared = shared;
+    ctx.block_scratch.shared = shared;
     models::llama_config c;
     c.vocab_size = 13, c.hidden_size = 16, c.intermediate_size = 24, c.num_hidden_layers = 3;
     c.num_attention_heads = 4, c.num_key_value_heads = 2, c.max_position_embeddings = 16, c.rope_theta = 10000;
@@ -375,7 +404,7 @@ BOOST_AUTO_TEST_CASE(a_decoder_shares_them_too) {
     r["loss"].push_back(ce.forward(ctx, m.forward(ctx, batch), models::next_token_targets(batch)));
     m.backward(ctx, ce.gradient());
     test::record_parameters(r, ctx, m, false, true);
-    return std::pair{r, ctx.backward_scratch.elements()};
+    return std::pair{r, ctx.block_scratch.elements()};
   };
   const auto [shared, shared_elements] = step(true);
   const auto [own, own_elements] = step(false);

@@ -114,6 +114,7 @@ class session {
   eval_result evaluate(const std::vector<peft::data::labeled_batch>& batches, const dataset& d,
                        const peft::text::wordpiece_tokenizer& tok, bool with_gold = true) {
     ctx_.training = false;
+    ctx_.forward_only = true;  // no backward follows: the encoder's blocks share their buffers
     eval_result r;
     r.predicted.resize(d.size());
     r.confidence.resize(d.size());

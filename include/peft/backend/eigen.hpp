@@ -17,7 +17,7 @@
 #include <vector>
 
 #include "peft/core/backend.hpp"
-#include "peft/core/backward_buffers.hpp"
+#include "peft/core/block_buffers.hpp"
 #include "peft/core/host_tensor.hpp"
 #include "peft/backend/eigen_gemm.hpp"
 #include "peft/backend/eigen_packed.hpp"
@@ -49,8 +49,8 @@ struct eigen : detail::host_memory<T> {
     detail::gemm_workspace<T> gemm_buffers;
     detail::packed_workspace<T> packed_buffers;  // tiles of packed weights (gemm_packed)
     detail::grow_only_buffer<T> scratch;  // kernel temporaries (Adafactor's update)
-    /// Backward buffers shared between the blocks of a stack (core/backward_buffers.hpp).
-    backward_buffers<tensor> backward_scratch;
+    /// Buffers shared between the blocks of a stack (core/block_buffers.hpp).
+    block_buffers<tensor> block_scratch;
     /// Products with bf16 frozen weights use AVX512_BF16 dot products (activations rounded to bf16,
     /// fp32 sums; bf16_gemm.hpp) when the CPU has them; false widens the weight to fp32 instead.
     bool bf16_dot = true;

@@ -19,7 +19,7 @@
 #include <xtensor/xsort.hpp>
 
 #include "peft/core/backend.hpp"
-#include "peft/core/backward_buffers.hpp"
+#include "peft/core/block_buffers.hpp"
 #include "peft/core/host_tensor.hpp"
 #include "peft/backend/host_memory.hpp"
 #include "peft/core/random.hpp"
@@ -35,8 +35,8 @@ struct xtensor : detail::host_memory<T> {
   static constexpr const char* name = "xtensor";
 
   struct context : context_base {
-    /// Backward buffers shared between the blocks of a stack (core/backward_buffers.hpp).
-    backward_buffers<tensor> backward_scratch;
+    /// Buffers shared between the blocks of a stack (core/block_buffers.hpp).
+    block_buffers<tensor> block_scratch;
   };
 
   /// Matrix view (rows x cols) of a tensor's memory.

@@ -30,6 +30,10 @@ struct batch_shard {
 /// would give those rows, so that N processes draw the masks one process would.
 struct context_base {
   bool training = false;
+  /// The forward passes that follow have no backward (evaluation, prediction): a model may then
+  /// share its blocks' forward buffers between blocks (core/block_buffers.hpp). Off by default, so a
+  /// backward after a forward in evaluation mode (an input gradient without dropout) stays valid.
+  bool forward_only = false;
   std::uint64_t seed = 0;
   std::uint64_t random_offset = 0;
   batch_shard shard{};

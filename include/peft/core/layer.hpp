@@ -5,7 +5,7 @@
 #include <string>
 
 #include "peft/core/backend.hpp"
-#include "peft/core/backward_buffers.hpp"
+#include "peft/core/block_buffers.hpp"
 #include "peft/core/parameter.hpp"
 
 namespace peft {

@@ -18,12 +18,13 @@ class activation_layer {
 
   const tensor& forward(typename B::context& ctx, const tensor& x) {
     input_ = &x;
-    B::activation_forward(ctx, kind_, x, y_);
-    return y_;
+    tensor& y = block_buffer<B>(ctx, y_);  // y_ itself in training, where backward reads it
+    B::activation_forward(ctx, kind_, x, y);
+    return y;
   }
   const tensor& backward(typename B::context& ctx, const tensor& dy) {
     if (!input_) throw error("activation: backward called before forward");
-    tensor& dx = backward_buffer<B>(ctx, dx_);
+    tensor& dx = block_buffer<B>(ctx, dx_);
     B::activation_backward(ctx, kind_, *input_, y_, dy, dx);
     return dx;
   }

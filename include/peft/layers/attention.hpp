@@ -159,20 +159,24 @@ class multi_head_attention : public visits_parameters<multi_head_attention<B, Pl
       v = &after_prefix(ctx, *prefix_.values, *v, v_all_);
     }
     q_out_ = q, k_out_ = k, v_out_ = v;
-    scores_.resize(shape{batch_, opts_.heads, seq_, keys_});
+    // The members themselves in training, where backward reads them; shared within a block otherwise.
+    tensor &scores = block_buffer<B>(ctx, scores_), &probs = block_buffer<B>(ctx, probs_),
+           &context = block_buffer<B>(ctx, context_);
+    scores.resize(shape{batch_, opts_.heads, seq_, keys_});
     for (std::size_t g = 0; g < group(); ++g)  // scores[b, h] = Q[b, :, h] K[b, :, g(h)]^T
       B::gemm_batched(ctx, op::n, op::t, seq_, keys_, d(), value_type(1), query_view(*q, g), kv_view(*k), value_type(0),
-                      scores_view(scores_, g), batch_, opts_.kv_heads);
+                      scores_view(scores, g), batch_, opts_.kv_heads);
     // The keys are the prefix and this call's own tokens, so query i sees keys 0..prefix + i.
     const softmax_mask mask{.query_rows = seq_, .blocks_per_mask_row = opts_.heads, .causal = opts_.causal,
                             .query_offset = prefix_len_};
-    B::masked_softmax(ctx, scores_, in.key_mask, mask, scale(), probs_);
-    dropped_probs_ = &drop_.forward(ctx, probs_);
-    context_.resize(shape{batch_, seq_, opts_.heads * d()});
+    B::masked_softmax(ctx, scores, in.key_mask, mask, scale(), probs);
+    probs_out_ = &probs;
+    dropped_probs_ = &drop_.forward(ctx, probs);
+    context.resize(shape{batch_, seq_, opts_.heads * d()});
     for (std::size_t g = 0; g < group(); ++g)  // context[b, :, h] = P[b, h] V[b, :, g(h)]
       B::gemm_batched(ctx, op::n, op::n, seq_, d(), keys_, value_type(1), scores_view(*dropped_probs_, g), kv_view(*v_out_),
-                      value_type(0), query_view(context_, g), batch_, opts_.kv_heads);
-    return o_.forward(ctx, context_);
+                      value_type(0), query_view(context, g), batch_, opts_.kv_heads);
+    return o_.forward(ctx, context);
   }
 
   /// dout: (batch, seq, hidden). Returns the gradient with respect to x.
@@ -183,7 +187,7 @@ class multi_head_attention : public visits_parameters<multi_head_attention<B, Pl
     // batch x heads x seq x seq tensors per layer. dS gets a buffer of its own only when the dropout
     // is off and so hands dP back unchanged (no kernel is asked to work in place).
     tensor& dprobs = scores_;
-    tensor& dv_all = backward_buffer<B>(ctx, dv_);
+    tensor& dv_all = block_buffer<B>(ctx, dv_);
     dv_all.resize(v_out_->shape());
     for (std::size_t g = 0; g < group(); ++g) {
       // dP = dContext V^T ; dV = sum over the group of P^T dContext
@@ -193,9 +197,9 @@ class multi_head_attention : public visits_parameters<multi_head_attention<B, Pl
                       query_view(dcontext, g), value_type(g ? 1 : 0), kv_view(dv_all), batch_, opts_.kv_heads);
     }
     const tensor& dprobs_kept = drop_.backward(ctx, dprobs);
-    tensor& dscores = &dprobs_kept == &dprobs ? backward_buffer<B>(ctx, dscores_) : scores_;
+    tensor& dscores = &dprobs_kept == &dprobs ? block_buffer<B>(ctx, dscores_) : scores_;
     B::softmax_backward(ctx, probs_, dprobs_kept, scale(), dscores);
-    tensor &dq = backward_buffer<B>(ctx, dq_), &dk_all = backward_buffer<B>(ctx, dk_);
+    tensor &dq = block_buffer<B>(ctx, dq_), &dk_all = block_buffer<B>(ctx, dk_);
     dq.resize(q_out_->shape());
     dk_all.resize(k_out_->shape());
     for (std::size_t g = 0; g < group(); ++g) {
@@ -208,14 +212,14 @@ class multi_head_attention : public visits_parameters<multi_head_attention<B, Pl
     tensor* dk = &dk_all;
     tensor* dv = &dv_all;
     if (prefix_len_) {  // the prefix's rows, summed over the batch, to the prefix; the rest to K and V
-      dk = &split_prefix(ctx, dk_all, prefix_.key_grad, backward_buffer<B>(ctx, dk_own_));
-      dv = &split_prefix(ctx, dv_all, prefix_.value_grad, backward_buffer<B>(ctx, dv_own_));
+      dk = &split_prefix(ctx, dk_all, prefix_.key_grad, block_buffer<B>(ctx, dk_own_));
+      dv = &split_prefix(ctx, dv_all, prefix_.value_grad, block_buffer<B>(ctx, dv_own_));
     }
     if (opts_.rope) {  // the rotation is orthogonal: its backward turns the other way
       B::rotary(ctx, dq, rotary(opts_.heads, true), dq);
       B::rotary(ctx, *dk, rotary(opts_.kv_heads, true), *dk);
     }
-    tensor& dx = backward_buffer<B>(ctx, dx_);
+    tensor& dx = block_buffer<B>(ctx, dx_);
     if (separate_queries_) {
       dqueries_ = &q_.backward(ctx, dq);
       B::copy(ctx, k_.backward(ctx, *dk), dx);
@@ -282,6 +286,7 @@ class multi_head_attention : public visits_parameters<multi_head_attention<B, Pl
                       scores_at(scores_, g), batch_, opts_.kv_heads);
     const softmax_mask mask{.query_rows = seq_, .blocks_per_mask_row = opts_.heads, .causal = opts_.causal, .query_offset = past};
     B::masked_softmax(ctx, scores_, key_mask, mask, scale(), probs_);
+    probs_out_ = &probs_;
     context_.resize(shape{batch_, seq_, opts_.heads * d()});
     for (std::size_t g = 0; g < group(); ++g)
       B::gemm_batched(ctx, op::n, op::n, seq_, d(), total, value_type(1), scores_at(std::as_const(probs_), g),
@@ -300,8 +305,9 @@ class multi_head_attention : public visits_parameters<multi_head_attention<B, Pl
   }
 
   [[nodiscard]] const attention_options& options() const noexcept { return opts_; }
-  /// The (batch, heads, seq, seq) attention probabilities of the last forward (before dropout).
-  [[nodiscard]] const tensor& probabilities() const noexcept { return probs_; }
+  /// The (batch, heads, seq, seq) attention probabilities of the last forward (before dropout); in
+  /// a model's block without backward, a shared buffer that the block after next overwrites.
+  [[nodiscard]] const tensor& probabilities() const noexcept { return probs_out_ ? *probs_out_ : probs_; }
   query_layer& query() noexcept { return q_; }
   key_layer& key() noexcept { return k_; }
   value_layer& value() noexcept { return v_; }
@@ -396,7 +402,8 @@ class multi_head_attention : public visits_parameters<multi_head_attention<B, Pl
   value_layer v_;
   dropout<B> drop_;
   output_layer o_;
-  const tensor *q_out_ = nullptr, *k_out_ = nullptr, *v_out_ = nullptr, *dropped_probs_ = nullptr, *dqueries_ = nullptr;
+  const tensor *q_out_ = nullptr, *k_out_ = nullptr, *v_out_ = nullptr, *dropped_probs_ = nullptr, *dqueries_ = nullptr,
+               *probs_out_ = nullptr;
   tensor q_rot_, k_rot_, scores_, probs_, context_, dscores_, dq_, dk_, dv_, dx_;  // scores_ also holds dP, dS
   tensor k_all_, v_all_, dk_own_, dv_own_, ones_;  // with a prefix only
 };

@@ -44,7 +44,7 @@ class dropout {
   /// can (`FusedDropout`), read from the stored mask otherwise.
   const tensor& backward(typename B::context& ctx, const tensor& dy) {
     if (!active_) return dy;
-    tensor& dx = backward_buffer<B>(ctx, dx_);
+    tensor& dx = block_buffer<B>(ctx, dx_);
     if constexpr (FusedDropout<B>) {
       if (!(dy.shape() == y_.shape()))
         throw shape_error(peft::detail::concat("dropout '", name_, "': output gradient shape ", dy.shape(),

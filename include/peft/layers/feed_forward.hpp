@@ -67,7 +67,7 @@ class feed_forward : public visits_parameters<feed_forward<B, Plan>> {
   const tensor& backward(typename B::context& ctx, const tensor& dy) {
     const tensor& dh = out_.backward(ctx, dy);
     if (!gate_) return in_.backward(ctx, act_.backward(ctx, dh));
-    tensor &dup = backward_buffer<B>(ctx, dup_), &dact = backward_buffer<B>(ctx, dact_), &dx = backward_buffer<B>(ctx, dx_);
+    tensor &dup = block_buffer<B>(ctx, dup_), &dact = block_buffer<B>(ctx, dact_), &dx = block_buffer<B>(ctx, dx_);
     B::multiply(ctx, dh, *activated_, dup);  // d up = dh * act(gate)
     B::multiply(ctx, dh, *up_, dact);        // d act(gate) = dh * up
     B::copy(ctx, gate_->backward(ctx, act_.backward(ctx, dact)), dx);

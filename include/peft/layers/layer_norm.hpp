@@ -43,8 +43,9 @@ class layer_norm : public visits_parameters<layer_norm<B, Trainable>> {
     if (x.cols() != width())
       throw shape_error(peft::detail::concat("layer_norm '", name_, "': input shape ", x.shape(), " does not end in ", width()));
     input_ = &x;
-    B::layer_norm_forward(ctx, x, gamma_.value, beta_.value, value_type(eps_), y_, mean_, rstd_);
-    return y_;
+    tensor& y = block_buffer<B>(ctx, y_);
+    B::layer_norm_forward(ctx, x, gamma_.value, beta_.value, value_type(eps_), y, mean_, rstd_);
+    return y;
   }
   const tensor& backward(typename B::context& ctx, const tensor& dy) {
     if (!input_) throw error(peft::detail::concat("layer_norm '", name_, "': backward called before forward"));
@@ -54,7 +55,7 @@ class layer_norm : public visits_parameters<layer_norm<B, Trainable>> {
       dgamma = &gamma_.grad;
       dbeta = &beta_.grad;
     }
-    tensor& dx = backward_buffer<B>(ctx, dx_);
+    tensor& dx = block_buffer<B>(ctx, dx_);
     B::layer_norm_backward(ctx, *input_, gamma_.value, mean_, rstd_, dy, dx, dgamma, dbeta);
     return dx;
   }

@@ -46,7 +46,7 @@ struct linear_site {
   bool training;
 };
 
-/// Elements of the buffers a layer's backward takes from `backward_buffers` (core/backward_buffers.hpp),
+/// Elements of the buffers a layer's backward takes from `block_buffers` (core/block_buffers.hpp),
 /// which the blocks of a stack share: the layer's `static backward_elements(site)`, or 0 for a layer
 /// that reports none (its buffers then count as its own, inside `activation_elements`). Part of
 /// `activation_elements`, not in addition to it.
@@ -124,14 +124,15 @@ class linear : public visits_parameters<linear<B, Trainable, WG, BG>> {
                                              " does not end in in_features = ", in_features()));
     input_ = &x;
     input_shape_ = x.shape();
-    y_.resize(x.shape().with_cols(out_features()));
+    tensor& y = block_buffer<B>(ctx, y_);
+    y.resize(x.shape().with_cols(out_features()));
     if (const packed_matrix* w = packed_weight()) {
-      if constexpr (PackedProducts<B>) B::gemm_packed(ctx, op::t, value_type(1), x, *w, value_type(0), y_);
+      if constexpr (PackedProducts<B>) B::gemm_packed(ctx, op::t, value_type(1), x, *w, value_type(0), y);
     } else {
-      B::gemm(ctx, op::n, op::t, value_type(1), x, weight_.value, value_type(0), y_);
+      B::gemm(ctx, op::n, op::t, value_type(1), x, weight_.value, value_type(0), y);
     }
-    if (has_bias()) B::add_row_vector(ctx, y_, bias_.value);
-    return y_;
+    if (has_bias()) B::add_row_vector(ctx, y, bias_.value);
+    return y;
   }
 
   const tensor& backward(typename B::context& ctx, const tensor& dy) {
@@ -143,7 +144,7 @@ class linear : public visits_parameters<linear<B, Trainable, WG, BG>> {
       B::gemm(ctx, op::t, op::n, value_type(1), dy, *input_, value_type(1), weight_.grad);
     if constexpr (bias_parameter::trainable)
       if (has_bias()) B::sum_rows(ctx, dy, value_type(1), bias_.grad);
-    tensor& dx = backward_buffer<B>(ctx, dx_);
+    tensor& dx = block_buffer<B>(ctx, dx_);
     dx.resize(input_shape_);
     if (const packed_matrix* w = packed_weight()) {
       if constexpr (PackedProducts<B>) B::gemm_packed(ctx, op::n, value_type(1), dy, *w, value_type(0), dx);

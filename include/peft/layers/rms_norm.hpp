@@ -48,7 +48,7 @@ class rms_norm : public visits_parameters<rms_norm<B, Trainable>> {
     if (!input_) throw error(peft::detail::concat("rms_norm '", name_, "': backward called before forward"));
     tensor* dgamma = nullptr;
     if constexpr (norm_parameter::trainable) dgamma = &gamma_.grad;
-    tensor& dx = backward_buffer<B>(ctx, dx_);
+    tensor& dx = block_buffer<B>(ctx, dx_);
     B::rms_norm_backward(ctx, *input_, gamma_.value, rstd_, dy, dx, dgamma);
     return dx;
   }

@@ -160,27 +160,29 @@ class lora_linear : public linear_wrapper<Inner>, public visits_parameters<lora_
     // The scaling is applied to the rank-r activations A x (rows x r) rather than to the output or,
     // in backward, to the output gradient (rows x out): the same products, two fewer full passes.
     const tensor& x_d = dropout_.forward(ctx, x);
-    B::copy(ctx, a_->forward(ctx, x_d), scaled_h_);
-    B::scale(ctx, value_type(scaling_), scaled_h_);
-    const tensor& l = b_->forward(ctx, scaled_h_);
+    tensor& scaled_h = block_buffer<B>(ctx, scaled_h_);  // B's input: its own in training
+    B::copy(ctx, a_->forward(ctx, x_d), scaled_h);
+    B::scale(ctx, value_type(scaling_), scaled_h);
+    const tensor& l = b_->forward(ctx, scaled_h);
     if (dora_) {
       dora_->update_scale(ctx, base_linear(), a_->weight().value, b_->weight().value, scaling_);
       return dora_->forward(ctx, base_linear(), x_d, base, l, !dropout_.active() && !base_trains);
     }
-    B::copy(ctx, base, y_);
-    B::axpy(ctx, value_type(1), l, y_);
-    return y_;
+    tensor& y = block_buffer<B>(ctx, y_);
+    B::copy(ctx, base, y);
+    B::axpy(ctx, value_type(1), l, y);
+    return y;
   }
   const tensor& backward(typename B::context& ctx, const tensor& dy) {
     if (!active()) return inner_.backward(ctx, dy);
     if (merged_)
       throw error(peft::detail::concat("lora on '", name(), "': backward through a merged layer; unmerge before training"));
     if (dora_) return dora_backward(ctx, dy);
-    tensor& dh = backward_buffer<B>(ctx, dh_);
+    tensor& dh = block_buffer<B>(ctx, dh_);
     B::copy(ctx, b_->backward(ctx, dy), dh);  // d(s A x): B's weight gradient already has the s
     B::scale(ctx, value_type(scaling_), dh);
     const tensor& dx_lora = dropout_.backward(ctx, a_->backward(ctx, dh));
-    tensor& dx = backward_buffer<B>(ctx, dx_);
+    tensor& dx = block_buffer<B>(ctx, dx_);
     B::copy(ctx, inner_.backward(ctx, dy), dx);
     B::axpy(ctx, value_type(1), dx_lora, dx);
     return dx;

@@ -317,6 +317,7 @@ class trainer {
       for (std::size_t b = state_.next_batch; b < epoch_batches.size() && !done; ++b) {
         const Batch& batch = epoch_batches[b];
         ctx_.training = true;
+        ctx_.forward_only = false;
         if (micro == 0) opt_.zero_grad(ctx_);
         double l = 0;
         std::size_t tokens = 0;

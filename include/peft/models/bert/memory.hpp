@@ -6,7 +6,7 @@
 /// gradient). Activations are the buffers the layers keep between forward and backward and reuse
 /// across steps: each layer type the plan produces reports its own (`activation_elements`), so a new
 /// method brings its contribution with it. Of those, the buffers a layer's backward takes from
-/// `backward_buffers` (`backward_elements`) exist twice for the whole encoder, not once per block; a
+/// `block_buffers` (`backward_elements`) exist twice for the whole encoder, not once per block; a
 /// method layer that does not report its own (adapters, (IA)3, VeRA, AdaLoRA) has them counted per
 /// block, a slight overestimate. Prompt and prefix tuning's virtual tokens lengthen the sequences the
 /// layers see; they are not counted here. The figures follow the implementation and are checked
@@ -56,7 +56,7 @@ std::uint64_t norm_elements(std::uint64_t rows, std::uint64_t width, const std::
 /// Memory of training `bert_for_sequence_classification<B, Plan>` on batches of `batch x seq` with an
 /// update rule keeping `state_tensors_per_parameter` tensors per trainable parameter (AdamW: 2,
 /// SGD with momentum: 1). `shared_backward_buffers`: whether the blocks share their backward
-/// buffers (`ctx.backward_scratch.shared`, the default).
+/// buffers (`ctx.block_scratch.shared`, the default).
 template <class B, class Plan>
 memory_report estimate_memory(const bert_for_sequence_classification<B, Plan>& model, const method_config& cfg,
                               std::size_t batch, std::size_t seq, unsigned state_tensors_per_parameter = 2,
@@ -76,7 +76,7 @@ memory_report estimate_memory(const bert_for_sequence_classification<B, Plan>& m
   using norm_t = typename Plan::template norm<B>;
   e += 3 * rows * H + 3 * rows + rows * H + detail::norm_elements<norm_t>(rows, H, "bert.embeddings.LayerNorm", cfg) +
        detail::dropout_elements<B>(c.hidden_dropout_prob, rows * H, training) + rows;
-  // Each block keeps its forward buffers; the buffers its backward takes (`backward_buffers`) are
+  // Each block keeps its forward buffers; the buffers its backward takes (`block_buffers`) are
   // shared: blocks of one parity reuse one set, so two sets in all (exact when the blocks are alike).
   std::uint64_t backward_sets[2] = {0, 0};
   const bool pruned = model.options().pool == pooling::first_token && model.options().prune_last_block;

@@ -163,9 +163,10 @@ class bert_residual_norm : public visits_parameters<bert_residual_norm<B, Plan>>
 
   /// x: the sublayer's input; y: its output.
   const tensor& forward(typename B::context& ctx, const tensor& x, const tensor& y) {
-    B::copy(ctx, drop_.forward(ctx, y), residual_);
-    B::axpy(ctx, typename B::value_type(1), x, residual_);
-    return norm_.forward(ctx, residual_);
+    tensor& residual = block_buffer<B>(ctx, residual_);  // the norm's input: its own in training
+    B::copy(ctx, drop_.forward(ctx, y), residual);
+    B::axpy(ctx, typename B::value_type(1), x, residual);
+    return norm_.forward(ctx, residual);
   }
   /// The gradient with respect to y; `input_gradient` then adds the residual path.
   const tensor& backward(typename B::context& ctx, const tensor& dy) {
@@ -176,7 +177,7 @@ class bert_residual_norm : public visits_parameters<bert_residual_norm<B, Plan>>
   const tensor& residual_gradient() const noexcept { return *dres_; }
   /// d x = (gradient through the sublayer) + (residual path).
   const tensor& input_gradient(typename B::context& ctx, const tensor& through_sublayer) {
-    tensor& dx = backward_buffer<B>(ctx, dx_);
+    tensor& dx = block_buffer<B>(ctx, dx_);
     B::copy(ctx, through_sublayer, dx);
     B::axpy(ctx, typename B::value_type(1), *dres_, dx);
     return dx;
@@ -227,16 +228,17 @@ class bert_attention : public visits_parameters<bert_attention<B, Plan>> {
     first_host_.resize(batch);
     for (std::size_t b = 0; b < batch; ++b) first_host_[b] = std::int32_t(b * seq);
     B::copy_labels(ctx, first_host_, first_ids_);
-    x_first_.resize(shape{batch, 1, x.cols()});
-    B::gather_rows(ctx, x, first_ids_, x_first_);
-    return post_.forward(ctx, x_first_, attention_.forward(ctx, x, {.key_mask = &key_mask, .prefix = prefix, .queries = &x_first_}));
+    tensor& x_first = block_buffer<B>(ctx, x_first_);  // the query's input: its own in training
+    x_first.resize(shape{batch, 1, x.cols()});
+    B::gather_rows(ctx, x, first_ids_, x_first);
+    return post_.forward(ctx, x_first, attention_.forward(ctx, x, {.key_mask = &key_mask, .prefix = prefix, .queries = &x_first}));
   }
   const tensor& backward(typename B::context& ctx, const tensor& dy) {
     if (!first_row_only_) return post_.input_gradient(ctx, attention_.backward(ctx, post_.backward(ctx, dy)));
     // Every row reaches the output through the keys and values; row 0 also through its query and
     // the residual.
     const tensor& through_keys_values = attention_.backward(ctx, post_.backward(ctx, dy));
-    tensor& dx = backward_buffer<B>(ctx, dx_);
+    tensor& dx = block_buffer<B>(ctx, dx_);
     B::copy(ctx, through_keys_values, dx);
     B::scatter_add_rows(ctx, attention_.query_input_gradient(), first_ids_, dx);
     B::scatter_add_rows(ctx, post_.residual_gradient(), first_ids_, dx);
@@ -406,14 +408,21 @@ class bert_encoder : public visits_parameters<bert_encoder<B, Plan>> {
     B::copy_from_host(ctx, mask_host_, shape{batch.batch_size, pre + len}, mask_);
     prefix_.forward(ctx);
     const tensor* h = &embeddings_.forward(ctx, batch, virt ? &prompt_.table(ctx, embeddings_.word_embeddings()) : nullptr, pre);
-    for (std::size_t i = 0; i < layers_.size(); ++i)
-      h = &layers_[i].forward(ctx, *h, mask_, prefix_.layer(i), first_row_only && i + 1 == layers_.size());
+    for (std::size_t i = 0; i < layers_.size(); ++i) {
+      const bool pruned = first_row_only && i + 1 == layers_.size();
+      if (!ctx.forward_only) {
+        h = &layers_[i].forward(ctx, *h, mask_, prefix_.layer(i), pruned);
+        continue;
+      }
+      const auto block = open_block<B>(ctx, i);  // no backward follows: the blocks share their buffers
+      h = &layers_[i].forward(ctx, *h, mask_, prefix_.layer(i), pruned);
+    }
     return *h;
   }
   void backward(typename B::context& ctx, const tensor& dy) {
     const tensor* d = &dy;
     for (std::size_t i = layers_.size(); i-- > 0;) {
-      const auto block = backward_block<B>(ctx, i);
+      const auto block = open_block<B>(ctx, i);
       d = &layers_[i].backward(ctx, *d);
     }
     const tensor& dembeddings = embeddings_.backward(ctx, *d);

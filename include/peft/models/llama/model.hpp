@@ -93,7 +93,7 @@ class llama_block : public visits_parameters<llama_block<B, Plan>> {
     return y_;
   }
   const tensor& backward(typename B::context& ctx, const tensor& dy) {
-    tensor &dh = backward_buffer<B>(ctx, dh_), &dx = backward_buffer<B>(ctx, dx_);
+    tensor &dh = block_buffer<B>(ctx, dh_), &dx = block_buffer<B>(ctx, dx_);
     B::copy(ctx, dy, dh);
     B::axpy(ctx, value_type(1), norm2_.backward(ctx, mlp_.backward(ctx, dy)), dh);
     B::copy(ctx, dh, dx);
@@ -204,7 +204,7 @@ class llama_for_causal_lm : public visits_parameters<llama_for_causal_lm<B, Plan
       d = &dall_;
     }
     for (std::size_t i = layers_.size(); i-- > 0;) {
-      const auto block = backward_block<B>(ctx, i);
+      const auto block = open_block<B>(ctx, i);
       d = &layers_[i].backward(ctx, *d);
     }
     prefix_.backward(ctx);
